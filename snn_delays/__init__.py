@@ -1,0 +1,46 @@
+"""snn-delays: learn synaptic delays in spiking neural networks (DCLS) and export them.
+
+Public API (time-major shapes (T, B, C) everywhere, times in steps)::
+
+    DelaySynapse   weights + learnable delays as a causal temporal convolution
+    LIF            leaky integrate-and-fire neuron, arctan surrogate gradient
+    DelaySNN       the network; build_model(config) / load_model(run_dir)
+    load_config    typed configs from experiments/*.toml with overrides
+    train          the training loop writing a run folder
+"""
+
+from .config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig, load_config
+from .errors import UserError
+from .model import DelaySNN, build_model, count_trainable, load_model, resolve_variant
+from .neuron import LIF
+from .synapse import DelaySynapse, DenseConvSynapse, gaussian_kernel, rounded_kernel
+
+
+def train(*args, **kwargs):
+    """See :func:`snn_delays.train.train` (imported lazily to keep ``import snn_delays`` light)."""
+    from .train import train as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = [
+    "DelaySynapse",
+    "DenseConvSynapse",
+    "gaussian_kernel",
+    "rounded_kernel",
+    "LIF",
+    "DelaySNN",
+    "build_model",
+    "load_model",
+    "resolve_variant",
+    "count_trainable",
+    "load_config",
+    "ExperimentConfig",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "ConfigError",
+    "UserError",
+    "train",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,222 @@
+"""DelaySNN: [delay synapse -> BatchNorm -> LIF -> dropout] x L -> delay-synapse readout.
+
+Time padding: the input (T, B, C) is padded ONCE at the end with ``extra_steps`` zero steps and
+every layer runs on T' = T + extra_steps steps (causal left padding inside each synapse). The
+reference instead pads (Td - 1) // 2 steps on the right before every layer, so its sequence
+grows layer by layer; ``extra_steps`` defaults to the same total, (L + 1) * ((Td - 1) // 2).
+A constant length is what hardware does: a chip runs every layer on the same clock.
+
+Variants (ablations) are resolved here into a concrete :class:`ModelConfig`; see
+:func:`resolve_variant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import ExperimentConfig, ModelConfig, config_from_dict, load_config
+from .errors import UserError
+from .neuron import LIF
+from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
+
+__all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock"]
+
+
+def _generator(seed: int, layer: int, kind: int) -> torch.Generator:
+    # Independent, reproducible streams: same seed => same masks/weights/delays in every variant
+    # whose shapes agree.
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + layer * 101 + kind)
+
+
+class TimeSharedDropout(nn.Module):
+    """Dropout with one mask per sample and neuron shared by all time steps; (T, B, N)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty(1, x.shape[1], x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class HiddenBlock(nn.Module):
+    """delay synapse -> BatchNorm over time and batch -> LIF -> dropout; (T, B, C_in) -> (T, B, H) spikes."""
+
+    def __init__(self, synapse: nn.Module, hidden: int, tau: float, threshold: float, alpha: float, dropout: float):
+        super().__init__()
+        self.synapse = synapse
+        self.norm = nn.BatchNorm1d(hidden)
+        self.lif = LIF(tau, threshold, alpha)
+        self.dropout = TimeSharedDropout(dropout)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (spikes after dropout, spikes before dropout), both (T, B, H)."""
+        i = self.synapse(x)  # (T, B, H)
+        t, b, h = i.shape
+        i = self.norm(i.reshape(t * b, h)).reshape(t, b, h)  # statistics over time and batch
+        s = self.lif(i)
+        return self.dropout(s), s
+
+
+class DelaySNN(nn.Module):
+    """The delay-learning spiking network. Build it with :func:`build_model`.
+
+    ``forward(x)``: x (T, B, C) input counts -> readout membrane (T + extra_steps, B, n_classes).
+    """
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        cfg.validate()
+        if cfg.input_size < 1 or cfg.n_classes < 1:
+            raise UserError("model.input_size and model.n_classes must be set (> 0) to build a model")
+        self.config = cfg
+        self.extra_steps = cfg.resolved_extra_steps
+        no_delays = cfg.variant.startswith("no-delays")
+        sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
+        synapses = []
+        for k in range(cfg.n_layers + 1):
+            fin, fout = sizes[k], sizes[k + 1]
+            mask = random_fanin_mask(fout, fin, cfg.fanin, _generator(seed, k, 0))
+            if cfg.variant == "dense-conv":
+                syn: nn.Module = DenseConvSynapse(fin, fout, cfg.kernel_size, mask=mask, generator=_generator(seed, k, 1))
+            else:
+                syn = DelaySynapse(
+                    fin, fout,
+                    kernel_size=1 if no_delays else cfg.kernel_size,
+                    kernel_count=1 if no_delays else cfg.kernel_count,
+                    learn_delays=not no_delays and cfg.variant != "fixed-delays",
+                    learn_weights=cfg.variant != "fixed-weights",
+                    mask=mask, generator=_generator(seed, k, 1), backend=cfg.backend,
+                )
+            synapses.append(syn)
+        self.hidden = nn.ModuleList(
+            HiddenBlock(synapses[k], cfg.hidden_size, cfg.tau_steps, cfg.threshold, cfg.surrogate_alpha, cfg.dropout)
+            for k in range(cfg.n_layers)
+        )
+        self.readout = synapses[-1]
+        self.readout_lif = LIF(cfg.readout_tau_steps, float("inf"))
+
+    # -- sigma, clamping ------------------------------------------------------------------------
+    def synapses(self) -> list[nn.Module]:
+        return [blk.synapse for blk in self.hidden] + [self.readout]
+
+    @property
+    def sigma(self) -> float:
+        return float(self.synapses()[0].sigma) if hasattr(self.synapses()[0], "sigma") else 0.0
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        for s in self.synapses():
+            s.set_sigma(value)
+
+    def clamp_(self) -> None:
+        for s in self.synapses():
+            s.clamp_()
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, x: Tensor, return_spikes: bool = False):
+        """x (T, B, C) -> readout membrane (T + extra_steps, B, n_classes)
+        (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``)."""
+        if x.dim() != 3 or x.shape[-1] != self.config.input_size:
+            raise UserError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
+        if self.extra_steps:
+            x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
+        spikes = []
+        for blk in self.hidden:
+            x, s = blk(x)
+            spikes.append(s)
+        u = self.readout_lif(self.readout(x))  # (T', B, n_classes)
+        return (u, spikes) if return_spikes else u
+
+    @staticmethod
+    def scores(membrane: Tensor) -> Tensor:
+        """Sum over time of the softmax over classes: (T', B, K) -> (B, K); treated as logits."""
+        return membrane.softmax(-1).sum(0)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """(T, B, C) -> (B,) predicted classes (argmax of the summed softmax)."""
+        return self.scores(self(x)).argmax(-1)
+
+    def trainable_count(self) -> int:
+        """Trainable parameters that exist (masked-out synapses and frozen parameters excluded)."""
+        n = sum(s.trainable_count() for s in self.synapses())
+        for blk in self.hidden:
+            n += sum(p.numel() for p in blk.norm.parameters() if p.requires_grad)
+        return n
+
+
+# -- variants ----------------------------------------------------------------------------------
+def count_trainable(cfg: ModelConfig) -> int:
+    """Trainable parameter count of a *resolved* model config, computed analytically."""
+    no_delays = cfg.variant.startswith("no-delays")
+    sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
+    n = 0
+    for k in range(cfg.n_layers + 1):
+        fin, fout = sizes[k], sizes[k + 1]
+        fan = fin if cfg.fanin <= 0 or cfg.fanin >= fin else cfg.fanin
+        if cfg.variant == "dense-conv":
+            n += fout * fan * cfg.kernel_size
+            continue
+        m = 1 if no_delays else cfg.kernel_count
+        per_kind = fout * fan * m
+        n += per_kind * (int(cfg.variant != "fixed-weights") + int(not no_delays and cfg.variant != "fixed-delays"))
+    return n + 2 * cfg.hidden_size * cfg.n_layers
+
+
+def resolve_variant(cfg: ModelConfig) -> ModelConfig:
+    """Turn ``no-delays-wider``/``no-delays-deeper`` into concrete sizes that match the trainable
+    parameter count of the full model with the same settings. Other variants keep their sizes.
+    With sparse fan-in K, the no-delay baselines keep 2K synapses per neuron instead (a synapse
+    without a delay has one parameter instead of two)."""
+    if not cfg.variant.startswith("no-delays"):
+        return cfg
+    target = count_trainable(dataclasses.replace(cfg, variant="full"))
+    if cfg.fanin > 0:
+        return dataclasses.replace(cfg, fanin=2 * cfg.fanin * cfg.kernel_count, kernel_count=1)
+    base = dataclasses.replace(cfg, kernel_count=1)
+    if cfg.variant == "no-delays-wider":
+        best = min(range(1, 8 * cfg.hidden_size + 1),
+                   key=lambda h: abs(count_trainable(dataclasses.replace(base, hidden_size=h)) - target))
+        return dataclasses.replace(base, hidden_size=best)
+    best = min(range(1, 64), key=lambda n: abs(count_trainable(dataclasses.replace(base, n_layers=n)) - target))
+    return dataclasses.replace(base, n_layers=best)
+
+
+def _as_experiment(config: Any) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, ModelConfig):
+        return ExperimentConfig(model=config)
+    if isinstance(config, dict):
+        return config_from_dict(config)
+    return load_config(config)
+
+
+def build_model(config: "ExperimentConfig | ModelConfig | str | os.PathLike | dict", seed: int | None = None) -> DelaySNN:
+    """Build a :class:`DelaySNN` from a config object, a TOML path or a name in ``experiments/``
+    (``build_model("shd")``). ``seed`` (default ``train.seed``) fixes masks, weights and delays."""
+    cfg = _as_experiment(config)
+    model = DelaySNN(resolve_variant(cfg.model), seed=cfg.train.seed if seed is None else seed)
+    model.sigma = cfg.sigma_init()
+    return model
+
+
+def load_model(run_dir: "str | os.PathLike", checkpoint: str = "best", device: str = "cpu") -> DelaySNN:
+    """The trained model of a run folder (``best.pt`` by default, or a .pt path), in eval mode."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir, checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    model = DelaySNN(cfg.model, seed=cfg.train.seed)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()

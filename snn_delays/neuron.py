@@ -1,0 +1,104 @@
+"""Leaky integrate-and-fire neuron with a hard reset and the arctan surrogate gradient.
+
+Discrete time, dt = 1 step::
+
+    u[t] = (1 - 1/tau) * u[t-1] + I[t]          tau in steps (>= 1), u[-1] = 0
+    S[t] = Heaviside(u[t] - threshold)          (fires on u >= threshold)
+    u[t] <- 0 where S[t] = 1                    (hard reset; the reset is detached from the graph)
+
+Backward: dS/du = alpha / 2 / (1 + (pi/2 * alpha * (u - threshold))^2), the derivative of
+``atan_surrogate``. Same spikes, membranes and gradients as SpikingJelly's multi-step
+``LIFNode(decay_input=False, v_reset=0, detach_reset=True, surrogate_function=ATan(alpha))``.
+A neuron with ``threshold=inf`` never spikes (the readout): it returns its membrane.
+
+Shapes: (T, B, N) time-major. No state is kept between calls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LIF", "lif_sequence", "leaky_integrate", "spike_atan", "atan_surrogate"]
+
+
+def atan_surrogate(x: Tensor, alpha: float = 5.0) -> Tensor:
+    """The smooth function whose derivative is the surrogate gradient: atan(pi/2 alpha x)/pi + 1/2."""
+    return torch.atan(math.pi / 2 * alpha * x) / math.pi + 0.5
+
+
+class _SpikeATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
+
+
+def spike_atan(x: Tensor, alpha: float = 5.0) -> Tensor:
+    """Heaviside(x) forward (1 where x >= 0), arctan surrogate gradient backward."""
+    return _SpikeATan.apply(x, alpha)
+
+
+def lif_sequence(current: Tensor, tau: float, threshold: float = 1.0, alpha: float = 5.0,
+                 return_membrane: bool = False):
+    """Run the LIF update over a whole sequence. current (T, B, N) -> spikes (T, B, N)
+    (and, if ``return_membrane``, the membrane after reset, (T, B, N))."""
+    decay = 1.0 - 1.0 / tau
+    u = torch.zeros_like(current[0])
+    spikes, membranes = [], []
+    for t in range(current.shape[0]):
+        u = decay * u + current[t]
+        s = spike_atan(u - threshold, alpha)
+        u = u * (1.0 - s.detach())
+        spikes.append(s)
+        if return_membrane:
+            membranes.append(u)
+    out = torch.stack(spikes)
+    return (out, torch.stack(membranes)) if return_membrane else out
+
+
+def leaky_integrate(current: Tensor, tau: float) -> Tensor:
+    """A neuron that never spikes: membrane u[t] = (1 - 1/tau) u[t-1] + I[t]; (T, B, N) -> (T, B, N)."""
+    decay = 1.0 - 1.0 / tau
+    if decay == 0.0:
+        return current
+    u = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        u = decay * u + current[t]
+        out.append(u)
+    return torch.stack(out)
+
+
+class LIF(nn.Module):
+    """LIF neurons over a sequence: (T, B, N) currents -> (T, B, N) spikes (or membrane if
+    ``threshold`` is infinite). ``tau`` in steps."""
+
+    def __init__(self, tau: float, threshold: float = 1.0, alpha: float = 5.0):
+        super().__init__()
+        if tau < 1.0:
+            raise ValueError(f"tau is in steps and must be >= 1; got {tau}")
+        self.tau, self.threshold, self.alpha = float(tau), float(threshold), float(alpha)
+
+    @property
+    def spiking(self) -> bool:
+        return math.isfinite(self.threshold)
+
+    def forward(self, current: Tensor) -> Tensor:
+        if current.dim() != 3:
+            raise ValueError(f"LIF: expected input (T, B, N), got {tuple(current.shape)}")
+        if not self.spiking:
+            return leaky_integrate(current, self.tau)
+        return lif_sequence(current, self.tau, self.threshold, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau} steps, threshold={self.threshold}, alpha={self.alpha}"

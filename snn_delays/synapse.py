@@ -1,0 +1,210 @@
+"""The delay synapse: weights and real-valued delays realised as a causal 1-D temporal convolution.
+
+Every connection i <- j holds ``kernel_count`` = m elements (w, d); d is in steps within
+[0, Td - 1] where Td = ``kernel_size``. The connection's kernel has length Td; tap index
+``Td - 1 - d`` multiplies the input ``d`` steps in the past (causal, left padding Td - 1), so
+
+    I_i[t] = sum_j sum_e  w_ije * S_j[t - d_ije]          (eval: d rounded to an integer)
+
+In training the tap is spread by a normalised Gaussian of width sigma (steps) so that d gets a
+gradient (DCLS with Gaussian interpolation)::
+
+    k_ij[n] = sum_e w_ije / c_ije * exp(-0.5 * ((n - Td + d_ije + 1) / sigma)^2),
+    c_ije   = eps + sum_n exp(-0.5 * ((n - Td + d_ije + 1) / sigma)^2),     eps = 1e-7
+
+Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "DelaySynapse",
+    "DenseConvSynapse",
+    "gaussian_kernel",
+    "rounded_kernel",
+    "round_delays",
+    "causal_conv",
+    "random_fanin_mask",
+    "KERNEL_EPS",
+]
+
+KERNEL_EPS = 1e-7
+
+
+def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
+    """Integer delays (steps) used in evaluation and export: round half to even after clamping."""
+    return torch.round(delay.clamp(0, kernel_size - 1))
+
+
+def gaussian_kernel(weight: Tensor, delay: Tensor, sigma: float | Tensor, kernel_size: int,
+                    eps: float = KERNEL_EPS) -> Tensor:
+    """Training kernel (out, in, Td) from weight and delay (out, in, m); sigma in steps."""
+    n = torch.arange(kernel_size, device=delay.device, dtype=delay.dtype)  # (Td,)
+    centre = (kernel_size - 1) - delay  # (out, in, m)
+    g = torch.exp(-0.5 * ((n - centre.unsqueeze(-1)) / sigma) ** 2)  # (out, in, m, Td)
+    g = g / (eps + g.sum(-1, keepdim=True))
+    return (weight.unsqueeze(-1) * g).sum(2)  # (out, in, Td)
+
+
+def rounded_kernel(weight: Tensor, delay: Tensor, kernel_size: int) -> Tensor:
+    """Evaluation kernel (out, in, Td): one tap per element at the rounded delay, full weight."""
+    index = (kernel_size - 1 - round_delays(delay, kernel_size)).long()  # (out, in, m)
+    k = weight.new_zeros(weight.shape[0], weight.shape[1], kernel_size)
+    return k.scatter_add(2, index, weight)
+
+
+def causal_conv(x: Tensor, kernel: Tensor) -> Tensor:
+    """Dense causal convolution: x (T, B, C_in), kernel (C_out, C_in, Td) -> (T, B, C_out)."""
+    td = kernel.shape[-1]
+    xb = x.permute(1, 2, 0)  # (B, C_in, T)
+    xb = F.pad(xb, (td - 1, 0))  # (B, C_in, T + Td - 1)
+    y = F.conv1d(xb, kernel)  # (B, C_out, T)
+    return y.permute(2, 0, 1)  # (T, B, C_out)
+
+
+def random_fanin_mask(out_features: int, in_features: int, fanin: int, generator: torch.Generator) -> Tensor:
+    """A fixed 0/1 mask (out, in) keeping ``fanin`` random incoming synapses per output neuron."""
+    if fanin <= 0 or fanin >= in_features:
+        return torch.ones(out_features, in_features)
+    scores = torch.rand(out_features, in_features, generator=generator)
+    keep = scores.argsort(dim=1)[:, :fanin]
+    mask = torch.zeros(out_features, in_features)
+    mask.scatter_(1, keep, 1.0)
+    return mask
+
+
+def _check_input(x: Tensor, in_features: int, who: str) -> None:
+    if x.dim() != 3 or x.shape[-1] != in_features:
+        raise ValueError(f"{who}: expected input (T, B, {in_features}), got {tuple(x.shape)}")
+
+
+class DelaySynapse(nn.Module):
+    """Fully (or sparsely) connected synapses with learnable weights and delays.
+
+    Args:
+        in_features, out_features: neurons before / after.
+        kernel_size: Td, the number of taps; delays live in [0, Td - 1] steps.
+        kernel_count: m >= 1 (weight, delay) elements per connection; their kernels add.
+        sigma: initial Gaussian width (steps); assign ``synapse.sigma = s`` to change it.
+        learn_delays / learn_weights: False freezes that parameter.
+        mask: optional fixed (out, in) 0/1 connectivity (sparse fan-in).
+        generator: a torch.Generator for reproducible initialisation.
+
+    Parameters ``weight`` and ``delay`` are (out, in, m). ``forward`` maps (T, B, in) spike counts to
+    currents (T, B, out): output step t depends only on input steps <= t.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int,
+        kernel_count: int = 1,
+        sigma: float | None = None,
+        learn_delays: bool = True,
+        learn_weights: bool = True,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if kernel_size < 1 or kernel_count < 1:
+            raise ValueError("kernel_size and kernel_count must be >= 1")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = kernel_size
+        self.kernel_count = kernel_count
+        self.backend = backend
+        if mask is None:
+            mask = torch.ones(out_features, in_features)
+        if tuple(mask.shape) != (out_features, in_features):
+            raise ValueError(f"mask must be ({out_features}, {in_features}); got {tuple(mask.shape)}")
+        self.register_buffer("mask", mask.float().clone())
+        self.register_buffer("sigma", torch.tensor(float(sigma if sigma is not None else kernel_size // 2 or 0.5)))
+        fan_in = self.mask.sum(1).clamp(min=1).unsqueeze(-1) * kernel_count  # (out, 1)
+        bound = 1.0 / fan_in.sqrt()
+        u = torch.rand(out_features, in_features, kernel_count, generator=generator)
+        weight = (2 * u - 1) * bound.unsqueeze(-1)
+        delay = torch.rand(out_features, in_features, kernel_count, generator=generator) * (kernel_size - 1)
+        self.weight = nn.Parameter(weight * self.mask.unsqueeze(-1), requires_grad=learn_weights)
+        self.delay = nn.Parameter(delay, requires_grad=learn_delays and kernel_size > 1)
+
+    # -- sigma -----------------------------------------------------------------------------------
+    def set_sigma(self, value: float) -> None:
+        self.sigma.fill_(float(value))
+
+    def __setattr__(self, name, value):
+        if name == "sigma" and "sigma" in self._buffers and not isinstance(value, Tensor):
+            self._buffers["sigma"].fill_(float(value))
+            return
+        super().__setattr__(name, value)
+
+    # -- kernels ---------------------------------------------------------------------------------
+    def masked_weight(self) -> Tensor:
+        return self.weight * self.mask.unsqueeze(-1)
+
+    def kernel(self) -> Tensor:
+        """(out, in, Td): Gaussian-interpolated in training mode, one rounded tap in eval mode."""
+        if self.training:
+            return gaussian_kernel(self.masked_weight(), self.delay, self.sigma, self.kernel_size)
+        return rounded_kernel(self.masked_weight(), self.delay, self.kernel_size)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Bring delays back into [0, Td - 1] (call after every optimiser step)."""
+        self.delay.clamp_(0, self.kernel_size - 1)
+
+    def trainable_count(self) -> int:
+        """Trainable parameters that exist (masked-out synapses do not count)."""
+        per = int(self.mask.sum().item()) * self.kernel_count
+        return per * (int(self.weight.requires_grad) + int(self.delay.requires_grad))
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, self.in_features, "DelaySynapse")
+        if self.kernel_size == 1:
+            w = self.masked_weight().sum(-1)  # (out, in)
+            return x @ w.t()
+        return causal_conv(x, self.kernel())
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
+                f"kernel_count={self.kernel_count}, sigma={float(self.sigma):.3g}, "
+                f"learn_delays={self.delay.requires_grad}, learn_weights={self.weight.requires_grad}")
+
+
+class DenseConvSynapse(nn.Module):
+    """Ablation "dense conv delays": an ordinary causal Conv1d with a free (out, in, Td) kernel."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int,
+                 mask: Tensor | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        self.in_features, self.out_features, self.kernel_size = in_features, out_features, kernel_size
+        if mask is None:
+            mask = torch.ones(out_features, in_features)
+        self.register_buffer("mask", mask.float().clone())
+        bound = 1.0 / math.sqrt(in_features * kernel_size)
+        k = (2 * torch.rand(out_features, in_features, kernel_size, generator=generator) - 1) * bound
+        self.kernel_weight = nn.Parameter(k)
+
+    def set_sigma(self, value: float) -> None:  # no Gaussian here
+        pass
+
+    def clamp_(self) -> None:
+        pass
+
+    def kernel(self) -> Tensor:
+        return self.kernel_weight * self.mask.unsqueeze(-1)
+
+    def trainable_count(self) -> int:
+        return int(self.mask.sum().item()) * self.kernel_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, self.in_features, "DenseConvSynapse")
+        return causal_conv(x, self.kernel())
