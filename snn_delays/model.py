@@ -188,8 +188,13 @@ def resolve_variant(cfg: ModelConfig) -> ModelConfig:
         best = min(range(1, 8 * cfg.hidden_size + 1),
                    key=lambda h: abs(count_trainable(dataclasses.replace(base, hidden_size=h)) - target))
         return dataclasses.replace(base, hidden_size=best)
-    best = min(range(1, 64), key=lambda n: abs(count_trainable(dataclasses.replace(base, n_layers=n)) - target))
-    return dataclasses.replace(base, n_layers=best)
+    # deeper: one more hidden layer than the full model (at least), then the width that matches
+    layers = max(cfg.n_layers + 1, min(range(1, 64), key=lambda n: abs(
+        count_trainable(dataclasses.replace(base, n_layers=n)) - target)))
+    deeper = dataclasses.replace(base, n_layers=layers)
+    best = min(range(1, 8 * cfg.hidden_size + 1),
+               key=lambda h: abs(count_trainable(dataclasses.replace(deeper, hidden_size=h)) - target))
+    return dataclasses.replace(deeper, hidden_size=best)
 
 
 def _as_experiment(config: Any) -> ExperimentConfig:

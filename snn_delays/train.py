@@ -52,8 +52,6 @@ def one_cycle_lr(epoch: int, epochs: int, max_lr: float, pct_start: float = 0.3,
     per epoch with ``total_steps = epochs``, at the start of ``epoch`` (0-based)."""
     initial = max_lr / div_factor
     minimum = initial / final_div_factor
-    if epochs <= 1:
-        return initial
     end_up = float(pct_start * epochs) - 1
     end_down = float(epochs - 1)
 

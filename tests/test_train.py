@@ -1,0 +1,102 @@
+"""The trainer: schedules against torch's schedulers, resume equality, NaN handling, run folder."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from snn_delays import UserError, load_config, load_model
+from snn_delays.errors import TrainingDiverged
+from snn_delays.train import cosine_lr, one_cycle_lr, sigma_at_epoch, train
+
+TINY = [
+    "model.hidden_size=12", "model.kernel_size=9", "data.synthetic_train=120", "data.synthetic_valid=40",
+    "data.synthetic_test=40", "data.batch_size=40", "train.epochs=3", "train.progress=false",
+    "model.dropout=0.2",
+]
+
+
+@pytest.mark.parametrize("epochs", [1, 5, 150])
+def test_one_cycle_matches_torch(epochs):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=epochs)
+    for e in range(epochs):
+        assert math.isclose(opt.param_groups[0]["lr"], one_cycle_lr(e, epochs, 5e-3), rel_tol=1e-9)
+        opt.step()
+        sched.step()
+
+
+def test_cosine_matches_torch():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
+    for e in range(40):
+        assert math.isclose(opt.param_groups[0]["lr"], cosine_lr(e, 40, 0.1), rel_tol=1e-9, abs_tol=1e-15)
+        opt.step()
+        sched.step()
+
+
+def test_sigma_schedule():
+    s = [sigma_at_epoch(e, 100, 12.0, 0.5, 0.25) for e in range(100)]
+    assert s[0] == 12.0 and s[25] == pytest.approx(0.5) and all(v == pytest.approx(0.5) for v in s[25:])
+    assert all(a > b for a, b in zip(s[:25], s[1:26]))
+    ratios = [b / a for a, b in zip(s[:24], s[1:25])]
+    assert max(ratios) - min(ratios) < 1e-9  # exponential
+
+
+def test_resume_gives_same_metrics_as_uninterrupted(tmp_path):
+    cfg = load_config("synthetic", TINY)
+    full = train(cfg, tmp_path / "full")
+    part = tmp_path / "part"
+    train(cfg, part, max_epochs=1)  # "killed" after the first epoch
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
+    with open(part / "metrics.jsonl", "a") as f:  # a line written after the checkpoint, then killed
+        f.write('{"epoch": 99}\n')
+    resumed = train(cfg, part)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+    a = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (part / "metrics.jsonl").read_text().splitlines()]
+    assert strip(a) == strip(b)
+    assert full["test_acc"] == resumed["test_acc"]
+    ma, mb = load_model(tmp_path / "full", "last"), load_model(part, "last")
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert torch.equal(va, vb), ka
+
+
+def test_run_folder_contents(tmp_path):
+    cfg = load_config("synthetic", TINY + ["train.epochs=2"])
+    summary = train(cfg, tmp_path)
+    for f in ("config.toml", "metrics.jsonl", "best.pt", "last.pt", "summary.json"):
+        assert (tmp_path / f).exists(), f
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("epoch", "train_loss", "train_acc", "valid_acc", "test_acc", "sigma", "lr_weights", "lr_delays",
+                "delay_mean_0", "delay_std_0", "delay_at_limits_0"):
+        assert key in row
+    assert summary["seed"] == 0 and "torch" in summary["versions"] and "git_commit" in summary
+    assert load_config(tmp_path / "config.toml").model.hidden_size == 12
+    model = load_model(tmp_path)
+    assert not model.training
+    # delays stay in range after every step
+    for syn in model.synapses():
+        assert float(syn.delay.min()) >= 0 and float(syn.delay.max()) <= syn.kernel_size - 1
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = load_config("synthetic", TINY + ["train.epochs=3"])
+    train(cfg, tmp_path, max_epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+    bad = load_config("synthetic", TINY + ["train.epochs=3", "train.lr_weights=1e30"])
+    # a different config refuses to resume
+    with pytest.raises(UserError, match="different configuration"):
+        train(bad, tmp_path)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(bad, tmp_path / "fresh")
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_dataset_size_mismatch_is_clear(tmp_path):
+    cfg = load_config("synthetic", TINY + ["model.input_size=100"])
+    with pytest.raises(UserError, match="input_size is 100 but dataset 'synthetic' has 140"):
+        train(cfg, tmp_path)
