@@ -126,6 +126,8 @@ class DataConfig:
     synthetic_valid: int = 400
     synthetic_test: int = 1000
     synthetic_seed: int = 1234
+    cache_dir: str = ""
+    split_seed: int = 0
 
     def validate(self) -> None:
         if self.batch_size < 1:
