@@ -1,0 +1,55 @@
+"""Export trained delay SNNs to neuromorphic formats, and check that they compute the same thing.
+
+Reads checkpoints written by ``snn-delays train`` (never imports the training code). The
+canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it event by event.
+
+    ckpt = load_checkpoint("runs/x")                 # best.pt of a run folder
+    net = network_from_checkpoint(ckpt)              # float64, the model's own convention
+    chip, report = prepare(net, "loihi2", clip=True) # limits, quantisation, conventions
+    write_network(chip, "out/network.h5"); write_netx(chip, "out/netx.h5")
+    result = simulate(chip, x)                       # x (T, B, C_in) -> readout, spikes, predictions
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .errors import ExportError
+from .export import FORMATS, export_run
+from .netx import read_netx, write_netx
+from .network import Layer, Network, network_from_checkpoint, read_network, write_network
+from .nir_format import NIR_READOUT_NODE, nir_predict, read_nir, write_nir
+from .pynn import write_pynn
+from .simulate import Convention, SimResult, predict_from_readout, simulate
+from .targets import TARGETS, Target, get_target, prepare
+from .verify import VerifyResult, compare_runs
+
+__all__ = [
+    "__version__",
+    "Checkpoint",
+    "Convention",
+    "ExportError",
+    "FORMATS",
+    "Layer",
+    "NIR_READOUT_NODE",
+    "Network",
+    "SimResult",
+    "TARGETS",
+    "Target",
+    "VerifyResult",
+    "compare_runs",
+    "export_run",
+    "get_target",
+    "load_checkpoint",
+    "network_from_checkpoint",
+    "nir_predict",
+    "predict_from_readout",
+    "prepare",
+    "read_netx",
+    "read_network",
+    "read_nir",
+    "simulate",
+    "write_netx",
+    "write_network",
+    "write_nir",
+    "write_pynn",
+]

@@ -1,0 +1,183 @@
+"""Read a training checkpoint (``best.pt`` / ``last.pt``) without importing the training code.
+
+The checkpoint format is the one in ``docs/internals.md``: a ``torch.save`` dict with
+``format == "snn-delays-checkpoint"``, ``format_version == 1``, the resolved ``config`` (nested
+dict) and the ``model`` state dict. torch is needed here only to unpickle the file (it is present
+wherever a checkpoint was made); everything returned is numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError
+
+__all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path",
+           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS"]
+
+CHECKPOINT_FORMAT = "snn-delays-checkpoint"
+CHECKPOINT_VERSIONS = (1,)
+BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """One synapse layer read from a checkpoint. Arrays are float64.
+
+    weight, delay: (H_out, H_in, m) (delay in real-valued steps); mask: (H_out, H_in).
+    norm: BatchNorm running statistics and affine parameters (H_out,) each, or None (readout).
+    """
+
+    weight: np.ndarray
+    delay: np.ndarray
+    mask: np.ndarray
+    norm: dict[str, np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the exporter needs from a checkpoint: the layers, the neuron constants and dt."""
+
+    path: Path
+    config: dict[str, Any]
+    hidden: list[HiddenLayer]
+    readout: HiddenLayer
+    kernel_size: int
+    tau_steps: float
+    readout_tau_steps: float
+    threshold: float
+    extra_steps: int
+    dt_ms: float
+    epoch: int
+
+    @property
+    def input_size(self) -> int:
+        return int(self.hidden[0].weight.shape[1]) if self.hidden else int(self.readout.weight.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.readout.weight.shape[0])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("data", {}).get("dataset", ""))
+
+
+def resolve_checkpoint_path(path: str | os.PathLike, which: str = "best") -> Path:
+    """A run folder -> its ``best.pt`` (or ``last.pt``); a file path is returned as it is."""
+    p = Path(path)
+    if p.is_dir():
+        f = p / f"{which}.pt"
+        if not f.exists():
+            other = p / ("last.pt" if which == "best" else "best.pt")
+            hint = f" ({other.name} exists: use --checkpoint {other.stem})" if other.exists() else \
+                " (is this a run folder written by `snn-delays train`?)"
+            raise ExportError(f"no checkpoint {f}{hint}")
+        return f
+    if not p.exists():
+        raise ExportError(f"{p} does not exist: give a run folder or a checkpoint file (best.pt)")
+    return p
+
+
+def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(value.detach().cpu().double().numpy() if hasattr(value, "detach") else value,
+                          dtype=np.float64)
+    except Exception as e:  # noqa: BLE001 - report which entry is unreadable
+        raise ExportError(f"{path}: state-dict entry {key!r} is not a numeric tensor ({e})") from None
+
+
+def _get(state: dict, key: str, path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if key not in state:
+        raise ExportError(f"{path}: state dict has no {key!r}; not an exportable snn-delays model "
+                          f"(keys: {', '.join(sorted(state)[:12])}{' ...' if len(state) > 12 else ''})")
+    arr = _to_numpy(state[key], key, path)
+    if shape is not None and arr.shape != shape:
+        raise ExportError(f"{path}: {key!r} has shape {arr.shape}, expected {shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ExportError(f"{path}: {key!r} contains NaN or inf")
+    return arr
+
+
+def _read_synapse(state: dict, prefix: str, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if f"{prefix}.kernel" in state or f"{prefix}.kernel_weight" in state:
+        raise ExportError(f"{path}: {prefix} is a dense-conv synapse (free kernel per connection); only "
+                          "models with weights and delays can be exported (variant dense-conv cannot)")
+    w = _get(state, f"{prefix}.weight", path)
+    if w.ndim != 3:
+        raise ExportError(f"{path}: {prefix}.weight must be (H_out, H_in, m); got shape {w.shape}")
+    d = _get(state, f"{prefix}.delay", path, w.shape)
+    mask = _get(state, f"{prefix}.mask", path, w.shape[:2]) if f"{prefix}.mask" in state \
+        else np.ones(w.shape[:2])
+    return w, d, mask
+
+
+def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
+    """Load a run folder's ``best.pt``/``last.pt`` (or a checkpoint file) into numpy arrays.
+
+    Raises :class:`ExportError` for a missing file, a file torch cannot read, an unknown
+    format or version, a missing state-dict key or a non-exportable variant.
+    """
+    p = resolve_checkpoint_path(path, which)
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise ExportError("reading a .pt checkpoint needs torch; export from an environment that has it, "
+                          "or pass an existing network.h5") from None
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt/foreign file
+        raise ExportError(f"{p} is not a readable checkpoint (corrupt, truncated or not a torch file): "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ExportError(f"{p}: unknown checkpoint format {found!r}; expected {CHECKPOINT_FORMAT!r} "
+                          "(a best.pt/last.pt written by `snn-delays train`)")
+    version = blob.get("format_version")
+    if version not in CHECKPOINT_VERSIONS:
+        raise ExportError(f"{p}: checkpoint format_version {version!r} is not supported "
+                          f"(this exporter reads {', '.join(map(str, CHECKPOINT_VERSIONS))})")
+    config, state = blob.get("config"), blob.get("model")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise ExportError(f"{p}: checkpoint lacks its 'config' or 'model' entry")
+    model_cfg, data_cfg = config.get("model", {}), config.get("data", {})
+    try:
+        n_layers = int(model_cfg["n_layers"])
+        kernel_size = int(model_cfg["kernel_size"])
+        tau = float(model_cfg["tau_steps"])
+        readout_tau = float(model_cfg["readout_tau_steps"])
+        threshold = float(model_cfg["threshold"])
+        extra = int(model_cfg.get("extra_steps", -1))
+        dt_ms = float(data_cfg.get("dt_ms", 1.0))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
+    if str(model_cfg.get("variant", "full")) == "dense-conv":
+        raise ExportError(f"{p}: variant dense-conv has a free kernel per connection and cannot be exported")
+    if extra < 0:  # the documented default, as ModelConfig.resolved_extra_steps computes it
+        extra = (n_layers + 1) * ((kernel_size - 1) // 2)
+    if not (tau >= 1 and readout_tau >= 1 and math.isfinite(threshold)):
+        raise ExportError(f"{p}: invalid neuron constants tau={tau}, readout_tau={readout_tau}, "
+                          f"threshold={threshold}")
+    hidden = []
+    for k in range(n_layers):
+        w, d, mask = _read_synapse(state, f"hidden.{k}.synapse", p)
+        h = w.shape[0]
+        norm = {name: _get(state, f"hidden.{k}.norm.{name}", p, (h,))
+                for name in ("weight", "bias", "running_mean", "running_var")}
+        hidden.append(HiddenLayer(w, d, mask, norm))
+    w, d, mask = _read_synapse(state, "readout", p)
+    readout = HiddenLayer(w, d, mask, None)
+    for k in range(1, n_layers + 1):
+        prev = hidden[k - 1].weight.shape[0]
+        nxt = (hidden[k] if k < n_layers else readout).weight.shape[1]
+        if prev != nxt:
+            raise ExportError(f"{p}: layer {k} expects {nxt} inputs but layer {k - 1} has {prev} neurons")
+    return Checkpoint(path=p, config=config, hidden=hidden, readout=readout, kernel_size=kernel_size,
+                      tau_steps=tau, readout_tau_steps=readout_tau, threshold=threshold,
+                      extra_steps=extra, dt_ms=dt_ms, epoch=int(blob.get("epoch", 0) or 0))

@@ -1,0 +1,176 @@
+"""``snn-delays export`` and ``snn-delays verify``: parse, call the library, print.
+
+Registered by ``snn_delays/cli.py`` through :func:`add_subcommand`. Errors the user can fix
+(:class:`ExportError`) are re-raised as ``snn_delays.errors.UserError``, which that CLI prints
+without a traceback (exit status 2). Only these handlers touch ``snn_delays`` (to open datasets
+and run the PyTorch model for ``verify``); the library modules never do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+from .targets import TARGETS
+
+__all__ = ["add_subcommand", "cmd_export", "cmd_verify"]
+
+
+def _user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(args):
+        try:
+            return fn(args)
+        except ExportError as e:
+            from snn_delays.errors import UserError  # a leaf module: no training code
+
+            raise UserError(str(e)) from None
+
+    return wrapper
+
+
+def add_subcommand(subparsers, name: str) -> None:
+    if name == "export":
+        p = subparsers.add_parser("export", help="export a trained run to network.h5 and a chip's format")
+        p.add_argument("run_dir", help="run folder (best.pt) or a checkpoint file")
+        p.add_argument("--target", default="generic", help=f"one of {', '.join(TARGETS)} (default generic)")
+        p.add_argument("--out", required=True, help="output folder (network.h5, format files, export.json)")
+        p.add_argument("--clip", action="store_true",
+                       help="clip what breaks the target's limits instead of stopping; reports the accuracy "
+                            "before and after on the run's test split")
+        p.add_argument("--weight-bits", type=int, help="integer weight bits (default: the target's)")
+        p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+        p.add_argument("--data-dir", help="dataset folder for the --clip accuracy report")
+        p.add_argument("--samples", type=int, default=0, help="test samples for the --clip report (0: all)")
+        p.set_defaults(func=cmd_export)
+    elif name == "verify":
+        p = subparsers.add_parser("verify", help="run model and exported network(s) on a split; compare")
+        p.add_argument("run_dir")
+        p.add_argument("export_dir", help="folder written by `snn-delays export`")
+        p.add_argument("--dataset", help="dataset name (default: the run's)")
+        p.add_argument("--data-dir")
+        p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+        p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+        p.add_argument("--samples", type=int, default=0, help="use the first N samples (0: all)")
+        p.add_argument("--all-targets", action="store_true",
+                       help="also quantise for every target in memory (clipping where needed) and report each")
+        p.add_argument("--json", action="store_true", help="print the results as JSON")
+        p.set_defaults(func=cmd_verify)
+    else:
+        raise ValueError(f"neuromorphic_export.cli has no sub-command {name!r}")
+
+
+def _load_split(run_dir: str, dataset: str | None, data_dir: str | None, split: str, samples: int,
+                which: str = "best") -> tuple[np.ndarray, np.ndarray, str]:
+    """x (T, N, C) float64 and labels (N,) of a split, opened with the run's data options."""
+    from snn_delays.config import DataConfig
+    from snn_delays.data import open_dataset
+
+    from .checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(run_dir, which).config.get("data", {})
+    known = {f for f in DataConfig.__dataclass_fields__}
+    opts = {k: v for k, v in cfg.items() if k in known and k not in ("dataset", "root", "batch_size", "num_workers")}
+    name = dataset or cfg.get("dataset", "synthetic")
+    root = data_dir or cfg.get("root") or None
+    ds = open_dataset(name, root, split, **opts)
+    if hasattr(ds, "x") and hasattr(ds, "y"):
+        x, y = np.asarray(ds.x), np.asarray(ds.y)
+        if samples:
+            x, y = x[:samples], y[:samples]
+    else:
+        n = len(ds) if not samples else min(samples, len(ds))
+        items = [ds[i] for i in range(n)]
+        x = np.stack([np.asarray(a) for a, _ in items])
+        y = np.array([int(b) for _, b in items])
+    return np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64), y.astype(np.int64), name
+
+
+@_user_errors
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+    from .targets import get_target
+
+    get_target(args.target)  # unknown target: a clear message before anything is read
+    data = None
+    if args.clip:
+        try:
+            x, y, _ = _load_split(args.run_dir, None, args.data_dir, "test", args.samples, args.checkpoint)
+            data = (x, y)
+        except ExportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the export itself does not need the data
+            print(f"note: accuracy before/after clipping not measured ({type(e).__name__}: {e})")
+    rep = export_run(args.run_dir, args.target, args.out, clip=args.clip, weight_bits=args.weight_bits,
+                     which=args.checkpoint, data=data)
+    print(f"exported {rep['source']} for {rep['target']} ({rep['description']}) into {args.out}")
+    for f in rep["files"]:
+        print(f"  {f}")
+    c = rep["conventions"]
+    print(f"  conventions: {c['hop_latency_steps']} step(s) latency per hop, spike when u "
+          f"{c['threshold_rule']} threshold, {c['arithmetic']} arithmetic")
+    print(f"  synapses per layer {rep['synapses']}, max delay per layer (steps) {rep['max_delay_steps']}")
+    for n in rep["notes"]:
+        print(f"  {n}")
+    for ch in rep["clipped"]:
+        print(f"  clipped: {ch}")
+    if "accuracy" in rep:
+        a = rep["accuracy"]
+        print(f"  accuracy on {a['samples']} test samples: float export {a['float_model_convention']:.4f}, "
+              f"{rep['target']} before clipping {a['before_clipping']:.4f}, after {a['after_clipping']:.4f}")
+    return 0
+
+
+def _model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128):
+    """The PyTorch model in float64 eval mode: (predictions (N,), [hidden spikes (T', N, H)])."""
+    import torch
+
+    from snn_delays import load_model
+
+    model = load_model(run_dir, which).double().eval()
+    preds, spikes = [], None
+    with torch.no_grad():
+        for b0 in range(0, x.shape[1], batch):
+            u, s = model(torch.from_numpy(x[:, b0:b0 + batch]), return_spikes=True)
+            preds.append(model.scores(u).argmax(-1).numpy() if hasattr(model, "scores")
+                         else u.softmax(-1).sum(0).argmax(-1).numpy())
+            s = [v.numpy().astype(np.uint8) for v in s]
+            spikes = s if spikes is None else [np.concatenate([a, b], 1) for a, b in zip(spikes, s)]
+    return np.concatenate(preds), spikes or []
+
+
+@_user_errors
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .network import network_from_checkpoint, read_network
+    from .targets import prepare
+    from .verify import format_table, verify_network
+
+    export_net = read_network(Path(args.export_dir))
+    float_net = network_from_checkpoint(load_checkpoint(args.run_dir, args.checkpoint))
+    x, y, name = _load_split(args.run_dir, args.dataset, args.data_dir, args.split, args.samples, args.checkpoint)
+    model_pred, model_spikes = _model_outputs(args.run_dir, args.checkpoint, x)
+    results = [verify_network("float export (model convention)", float_net, x, y, model_pred, model_spikes,
+                              "model"),
+               verify_network(f"{args.export_dir} in model convention", export_net, x, y, model_pred,
+                              model_spikes, "model"),
+               verify_network(f"{args.export_dir} as {export_net.target}", export_net, x, y, model_pred,
+                              model_spikes, "target")]
+    if args.all_targets:
+        for t in TARGETS:
+            net, rep = prepare(float_net, t, clip=True)
+            label = f"{t} (all-target check{', clipped' if rep.changes else ''})"
+            results.append(verify_network(label, net, x, y, model_pred, model_spikes, "target"))
+    model_acc = float((model_pred == y).mean())
+    if args.json:
+        print(json.dumps({"dataset": name, "split": args.split, "n": int(len(y)), "model_accuracy": model_acc,
+                          "results": [r.as_dict() for r in results]}, indent=1))
+    else:
+        print(f"{name} / {args.split}:")
+        print(format_table(model_acc, len(y), results))
+    return 0

@@ -1,0 +1,222 @@
+"""Event-driven numpy reference simulator for ``network.h5``.
+
+Shapes are time-major: input x (T, B, C_in) spike counts (or graded values); outputs
+(T', B, n) with T' = T + extra_steps + hop_latency_steps * n_layers.
+
+Per layer, every non-zero input value (an event: step t, sample b, neuron j, value v) is
+fanned out along j's synapses, adding v * w to the input of ``post`` at step
+t + delay + hop_latency; so the cost follows the number of spikes times their fan-out. The
+neurons then integrate (one vectorised update per step)::
+
+    u[t] = decay * u[t-1] + input[t] + bias;  spike where u >= threshold (or u > threshold); u = 0 there
+
+A :class:`Convention` says how a runtime differs from the model:
+
+* ``Convention.model()``: hop latency 0, ``>=``, float64 - reproduces the PyTorch model's
+  rounded-delay evaluation spike for spike.
+* hardware targets: one step of latency per hop, ``>`` on Loihi and NIR, and on Loihi the
+  chip's fixed-point arithmetic (``arithmetic='loihi'``): integer weights (file weights are
+  integers, ``weight_scale`` given), u = a_in << 6, v = signmag((v * (4096 - vDecay)) >> 12) + u +
+  (bias << 6), spike when v > vThMant << 6, reset to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ExportError
+from .network import Layer, Network
+
+__all__ = ["Convention", "SimResult", "simulate", "predict_from_readout", "loihi_parameters"]
+
+LOIHI_DECAY_UNITY = 4096
+LOIHI_ACT_SHIFT = 6
+LOIHI_MAX_UV = 2 ** 23
+EVENTS_PER_CHUNK = 4_000_000  # synapse activations scattered at once (bounds memory)
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How a runtime executes network.h5: per-hop latency (steps), threshold rule, arithmetic."""
+
+    hop_latency_steps: int = 0
+    threshold_rule: str = ">="
+    arithmetic: str = "float64"  # or "loihi" (integer fixed point)
+
+    def __post_init__(self) -> None:
+        if self.threshold_rule not in (">=", ">"):
+            raise ValueError(f"threshold_rule must be '>=' or '>'; got {self.threshold_rule!r}")
+        if self.arithmetic not in ("float64", "loihi"):
+            raise ValueError(f"arithmetic must be 'float64' or 'loihi'; got {self.arithmetic!r}")
+        if self.hop_latency_steps < 0:
+            raise ValueError("hop_latency_steps must be >= 0")
+
+    @classmethod
+    def model(cls) -> "Convention":
+        return cls(0, ">=", "float64")
+
+    @classmethod
+    def of(cls, net: Network) -> "Convention":
+        """The convention stored in the file's attributes (the target's)."""
+        a = net.attrs
+        return cls(int(a.get("hop_latency_steps", 0)), str(a.get("threshold_rule", ">=")),
+                   str(a.get("arithmetic", "float64")))
+
+
+@dataclass
+class SimResult:
+    """readout (T', B, n_classes) float64 membrane in model units; spikes: per hidden layer
+    (T', B, H) uint8 (empty if not recorded); predictions (B,) int64."""
+
+    readout: np.ndarray
+    spikes: list[np.ndarray]
+    predictions: np.ndarray
+
+
+def predict_from_readout(readout: np.ndarray) -> np.ndarray:
+    """(T, B, n_classes) -> (B,): argmax over classes of the sum over t of softmax(readout[t])."""
+    z = readout - readout.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(-1, keepdims=True)).sum(0).argmax(-1)
+
+
+class _FanOut:
+    """Synapses of one layer sorted by pre-synaptic neuron (CSR), for event fan-out."""
+
+    def __init__(self, layer: Layer, weight: np.ndarray):
+        order = np.argsort(layer.pre, kind="stable")
+        self.post = layer.post[order].astype(np.int64)
+        self.delay = layer.delay[order].astype(np.int64)
+        self.weight = weight[order]
+        self.ptr = np.zeros(layer.n_in + 1, dtype=np.int64)
+        np.cumsum(np.bincount(layer.pre, minlength=layer.n_in), out=self.ptr[1:])
+
+    def currents(self, events: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], n_steps: int,
+                 batch: int, n_out: int, hop: int) -> np.ndarray:
+        """events (t, b, j, value) -> input currents (n_steps, batch, n_out)."""
+        t, b, j, v = events
+        total = np.zeros(n_steps * batch * n_out)
+        counts = self.ptr[j + 1] - self.ptr[j]
+        if counts.sum() == 0:
+            return total.reshape(n_steps, batch, n_out)
+        ends = np.cumsum(counts)
+        start = 0
+        while start < len(t):  # chunks of events whose fan-out fits EVENTS_PER_CHUNK
+            base = ends[start - 1] if start else 0
+            stop = max(int(np.searchsorted(ends, base + EVENTS_PER_CHUNK, side="right")), start + 1)
+            c = counts[start:stop]
+            ev = np.repeat(np.arange(start, stop), c)  # event of each activation
+            first = np.repeat(self.ptr[j[start:stop]] - (np.cumsum(c) - c), c)
+            syn = first + np.arange(len(ev))
+            tt = t[ev] + self.delay[syn] + hop
+            keep = tt < n_steps
+            flat = (tt[keep] * batch + b[ev][keep]) * n_out + self.post[syn][keep]
+            total += np.bincount(flat, weights=(v[ev] * self.weight[syn])[keep], minlength=total.size)
+            start = stop
+        return total.reshape(n_steps, batch, n_out)
+
+
+def _events(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    t, b, j = np.nonzero(s)
+    return t, b, j, s[t, b, j].astype(np.float64)
+
+
+def _lif_float(current: np.ndarray, layer: Layer, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 neurons over a sequence: current (T, B, n) -> (spikes uint8, membrane before reset)."""
+    u = np.zeros(current.shape[1:])
+    spikes = np.zeros(current.shape, dtype=np.uint8)
+    memb = np.empty_like(current)
+    spiking = bool(np.isfinite(layer.threshold).any())
+    for t in range(current.shape[0]):
+        u = layer.decay * u + current[t] + layer.bias
+        memb[t] = u
+        if spiking:
+            s = u >= layer.threshold if rule == ">=" else u > layer.threshold
+            spikes[t] = s
+            u = np.where(s, 0.0, u)
+    return spikes, memb
+
+
+def loihi_parameters(layer: Layer) -> dict[str, np.ndarray]:
+    """Loihi CUBA constants of a quantised layer (hardware.md): vDecay, bias mantissa, vThMant."""
+    if layer.weight_scale is None:
+        raise ExportError("Loihi arithmetic needs integer weights: export with a loihi target")
+    s = layer.weight_scale
+    v_decay = np.rint(LOIHI_DECAY_UNITY * (1.0 - layer.decay)).astype(np.int64)
+    bias = np.rint(layer.bias * s).astype(np.int64)
+    finite = np.isfinite(layer.threshold)
+    vth = np.where(finite, np.rint(np.where(finite, layer.threshold, 0) * s) - 1, np.iinfo(np.int64).max)
+    return {"vDecay": v_decay, "bias": bias, "vThMant": vth.astype(np.int64)}
+
+
+def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+    """Loihi fixed point (lava's bit-accurate LIF with iDecay = 4096): integer currents
+    (T, B, n) -> (spikes uint8, membrane in model units)."""
+    p = loihi_parameters(layer)
+    a_in = np.rint(current).astype(np.int64)  # integer weights x spike counts: already integral
+    keep = LOIHI_DECAY_UNITY - p["vDecay"]
+    bias = p["bias"] << LOIHI_ACT_SHIFT
+    finite = np.isfinite(layer.threshold)
+    vth = np.where(finite, p["vThMant"] << LOIHI_ACT_SHIFT, 0)
+    v = np.zeros(current.shape[1:], dtype=np.int64)
+    spikes = np.zeros(current.shape, dtype=np.uint8)
+    memb = np.empty(current.shape)
+    for t in range(current.shape[0]):
+        u = a_in[t] << LOIHI_ACT_SHIFT
+        u = np.where(u > LOIHI_MAX_UV, u - 2 * LOIHI_MAX_UV, u)
+        u = np.where(u <= -LOIHI_MAX_UV, u + 2 * LOIHI_MAX_UV, u)
+        dv = v * keep
+        dv = np.sign(dv) * (np.abs(dv) >> 12)
+        v = np.clip(dv + u + bias, -LOIHI_MAX_UV + 1, LOIHI_MAX_UV - 1)
+        memb[t] = v / (layer.weight_scale * (1 << LOIHI_ACT_SHIFT))
+        s = finite & (v > vth)
+        spikes[t] = s
+        v = np.where(s, 0, v)
+    return spikes, memb
+
+
+def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" = "target",
+             record_spikes: bool = True, batch_size: int = 64) -> SimResult:
+    """Run ``net`` on input x (T, B, C_in) and return readout, hidden spikes and predictions.
+
+    convention: ``"model"`` (the PyTorch evaluation), ``"target"`` (the conventions stored in the
+    file; the default) or a :class:`Convention`. Samples are processed ``batch_size`` at a time.
+    """
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != net.input_size:
+        raise ValueError(f"simulate: expected input (T, B, {net.input_size}), got {tuple(x.shape)}")
+    if convention is None or convention == "target":
+        conv = Convention.of(net)
+    elif convention == "model":
+        conv = Convention.model()
+    elif isinstance(convention, Convention):
+        conv = convention
+    else:
+        raise ValueError(f"convention must be 'model', 'target' or a Convention; got {convention!r}")
+    if conv.arithmetic == "loihi" and any(l.weight_scale is None for l in net.layers):
+        raise ExportError("Loihi arithmetic needs a quantised network (export with --target loihi1/loihi2)")
+    hop = conv.hop_latency_steps
+    n_steps = x.shape[0] + net.extra_steps + hop * net.n_layers
+    fan = [_FanOut(l, l.weight if conv.arithmetic == "loihi" else l.real_weight) for l in net.layers]
+    readouts, preds = [], []
+    spikes: list[list[np.ndarray]] = [[] for _ in net.layers[:-1]]
+    for b0 in range(0, x.shape[1], batch_size):
+        xb = x[:, b0:b0 + batch_size]
+        batch = xb.shape[1]
+        s = np.zeros((n_steps, batch, net.input_size), dtype=xb.dtype)
+        s[: xb.shape[0]] = xb  # the input padded with zero steps at the end
+        for k, (layer, f) in enumerate(zip(net.layers, fan)):
+            current = f.currents(_events(s), n_steps, batch, layer.n_out, hop)
+            if conv.arithmetic == "loihi":
+                s, memb = _lif_loihi(current, layer)
+            else:
+                s, memb = _lif_float(current, layer, conv.threshold_rule)
+            if layer.kind != "readout" and record_spikes:
+                spikes[k].append(s)
+        readouts.append(memb)
+        preds.append(predict_from_readout(memb))
+    return SimResult(np.concatenate(readouts, axis=1),
+                     [np.concatenate(v, axis=1) for v in spikes] if record_spikes else [],
+                     np.concatenate(preds))

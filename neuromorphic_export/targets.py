@@ -1,0 +1,267 @@
+"""Per-chip limits, weight quantisation, checks, and clipping with a report.
+
+Delays: ``network.h5`` keeps the model's delay d (steps, 0 = same step). Every hardware runtime
+adds one step per hop, so the chip realises D = d + hop_latency_steps; the limits below are on
+D, the effective delay (hardware.md). Netx/Lava store D - 1, PyNN D * dt, Brian2 (D - 1) * dt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ExportError
+from .network import Layer, Network
+
+__all__ = ["Target", "TARGETS", "get_target", "prepare", "quantise_layer", "Violation",
+           "PrepareReport"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a chip (through its software stack) accepts.
+
+    min_delay_D / max_delay_D: effective delay range (steps, hop latency included; None: no bound).
+    weight_bits: bits of the integer weight (None: float weights); weight_mode: 'signed' (two's
+    complement), 'signed-even' (Loihi mixed sign: even values in [-2^bits, 2^bits - 2]),
+    'magnitude-pow2' (unsigned magnitude, power-of-two scale, exc/inh split: SpiNNaker).
+    """
+
+    name: str
+    description: str
+    hop_latency_steps: int = 1
+    threshold_rule: str = ">"
+    arithmetic: str = "float64"
+    min_delay_D: int = 1
+    max_delay_D: int | None = None
+    delay_granularity: str = "per-synapse"  # or "per-axon"
+    one_delay_per_pair: bool = False  # a 2-D (out, in) delay matrix holds one delay per pair
+    weight_bits: int | None = None
+    weight_mode: str = "signed"
+    max_fanin: int | None = None
+    bias_bits: int | None = None  # signed mantissa bits of the integer bias
+    threshold_bits: int | None = None  # unsigned bits of the threshold mantissa
+    notes: str = ""
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in [
+    Target("generic", "float64, the model's own convention (no hop latency, u >= theta)",
+           hop_latency_steps=0, threshold_rule=">=", min_delay_D=0),
+    Target("loihi1", "Intel Loihi 1 via lava-dl netx HDF5", arithmetic="loihi", max_delay_D=63,
+           one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even", bias_bits=13,
+           threshold_bits=17, notes="netx delay value D - 1 in 0..62"),
+    Target("loihi2", "Intel Loihi 2 via lava-dl netx HDF5 (bit-accurate model)", arithmetic="loihi",
+           max_delay_D=64, one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even",
+           bias_bits=24, threshold_bits=23, notes="delay value D - 1 in 0..63"),
+    Target("spinnaker1", "SpiNNaker 1 via PyNN/sPyNNaker (IF_curr_delta)", threshold_rule=">=",
+           max_delay_D=288, weight_bits=16, weight_mode="magnitude-pow2",
+           notes="32 steps natively at 256 neurons/core; up to 288 with delay extensions (added "
+                 "automatically by sPyNNaker); the neuron's decay approximates the model's"),
+    Target("spinnaker2", "SpiNNaker 2 via its NIR importer (int8 weights)", max_delay_D=None,
+           weight_bits=8, weight_mode="signed", notes="delay limit not verified"),
+]}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ExportError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A limit broken by ``count`` items of layer ``layer`` (None: the whole network)."""
+
+    layer: int | None
+    what: str
+    count: int
+    limit: str
+
+    def __str__(self) -> str:
+        where = f"layer {self.layer}" if self.layer is not None else "network"
+        return f"{where}: {self.count} {self.what} (limit: {self.limit})"
+
+
+@dataclass
+class PrepareReport:
+    target: str
+    violations: list[Violation] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # what --clip changed
+    notes: list[str] = field(default_factory=list)  # quantisation facts (not violations)
+
+    def lines(self) -> list[str]:
+        out = [f"target {self.target}"]
+        out += [f"  clipped: {c}" for c in self.changes]
+        out += [f"  note: {n}" for n in self.notes]
+        return out
+
+
+def _scale_for(max_abs: float, bits: int, mode: str) -> tuple[float, int, int]:
+    """(scale, lowest, highest integer) for weights of largest magnitude ``max_abs``."""
+    if mode == "signed":
+        q = 2 ** (bits - 1) - 1
+        return q / max_abs, -q, q
+    if mode == "signed-even":  # k in [-2^(b-1), 2^(b-1) - 1] written as 2k
+        q = 2 ** (bits - 1) - 1
+        return 2 * q / max_abs, -2 ** bits, 2 ** bits - 2
+    if mode == "magnitude-pow2":
+        q = 2 ** bits - 1
+        return float(2.0 ** math.floor(math.log2(q / max_abs))), -q, q
+    raise ValueError(f"unknown weight mode {mode!r}")
+
+
+def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool) -> tuple[Layer, int]:
+    """Integer weights (real = integer / scale) for one layer; returns (layer, synapses that
+    became 0 and were dropped). With ``integer_bias`` the bias is rounded to the 1/scale grid."""
+    w = layer.real_weight
+    max_abs = float(np.abs(w).max()) if w.size else 0.0
+    if max_abs == 0.0:
+        return layer.copy(weight=w.copy(), weight_scale=1.0), 0
+    scale, lo, hi = _scale_for(max_abs, bits, mode)
+    if mode == "signed-even":
+        q = 2 * np.rint(w * scale / 2)
+    else:
+        q = np.rint(w * scale)
+    q = np.clip(q, lo, hi)
+    keep = q != 0
+    bias = np.rint(layer.bias * scale) / scale if integer_bias else layer.bias
+    return layer.copy(pre=layer.pre[keep], post=layer.post[keep], weight=q[keep],
+                      delay=layer.delay[keep], bias=bias, weight_scale=scale), int((~keep).sum())
+
+
+def _pair_keys(layer: Layer) -> np.ndarray:
+    return layer.post.astype(np.int64) * layer.n_in + layer.pre
+
+
+def _one_delay_per_pair(layer: Layer) -> tuple[Layer, int]:
+    """Merge the elements of a (pre, post) pair onto the delay of its largest |w| element."""
+    keys = _pair_keys(layer)
+    order = np.lexsort((-np.abs(layer.weight), keys))
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    n_multi = int(len(np.unique(keys[order][~first])))
+    if n_multi == 0:
+        return layer, 0
+    group = np.cumsum(first) - 1
+    w = np.zeros(int(first.sum()))
+    np.add.at(w, group, layer.weight[order])
+    sel = order[first]
+    return layer.copy(pre=layer.pre[sel], post=layer.post[sel], weight=w, delay=layer.delay[sel]), n_multi
+
+
+def _per_axon(layer: Layer) -> tuple[Layer, int]:
+    """Give every synapse of a pre neuron the delay of that neuron's largest |w| synapse."""
+    d = layer.delay.copy()
+    changed = 0
+    for j in np.unique(layer.pre):
+        idx = np.nonzero(layer.pre == j)[0]
+        if len(np.unique(d[idx])) > 1:
+            changed += 1
+            d[idx] = d[idx[np.argmax(np.abs(layer.weight[idx]))]]
+    return layer.copy(delay=d), changed
+
+
+def _fanin(layer: Layer, limit: int) -> tuple[Layer, int]:
+    """Keep the ``limit`` largest |w| incoming synapses of each neuron."""
+    order = np.lexsort((-np.abs(layer.weight), layer.post))
+    post = layer.post[order]
+    rank = np.arange(len(post)) - np.searchsorted(post, post)
+    keep = order[rank < limit]
+    over = int((np.bincount(layer.post, minlength=layer.n_out) > limit).sum())
+    keep.sort()
+    return layer.copy(pre=layer.pre[keep], post=layer.post[keep], weight=layer.weight[keep],
+                      delay=layer.delay[keep]), over
+
+
+def prepare(net: Network, target: str | Target, clip: bool = False,
+            weight_bits: int | None = None) -> tuple[Network, PrepareReport]:
+    """Check ``net`` (float, model convention) against a target; quantise; clip if allowed.
+
+    Without ``clip`` any violation raises :class:`ExportError` naming the layer, the count and the
+    limit. Returns the network for the target (conventions in its attrs) and a report.
+    """
+    t = target if isinstance(target, Target) else get_target(target)
+    rep = PrepareReport(t.name)
+    bits = t.weight_bits
+    if weight_bits is not None:
+        if weight_bits < 2:
+            raise ExportError(f"--weight-bits must be >= 2; got {weight_bits}")
+        if t.weight_bits is not None and weight_bits > t.weight_bits:
+            rep.violations.append(Violation(None, f"weight bits requested ({weight_bits})", 1,
+                                            f"{t.weight_bits} bits on {t.name}"))
+            rep.changes.append(f"weight bits {weight_bits} -> {t.weight_bits}")
+        else:
+            bits = weight_bits
+    hop = t.hop_latency_steps
+    layers = []
+    for k, layer in enumerate(net.layers):
+        layer = layer.copy()
+        D = layer.delay.astype(np.int64) + hop
+        if t.max_delay_D is not None and (D > t.max_delay_D).any():
+            n = int((D > t.max_delay_D).sum())
+            rep.violations.append(Violation(k, f"synapses with effective delay up to {int(D.max())} steps",
+                                            n, f"D <= {t.max_delay_D} steps ({t.notes or t.name})"))
+            rep.changes.append(f"layer {k}: {n} synapse delays clipped to D = {t.max_delay_D} steps")
+            layer.delay = np.minimum(layer.delay, t.max_delay_D - hop).astype(np.int32)
+        if (D < t.min_delay_D).any():
+            n = int((D < t.min_delay_D).sum())
+            rep.violations.append(Violation(k, "synapses with too short a delay", n, f"D >= {t.min_delay_D}"))
+            rep.changes.append(f"layer {k}: {n} synapse delays raised to D = {t.min_delay_D}")
+            layer.delay = np.maximum(layer.delay, t.min_delay_D - hop).astype(np.int32)
+        if t.one_delay_per_pair:
+            layer, n = _one_delay_per_pair(layer)
+            if n:
+                rep.violations.append(Violation(k, "(pre, post) pairs with several delays", n,
+                                                "one delay per pair (2-D delay matrix)"))
+                rep.changes.append(f"layer {k}: {n} pairs merged onto the delay of their largest weight")
+        if t.delay_granularity == "per-axon":
+            layer, n = _per_axon(layer)
+            if n:
+                rep.violations.append(Violation(k, "pre-synaptic neurons with several delays", n,
+                                                "one delay per axon"))
+                rep.changes.append(f"layer {k}: {n} axons given one delay (their largest weight's)")
+        if t.max_fanin is not None:
+            layer, n = _fanin(layer, t.max_fanin)
+            if n:
+                rep.violations.append(Violation(k, "neurons with too many inputs", n, f"fan-in <= {t.max_fanin}"))
+                rep.changes.append(f"layer {k}: {n} neurons pruned to their {t.max_fanin} largest inputs")
+        if bits is not None:
+            layer, zeroed = quantise_layer(layer, bits, t.weight_mode, integer_bias=t.arithmetic == "loihi")
+            rep.notes.append(f"layer {k}: {bits}-bit weights, scale {layer.weight_scale:.6g}; "
+                             f"{zeroed} synapses rounded to 0 and dropped")
+            _check_ranges(layer, k, t, rep)
+        layers.append(layer)
+    if rep.violations and not clip:
+        raise ExportError(
+            f"the network breaks the limits of {t.name}:\n  " + "\n  ".join(map(str, rep.violations))
+            + "\nuse --clip to clip instead (the report gives the accuracy before and after), or retrain "
+              "within the limits (e.g. a smaller model.kernel_size)")
+    attrs = {"target": t.name, "hop_latency_steps": hop, "threshold_rule": t.threshold_rule,
+             "arithmetic": t.arithmetic,
+             "weight_bits": bits if bits is not None else 0, "clipped": bool(rep.changes)}
+    return net.copy(layers=layers, **attrs), rep
+
+
+def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport) -> None:
+    """Loihi-style integer bias / threshold mantissa ranges (clipped in place when reported)."""
+    s = layer.weight_scale
+    if t.bias_bits is not None:
+        lim = 2 ** (t.bias_bits - 1) - 1
+        b = np.rint(layer.bias * s)
+        n = int((np.abs(b) > lim).sum())
+        if n:
+            rep.violations.append(Violation(k, "neurons whose integer bias is out of range", n,
+                                            f"|bias| <= {lim} ({t.bias_bits}-bit mantissa)"))
+            rep.changes.append(f"layer {k}: {n} biases clipped to +-{lim}/scale")
+            layer.bias = np.clip(b, -lim, lim) / s
+    if t.threshold_bits is not None and layer.kind != "readout":
+        lim = 2 ** t.threshold_bits - 1
+        th = np.rint(layer.threshold * s) - 1
+        n = int(((th > lim) | (th < 0)).sum())
+        if n:
+            rep.violations.append(Violation(k, "neurons whose threshold mantissa is out of range", n,
+                                            f"0 <= vThMant <= {lim}"))
+            rep.changes.append(f"layer {k}: {n} thresholds clipped into the mantissa range")
+            layer.threshold = (np.clip(th, 0, lim) + 1) / s
