@@ -100,3 +100,37 @@ def test_dataset_size_mismatch_is_clear(tmp_path):
     cfg = load_config("synthetic", TINY + ["model.input_size=100"])
     with pytest.raises(UserError, match="input_size is 100 but dataset 'synthetic' has 140"):
         train(cfg, tmp_path)
+
+
+def test_killed_process_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL a real training process in the middle, run the same command again, compare."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--dataset", "synthetic", "--epochs", "4"] + [a for kv in TINY if kv != "train.epochs=3"
+                                                         for a in ("--set", kv)]
+    cmd = [sys.executable, "-m", "snn_delays.cli", "train", *args]
+    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "killed" / "last.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside the next epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd + ["--out", str(tmp_path / "killed")], check=True, capture_output=True, timeout=300)
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if not k.endswith("_s")}
+                       for l in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "ref") == strip(tmp_path / "killed")
+    assert len(strip(tmp_path / "ref")) == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_trains_on_cuda(tmp_path):
+    cfg = load_config("synthetic", TINY + ["train.epochs=1", 'train.device="cuda"'])
+    summary = train(cfg, tmp_path)
+    assert summary["device"].startswith("cuda")
