@@ -147,8 +147,9 @@ def loihi_parameters(layer: Layer) -> dict[str, np.ndarray]:
     v_decay = np.rint(LOIHI_DECAY_UNITY * (1.0 - layer.decay)).astype(np.int64)
     bias = np.rint(layer.bias * s).astype(np.int64)
     finite = np.isfinite(layer.threshold)
-    vth = np.where(finite, np.rint(np.where(finite, layer.threshold, 0) * s) - 1, np.iinfo(np.int64).max)
-    return {"vDecay": v_decay, "bias": bias, "vThMant": vth.astype(np.int64)}
+    vth = np.full(layer.n_out, np.iinfo(np.int64).max >> 8, dtype=np.int64)  # readout: never reached
+    vth[finite] = (np.rint(layer.threshold[finite] * s) - 1).astype(np.int64)
+    return {"vDecay": v_decay, "bias": bias, "vThMant": vth}
 
 
 def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
