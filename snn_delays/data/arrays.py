@@ -1,0 +1,70 @@
+"""What every file-backed source returns: whole arrays in a Dataset, plus the seeded split helper.
+
+``ArrayDataset.x`` is (N, T, C) (uint8/uint16 spike counts or float32 features, possibly
+memory-mapped) and ``.y`` is (N,) int64, so the trainer can index whole batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["ArrayDataset", "stratified_split"]
+
+
+def _as_tensor(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a
+    if isinstance(a, np.memmap) and not a.flags.writeable:
+        a = np.asarray(a)  # (callers pass copy-on-write maps; this only guards read-only ones)
+    return torch.from_numpy(a)
+
+
+class ArrayDataset(Dataset):
+    """Items ``(x float32 (T, C), y int)`` backed by ``x`` (N, T, C) and ``y`` (N,) int64 tensors.
+
+    Extra keyword attributes (``speakers``, ``keys``, ``protocol_note``, ``files`` ...) are stored as
+    attributes for the trainer and the tests.
+    """
+
+    def __init__(self, x, y, n_classes: int, **attrs):
+        x = _as_tensor(x)
+        y = _as_tensor(np.asarray(y, dtype=np.int64) if not isinstance(y, torch.Tensor) else y).long()
+        if x.dim() != 3:
+            raise ValueError(f"expected x of shape (N, T, C), got {tuple(x.shape)}")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        self.x = x
+        self.y = y
+        self.n_steps = int(x.shape[1])
+        self.n_channels = int(x.shape[2])
+        self.n_classes = int(n_classes)
+        self.protocol_note = ""
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i].float(), int(self.y[i])
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified hold-out: ``round(fraction * n_c)`` samples of every class c go to the
+    second part (at least one where a class has two or more). Returns sorted index arrays
+    (kept, held_out); the same labels, fraction and seed always give the same split."""
+    labels = np.asarray(labels)
+    kept, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng = np.random.default_rng([int(seed), int(c)])
+        idx = rng.permutation(idx)
+        n_held = int(round(fraction * len(idx)))
+        if n_held == 0 and len(idx) >= 2 and fraction > 0:
+            n_held = 1
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
+    return cat(kept).astype(np.int64), cat(held).astype(np.int64)
