@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, config_to_dict, load_config, to_toml
 from .data import open_dataset
+from . import distributed
 from .errors import TrainingDiverged, UserError
 from .model import DelaySNN, build_model, resolve_variant
 from .synapse import DelaySynapse
@@ -211,16 +212,21 @@ def _fill_sizes(cfg: ExperimentConfig, ds) -> ExperimentConfig:
 
 
 def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume: bool = True,
-          max_epochs: int | None = None) -> dict[str, Any]:
+          max_epochs: int | None = None,
+          on_epoch_end: "Callable[[dict[str, Any]], None] | None" = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (resuming from ``last.pt`` when present and ``resume``).
     ``max_epochs`` stops after that many epochs in this call (for tests of interruption).
+    ``on_epoch_end(row)`` is called with each epoch's metrics after its checkpoint is written; an
+    exception it raises stops training (used for pruning) and propagates.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is data-parallel; see :mod:`snn_delays.distributed`.
     Returns the summary written to ``summary.json``."""
     cfg = load_config(config) if not isinstance(config, ExperimentConfig) else config.validate()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    dist = distributed.setup(resolve_device(cfg.train.device))
+    device = dist.device(resolve_device(cfg.train.device))
     t_open = time.perf_counter()
     splits = _open_splits(cfg)
     cfg = _fill_sizes(cfg, splits["train"])
@@ -234,12 +240,16 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
         if config_from_dict(resumed["config"]) != cfg:
             raise UserError(f"{run} holds a run with a different configuration; use --restart to overwrite it "
                             f"or choose another --out")
-    elif (run / "metrics.jsonl").exists() and not resume:
+    elif (run / "metrics.jsonl").exists() and not resume and dist.is_main:
         for f in ("metrics.jsonl", "best.pt", "last.pt", "summary.json"):
             (run / f).unlink(missing_ok=True)
-    atomic_write_text(run / "config.toml", to_toml(cfg))
+    if dist.is_main:
+        atomic_write_text(run / "config.toml", to_toml(cfg))
 
     model = DelaySNN(cfg.model, seed=cfg.train.seed).to(device)
+    if dist.enabled:
+        distributed.convert_for_ddp(model)
+    net = dist.wrap(model, device)  # what the training step calls
     optimizer = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.train.lr_weights)
     metrics: list[dict[str, Any]] = []
     snapshots: list[dict[str, Any]] = []
@@ -250,10 +260,12 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
         optimizer.load_state_dict(resumed["optimizer"])
         metrics, snapshots, best = resumed["metrics"], resumed.get("kernel_history", []), resumed["best"]
         start_epoch = int(resumed["epoch"])
-        with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
-            f.writelines(json.dumps(m) + "\n" for m in metrics)
+        if dist.is_main:
+            with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
+                f.writelines(json.dumps(m) + "\n" for m in metrics)
     else:
-        (run / "metrics.jsonl").write_text("")
+        if dist.is_main:
+            (run / "metrics.jsonl").write_text("")
         snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(), "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
 
     protocol_note = getattr(splits["valid"], "protocol_note", "")
@@ -261,7 +273,7 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     sigma_init = cfg.sigma_init()
     total = cfg.train.epochs
     stop = total if max_epochs is None else min(total, start_epoch + max_epochs)
-    bar = _progress(cfg.train.progress)
+    bar = _progress(cfg.train.progress and dist.is_main)
     base = {"config": config_to_dict(cfg)}
     for epoch in range(start_epoch, stop):
         t0 = time.perf_counter()
@@ -289,8 +301,15 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
             except StopIteration:
                 break
             data_time += time.perf_counter() - td
-            scores = DelaySNN.scores(model(x))  # (B, K) summed softmax, used as logits
-            loss = nn.functional.cross_entropy(scores, y)
+            if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
+                x, y, offset, n_global = dist.shard(x, y)
+                distributed.set_shard(model, offset, n_global)
+                scores = DelaySNN.scores(net(x))  # (b, K)
+                ce_sum = nn.functional.cross_entropy(scores, y, reduction="sum")
+                loss = ce_sum * (dist.world / n_global)
+            else:
+                scores = DelaySNN.scores(model(x))  # (B, K) summed softmax, used as logits
+                loss = ce_sum = nn.functional.cross_entropy(scores, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped. "
@@ -300,7 +319,7 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
             loss.backward()
             optimizer.step()
             model.clamp_()
-            loss_sum += loss.item() * len(y)
+            loss_sum += ce_sum.item() if dist.enabled else loss.item() * len(y)
             correct += int((scores.argmax(-1) == y).sum())
             seen += len(y)
             step += 1
@@ -309,6 +328,8 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
         if hasattr(pbar, "close"):
             pbar.close()
         train_time = time.perf_counter() - t0
+        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])  # over ranks (no-op alone)
+        correct, seen = int(correct), int(seen)
         valid_acc = evaluate_accuracy(model, splits["valid"], cfg.data.batch_size, device)[0]
         test_acc = evaluate_accuracy(model, splits["test"], cfg.data.batch_size, device)[0]
         row = {
@@ -333,13 +354,16 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
             best = {"valid_acc": valid_acc, "epoch": epoch + 1, "test_acc": test_acc}
         state = {**base, "model": model.state_dict(), "epoch": epoch + 1, "sigma": sigma, "metrics": metrics,
                  "best": best, "kernel_history": snapshots, "run_info": info}
-        if improved:
-            save_checkpoint(best_path, state)
-        save_checkpoint(last_path, {**state, "optimizer": optimizer.state_dict()})
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _say(f"epoch {epoch + 1}/{total}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
-             f"valid {valid_acc:.3f}  test {test_acc:.3f}  sigma {sigma:.2f}  {row['epoch_time_s']:.1f}s")
+        if dist.is_main:
+            if improved:
+                save_checkpoint(best_path, state)
+            save_checkpoint(last_path, {**state, "optimizer": optimizer.state_dict()})
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            _say(f"epoch {epoch + 1}/{total}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
+                 f"valid {valid_acc:.3f}  test {test_acc:.3f}  sigma {sigma:.2f}  {row['epoch_time_s']:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(row)
 
     summary = {
         "name": cfg.name,
@@ -358,9 +382,13 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
         "protocol_note": protocol_note,
         "dataset_open_s": open_time,
         "device": str(device),
+        "world_size": dist.world,
         **info,
+        "config": config_to_dict(cfg),
     }
-    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    if dist.is_main:
+        atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
+    dist.close()
     return summary
 
 

@@ -1,0 +1,201 @@
+"""Data-parallel training with PyTorch DDP, started by ``torchrun``.
+
+    torchrun --nproc_per_node 2 -m snn_delays.cli train --dataset synthetic --out runs/ddp
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`setup` reads them and joins the process group (gloo on CPU, nccl on CUDA). Without them
+(``WORLD_SIZE`` unset or 1) everything here is a no-op and training is the plain one-process loop.
+
+What makes a DDP run give the same result as one process (up to floating-point order):
+
+* every rank iterates over the SAME shuffled global batches (the shuffle is seeded from
+  (seed, epoch)) and keeps its contiguous shard ``torch.tensor_split(batch, world)[rank]``;
+* BatchNorm statistics are computed on the global batch: :class:`GlobalBatchNorm1d` all-reduces
+  the sums with the differentiable ``torch.distributed.nn.functional.all_reduce`` (a BatchNorm
+  with per-rank statistics would train a different model; ``nn.SyncBatchNorm`` does not run on
+  CPU, this does, on every backend);
+* time-shared dropout draws the mask of the whole global batch from the same seeded generator on
+  every rank and keeps its shard's rows (:class:`ShardedTimeSharedDropout`), so masks are those of
+  one process;
+* each rank's loss is ``sum of its cross-entropies * world / global batch``; DDP averages the
+  gradients over ranks, which gives the gradient of the global batch mean even when the shards
+  have unequal sizes;
+* only rank 0 writes files (config, metrics, checkpoints, summary); every rank evaluates the
+  (identical) model on the whole validation and test sets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DistContext", "setup", "GlobalBatchNorm1d", "ShardedTimeSharedDropout", "convert_for_ddp"]
+
+
+@dataclass
+class DistContext:
+    """Rank and world size of this process; ``world == 1`` means not distributed."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this process called init_process_group (and should destroy it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """CUDA ranks use their local GPU; CPU stays CPU."""
+        if self.enabled and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int, int]:
+        """This rank's part of a global batch: x (T, B, C), y (B,) ->
+        (x (T, b, C), y (b,), offset of the shard in the batch, global batch size B)."""
+        n = y.shape[0]
+        if not self.enabled:
+            return x, y, 0, n
+        bounds = [len(p) for p in torch.tensor_split(torch.arange(n), self.world)]
+        lo = sum(bounds[: self.rank])
+        hi = lo + bounds[self.rank]
+        return x[:, lo:hi], y[lo:hi], lo, n
+
+    def sum(self, values: Iterable[float]) -> list[float]:
+        """Sum of python numbers over ranks (float64), identical on every rank."""
+        values = list(values)
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module to call in training: ``DistributedDataParallel`` around ``model`` when distributed."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        # buffers (BatchNorm running stats) are identical on every rank by construction
+        return DDP(model, device_ids=ids, broadcast_buffers=False)
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            self.owns_group = False
+
+
+def _collective_device() -> torch.device:
+    backend = torch.distributed.get_backend()
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def setup(device: torch.device | str = "cpu") -> DistContext:
+    """Join the process group described by torchrun's environment variables (no-op without them).
+    Backend: ``SNN_DELAYS_DIST_BACKEND`` if set, else nccl for CUDA and gloo for CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    owns = False
+    if not dist.is_initialized():
+        device = torch.device(device)
+        backend = os.environ.get("SNN_DELAYS_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        owns = True
+    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, owns_group=owns)
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics are those of the global batch across all ranks.
+
+    Input (N, C) (the model passes time and batch flattened). Same parameters, buffers and state
+    dict as ``nn.BatchNorm1d``; in eval mode, or without a process group, it is ``BatchNorm1d``.
+    Gradients flow through the all-reduce, so the backward pass is that of one big batch.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        if x.dim() != 2:
+            raise ValueError(f"GlobalBatchNorm1d: expected (N, C), got {tuple(x.shape)}")
+        count = all_reduce(torch.tensor([float(x.shape[0])], device=x.device, dtype=x.dtype))
+        mean = all_reduce(x.sum(0)) / count  # (C,)
+        var = all_reduce(((x - mean) ** 2).sum(0)) / count  # biased, as BatchNorm normalises
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = float(count)
+                unbiased = var * (n / max(n - 1.0, 1.0))
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        return y
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm1d) -> "GlobalBatchNorm1d":
+        new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                  track_running_stats=bn.track_running_stats)
+        new.load_state_dict(bn.state_dict())
+        return new.to(bn.weight.device if bn.affine else bn.running_mean.device)
+
+
+class ShardedTimeSharedDropout(nn.Module):
+    """Time-shared dropout (one mask per sample and neuron for all steps) that draws the mask of
+    the whole global batch and keeps this rank's rows, so masks equal those of one process.
+    The trainer sets ``shard = (offset, global_batch)`` before every training forward."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+        self.shard: tuple[int, int] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:  # (T, b, N) -> (T, b, N)
+        if not self.training or self.p == 0.0:
+            return x
+        lo, total = self.shard if self.shard is not None else (0, x.shape[1])
+        keep = torch.empty(1, total, x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep[:, lo:lo + x.shape[1]] / (1 - self.p)
+
+
+def convert_for_ddp(model: nn.Module) -> nn.Module:
+    """Replace BatchNorm1d by :class:`GlobalBatchNorm1d` and time-shared dropout by
+    :class:`ShardedTimeSharedDropout`, in place (state-dict keys unchanged). Returns ``model``."""
+    from .model import TimeSharedDropout
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.BatchNorm1d:
+                setattr(parent, name, GlobalBatchNorm1d.from_batchnorm(child))
+            elif isinstance(child, TimeSharedDropout):
+                setattr(parent, name, ShardedTimeSharedDropout(child.p))
+    return model
+
+
+def set_shard(model: nn.Module, offset: int, total: int) -> None:
+    """Tell every sharded dropout which rows of the global batch this rank holds."""
+    for m in model.modules():
+        if isinstance(m, ShardedTimeSharedDropout):
+            m.shard = (offset, total)
