@@ -163,3 +163,29 @@ def test_simulate_shape_error_names_expected_shape(synthetic):
     net = network_from_checkpoint(load_checkpoint(path))
     with pytest.raises(ValueError, match=r"expected input \(T, B, 12\), got \(5, 12\)"):
         simulate(net, np.zeros((5, 12)))
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    import torch
+
+    with pytest.raises(ExportError, match="no checkpoint .*best.pt"):
+        load_checkpoint(tmp_path)
+    state = synthetic_state(np.random.default_rng(2), n_layers=1)
+    good = save_synthetic_checkpoint(tmp_path / "a", state, n_layers=1, kernel_size=9)
+    truncated = tmp_path / "t.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ExportError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    blob = torch.load(good, weights_only=True)
+    blob["format_version"] = 7
+    torch.save(blob, tmp_path / "v7.pt")
+    with pytest.raises(ExportError, match="format_version 7 is not supported"):
+        load_checkpoint(tmp_path / "v7.pt")
+    del state["hidden.0.norm.running_var"]
+    path = save_synthetic_checkpoint(tmp_path / "b", state, n_layers=1, kernel_size=9)
+    with pytest.raises(ExportError, match="no 'hidden.0.norm.running_var'"):
+        load_checkpoint(path)
+    path = save_synthetic_checkpoint(tmp_path / "c", synthetic_state(np.random.default_rng(2), n_layers=1),
+                                     n_layers=1, kernel_size=9, variant="dense-conv")
+    with pytest.raises(ExportError, match="dense-conv"):
+        load_checkpoint(path)
