@@ -1,0 +1,151 @@
+"""Audio helpers shared by GSC, FSDD and the cochlea: WAV reading and the reference log-mel front end.
+
+The front end of the reference (SNN-delays, GSC) is, per clip:
+
+    pad with zeros at the end or cut to 1 s (16,000 samples at 16 kHz)
+    -> resample to 8 kHz (torchaudio's default: windowed sinc, Hann window, 6 zero crossings, rolloff 0.99)
+    -> power spectrogram (n_fft 256, hop 80, periodic Hann window, centred with reflect padding)
+    -> 140 mel bands (HTK mel scale, triangular filters without normalisation, 50 Hz .. f_max)
+    -> decibels 10 * log10(max(x, 1e-10))                                   (101 frames, 140 bands)
+
+``f_max_hz`` is 14,000 Hz in the reference, above the 4 kHz Nyquist limit of 8 kHz audio, so only
+87 of the 140 bands carry signal; ``f_max_hz=4000`` is the corrected setting. Everything here is
+torch (CPU or GPU) without torchaudio, whose wheels cannot load beside this torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from . import DatasetError
+
+__all__ = ["read_wav", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
+           "power_spectrogram", "log_mel", "front_end", "front_end_params"]
+
+SAMPLE_RATE = 8000  # the front end works on 8 kHz audio
+CLIP_SECONDS = 1.0
+N_FFT = 256
+HOP = 80
+N_MELS = 140
+F_MIN_HZ = 50.0
+F_MAX_HZ = 14000.0
+DB_FLOOR = 1e-10
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a mono (or first-channel) audio file with soundfile: (float32 samples in [-1, 1], rate)."""
+    import soundfile
+
+    try:
+        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError, soundfile.LibsndfileError) as e:
+        raise DatasetError(f"{path} cannot be read as audio ({e}): it is truncated, corrupt or not a WAV file") from None
+    if data.shape[0] == 0:
+        raise DatasetError(f"{path} holds no audio samples")
+    return data[:, 0].copy(), int(sr)
+
+
+def pad_or_cut(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(..., S) -> (..., length): zeros appended at the end, or the end cut off."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+
+
+@lru_cache(maxsize=8)
+def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99) -> tuple[torch.Tensor, int]:
+    # Polyphase windowed-sinc kernel (new, 1, K): output phase j at time j/new (in input samples
+    # times orig/new); Hann window cos^2 over +-width_zeros zero crossings of the low-pass sinc.
+    base = min(orig, new) * rolloff
+    width = math.ceil(width_zeros * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    t = (t * base).clamp(-width_zeros, width_zeros)
+    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
+    return (sinc * window * (base / orig)).float(), width
+
+
+def resample(x: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
+    """Band-limited resampling of (..., S) from ``sr_in`` to ``sr_out`` Hz; ceil(S * sr_out / sr_in) samples."""
+    if sr_in == sr_out:
+        return x
+    g = math.gcd(int(sr_in), int(sr_out))
+    orig, new = int(sr_in) // g, int(sr_out) // g
+    kernel, width = _sinc_kernel(orig, new)
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1])
+    length = flat.shape[-1]
+    padded = torch.nn.functional.pad(flat, (width, width + orig))
+    out = torch.nn.functional.conv1d(padded[:, None], kernel.to(x.device, x.dtype), stride=orig)  # (B, new, L)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[:, : math.ceil(new * length / orig)]
+    return out.reshape(*shape[:-1], out.shape[-1])
+
+
+def hz_to_mel_htk(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz_htk(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=16)
+def _mel_filterbank_np(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # (F,) frequency of each FFT bin
+    edges = mel_to_hz_htk(np.linspace(hz_to_mel_htk(f_min), hz_to_mel_htk(f_max), n_mels + 2))  # (M+2,)
+    lower = (freqs[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])  # rising edge (F, M)
+    upper = (edges[None, 2:] - freqs[:, None]) / (edges[2:] - edges[1:-1])  # falling edge (F, M)
+    return np.maximum(0.0, np.minimum(lower, upper))  # (F, M), peak 1, no area normalisation
+
+
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
+                   f_min: float = F_MIN_HZ, f_max: float = F_MAX_HZ) -> torch.Tensor:
+    """HTK triangular mel filters (n_fft // 2 + 1, n_mels), float32, without normalisation."""
+    return torch.from_numpy(_mel_filterbank_np(int(sample_rate), int(n_fft), int(n_mels), float(f_min),
+                                               float(f_max)).astype(np.float32))
+
+
+def power_spectrogram(x: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """(B, S) -> (B, frames, n_fft // 2 + 1) |STFT|^2, periodic Hann window, centred, reflect padding."""
+    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype, device=x.device)
+    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window, center=True,
+                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)  # (B, F, frames)
+    return (spec.abs() ** 2).transpose(1, 2)
+
+
+def log_mel(x: torch.Tensor, sample_rate: int = SAMPLE_RATE, f_max: float = F_MAX_HZ, n_mels: int = N_MELS,
+            f_min: float = F_MIN_HZ, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """(B, S) waveforms -> (B, frames, n_mels) mel power in dB (floor 1e-10, no top-dB clipping)."""
+    fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).to(x.device, x.dtype)
+    mel = power_spectrogram(x, n_fft, hop) @ fb  # (B, frames, n_mels)
+    return 10.0 * torch.log10(torch.clamp(mel, min=DB_FLOOR))
+
+
+def front_end(waves: list[np.ndarray], sample_rate: int, f_max_hz: float = F_MAX_HZ,
+              clip_seconds: float = CLIP_SECONDS, batch: int = 256) -> np.ndarray:
+    """The reference front end on a list of clips at ``sample_rate``: (N, 101, 140) float32 dB."""
+    n_in = int(round(clip_seconds * sample_rate))
+    out = []
+    for s in range(0, len(waves), batch):
+        x = torch.stack([pad_or_cut(torch.from_numpy(np.asarray(w, dtype=np.float32)), n_in)
+                         for w in waves[s:s + batch]])  # (B, n_in)
+        x = resample(x, sample_rate, SAMPLE_RATE)  # (B, 8000 * clip_seconds)
+        out.append(log_mel(x, SAMPLE_RATE, f_max_hz).numpy())
+    if not out:
+        return np.zeros((0, int(clip_seconds * SAMPLE_RATE) // HOP + 1, N_MELS), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dict:
+    """Every parameter of the front end, for cache keys."""
+    return {"front_end": "logmel-v1", "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
+            "f_min": F_MIN_HZ, "f_max": float(f_max_hz), "clip_s": float(clip_seconds), "db_floor": DB_FLOOR,
+            "resampler": "sinc-hann-6-0.99"}
+

@@ -1,0 +1,73 @@
+"""Sub-commands ``snn-delays data ...`` and ``snn-delays encode-audio``: parse, call the library."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_subcommand"]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import download_dataset
+
+    for path in download_dataset(args.name, args.root):
+        print(f"ok  {path}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import open_dataset
+
+    opts = {"input": args.input, "cache_dir": args.cache_dir or ""}
+    for split in ("train", "valid", "test"):
+        ds = open_dataset(args.name, args.root, split, **opts)
+        x = ds.x if hasattr(ds, "x") else None
+        shape = tuple(x.shape) if x is not None else (len(ds), ds.n_steps, ds.n_channels)
+        print(f"{args.name}/{split}: {len(ds)} samples, x {shape} {getattr(x, 'dtype', '')}, "
+              f"{ds.n_classes} classes")
+    note = getattr(ds, "protocol_note", "")
+    if note:
+        print(note)
+    return 0
+
+
+def cmd_encode_audio(args: argparse.Namespace) -> int:
+    from .cochlea import encode_folder
+
+    res = encode_folder(args.in_dir, args.out, label_pattern=args.label_pattern, seed=args.seed,
+                        workers=args.workers, progress=True)
+    speed = res["seconds"] / max(res["audio_seconds"], 1e-9) * 60
+    print(f"wrote {res['out']}: {res['files']} files, {res['audio_seconds']:.1f} s of audio, {res['classes']} classes, "
+          f"speakers {', '.join(res['speakers']) or '-'}; encoded in {res['seconds']:.1f} s "
+          f"({speed:.1f} s per minute of audio)")
+    return 0
+
+
+def add_subcommand(sub, name: str) -> None:
+    """Register ``data`` or ``encode-audio`` on the top-level sub-parsers."""
+    if name == "data":
+        p = sub.add_parser("data", help="download, verify and inspect datasets")
+        dsub = p.add_subparsers(dest="data_command", required=True)
+        q = dsub.add_parser("download", help="fetch the official files, verify checksums, unpack")
+        q.add_argument("name", choices=["shd", "ssc", "gsc"])
+        q.add_argument("--root", help="folder for the files (default: datasets/ of the source tree)")
+        q.set_defaults(func=cmd_download)
+        q = dsub.add_parser("info", help="open every split of a dataset and print its shapes")
+        q.add_argument("name")
+        q.add_argument("--root", "--data-dir", dest="root")
+        q.add_argument("--input", default="mel", choices=["mel", "spikes"], help="FSDD input kind")
+        q.add_argument("--cache-dir", help="binned cache folder (default $SNN_DELAYS_CACHE or ./data_cache)")
+        q.set_defaults(func=cmd_info)
+    elif name == "encode-audio":
+        from .cochlea import DEFAULT_LABEL_PATTERN
+
+        p = sub.add_parser("encode-audio", help="a folder of recordings -> SHD-layout spikes (cochlea model)")
+        p.add_argument("in_dir", help="folder of .wav/.flac files (searched recursively)")
+        p.add_argument("out", help="output HDF5 file (SHD layout)")
+        p.add_argument("--label-pattern", default=DEFAULT_LABEL_PATTERN,
+                       help="regular expression matched against each file's relative path without extension, "
+                            "with a (?P<label>...) group and optionally (?P<speaker>...); default: FSDD names "
+                            "{digit}_{speaker}_{take}")
+        p.add_argument("--seed", type=int, default=0, help="seed of the fibres' random spikes")
+        p.add_argument("--workers", type=int, default=1, help="processes to use")
+        p.set_defaults(func=cmd_encode_audio)

@@ -1,0 +1,146 @@
+"""FSDD (Free Spoken Digit Dataset): real spoken digits, read from their folder, never copied.
+
+Files ``{digit}_{speaker}_{take}.wav`` (8 kHz mono) in ROOT or ROOT/recordings; ROOT defaults to
+``../shared/data/fsdd`` beside the repository. Two input kinds:
+
+* ``input="mel"``: the GSC front end (:func:`snn_delays.data.audio.front_end`): 1 s clips (padded or
+  cut), (101, 140) dB frames; ``f_max_hz`` as for GSC (14,000 Hz = the paper's setting; 4,000 Hz
+  = the corrected one).
+* ``input="spikes"``: the cochlea (:mod:`.cochlea`) turns every recording into 700 channels of
+  spikes, written once as an SHD-layout HDF5 file in the cache and read and binned by the SHD reader
+  (``dt_ms``, ``pool``, ``frame_convention``).
+
+Splits: by take (default): takes 0-4 are ``test``; ``valid`` is a seeded, stratified
+``valid_fraction`` slice of takes 5-49 and ``train`` the rest. By speaker (``test_speakers="a,b"``):
+those speakers' files are ``test``, ``valid`` a slice of the others. ``all`` = every file.
+``n_steps`` pads or cuts every sample to that many steps (0: 101 frames for mel, the longest
+recording for spikes).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import DatasetError, register
+from .arrays import ArrayDataset, stratified_split
+from .audio import DB_FLOOR, front_end_params
+from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
+from .gsc import fit_steps, wav_features
+
+__all__ = ["default_fsdd_root", "fsdd_files", "open_fsdd", "N_TEST_TAKES"]
+
+N_TEST_TAKES = 5
+_NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[A-Za-z0-9-]+)_(?P<take>\d+)\.wav")
+
+
+def default_fsdd_root() -> Path:
+    """``../shared/data/fsdd`` beside the repository (the folder provided with this project)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"
+
+
+def fsdd_files(root: Path) -> tuple[Path, list[str], np.ndarray, list[str], np.ndarray]:
+    """(folder of the WAV files, file names, digits (N,), speakers (N,) names, takes (N,))."""
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    if not folder.is_dir():
+        raise DatasetError(f"FSDD folder {root} does not exist; give the folder of the recordings with "
+                           "--data-dir DIR (files {digit}_{speaker}_{take}.wav, e.g. ../shared/data/fsdd)")
+    names = sorted(p.name for p in folder.glob("*.wav"))
+    if not names:
+        raise DatasetError(f"{folder} holds no .wav files; expected FSDD recordings {{digit}}_{{speaker}}_{{take}}.wav")
+    parsed = [_NAME.fullmatch(n) for n in names]
+    bad = [n for n, m in zip(names, parsed) if m is None]
+    if bad:
+        raise DatasetError(f"{folder / bad[0]}: name does not follow FSDD's {{digit}}_{{speaker}}_{{take}}.wav "
+                           f"({len(bad)} such file(s))")
+    digits = np.array([int(m["digit"]) for m in parsed], dtype=np.int64)
+    speakers = [m["speaker"] for m in parsed]
+    takes = np.array([int(m["take"]) for m in parsed], dtype=np.int64)
+    return folder, names, digits, speakers, takes
+
+
+def _select(split: str, digits, speakers, takes, test_speakers: str, valid_fraction: float,
+            split_seed: int) -> tuple[np.ndarray, str]:
+    n = len(digits)
+    if split == "all":
+        return np.arange(n), "fsdd: every file in the folder"
+    held_speakers = [s.strip() for s in test_speakers.split(",") if s.strip()]
+    if held_speakers:
+        unknown = sorted(set(held_speakers) - set(speakers))
+        if unknown:
+            raise DatasetError(f"test_speakers {', '.join(unknown)} not in the folder; speakers: "
+                               f"{', '.join(sorted(set(speakers)))}")
+        is_test = np.isin(np.array(speakers), held_speakers)
+        note = (f"fsdd speaker split: test = speakers {','.join(held_speakers)} (unseen in training); valid = "
+                f"seeded stratified {valid_fraction:.0%} slice of the other speakers (split_seed {split_seed})")
+    else:
+        is_test = takes < N_TEST_TAKES
+        note = (f"fsdd take split: test = takes 0-{N_TEST_TAKES - 1}; valid = seeded stratified "
+                f"{valid_fraction:.0%} slice of takes {N_TEST_TAKES}+ (split_seed {split_seed})")
+    if split == "test":
+        return np.flatnonzero(is_test), note
+    rest = np.flatnonzero(~is_test)
+    keep, held = stratified_split(digits[rest], valid_fraction, split_seed)
+    return rest[keep if split == "train" else held], note
+
+
+@register("fsdd")
+def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers: str = "",
+              valid_fraction: float = 0.1, split_seed: int = 0, f_max_hz: float = 14000.0, dt_ms: float = 10.0,
+              pool: int = 5, frame_convention: str = "uniform", n_steps: int = 0,
+              cache_dir: str = "") -> ArrayDataset:
+    """Open a split of FSDD as log-mel frames (``input="mel"``) or binned cochlea spikes (``"spikes"``)."""
+    if root in (None, "") and not default_fsdd_root().is_dir():
+        raise DatasetError(f"FSDD not found at the default {default_fsdd_root()}; pass --data-dir DIR")
+    root = Path(root) if root else default_fsdd_root()
+    folder, names, digits, speakers, takes = fsdd_files(root)
+    cdir = resolve_cache_dir(cache_dir)
+    fingerprint = folder_fingerprint([folder / n for n in names], folder)
+    if input == "mel":
+        params = {"dataset": "fsdd-mel", "source": fingerprint, **front_end_params(f_max_hz)}
+        arrays, _ = load_or_build(cdir, "fsdd-mel", params,
+                                  lambda: ({"x": wav_features(folder, names, f_max_hz)}, {"n": len(names)}))
+        x_all = arrays["x"]
+        fill = 10.0 * np.log10(DB_FLOOR)
+    elif input == "spikes":
+        x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention)
+        fill = 0
+    else:
+        raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
+    idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed)
+    x = fit_steps(np.asarray(x_all[idx]), n_steps, fill)
+    return ArrayDataset(x, digits[idx], 10, speakers=[speakers[i] for i in idx], files=[names[i] for i in idx],
+                        keys=[str(d) for d in range(10)], protocol_note=note, input=input)
+
+
+def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | None, dt_ms: float, pool: int,
+                 frame_convention: str) -> np.ndarray:
+    """All recordings as binned spike counts (N, T, C): cochlea -> SHD-layout file (cached) -> SHD binning."""
+    from .cochlea import encode_folder
+    from .heidelberg import bin_spikes, read_spike_file
+
+    spike_params = {"dataset": "fsdd-spikes", "source": fingerprint, "encoder": "cochlea-v1", "seed": 0}
+    h5_dir = (cdir if cdir is not None else Path.cwd() / "data_cache")
+    from .cache import cache_key
+
+    h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"
+    if not h5.exists():
+        print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
+              flush=True)
+        encode_folder(folder, h5, seed=0, workers=2)
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        encoded = str(f.attrs.get("files", "")).split("\n")
+    if encoded != [n[: -len(".wav")] for n in names]:
+        raise DatasetError(f"{h5} does not hold the recordings of {folder} in order; delete it to re-encode")
+    params = {**spike_params, "dt_ms": float(dt_ms), "pool": int(pool), "frame_convention": frame_convention}
+
+    def build():
+        rec = read_spike_file(h5)
+        return {"x": bin_spikes(rec.times, rec.units, dt_ms, pool, frame_convention)}, {"h5": str(h5)}
+
+    arrays, _ = load_or_build(cdir, "fsdd-spikes", params, build)
+    return arrays["x"]
