@@ -118,3 +118,22 @@ def test_brian2_gives_the_same_spikes(tmp_path, target):
         total += int(np.asarray(s).sum())
     assert total > 20, "the test network should spike"
     np.testing.assert_allclose(np.asarray(got["readout"]), ours.readout[:, 0], atol=1e-9)
+
+
+def test_pynn_script_runs_with_pynn_on_brian2(tmp_path):
+    """The written run_pynn.py builds and runs the network through PyNN's brian2 backend."""
+    if subprocess.run([str(PYTHON), "-c", "import pyNN.brian2"], capture_output=True).returncode != 0:
+        pytest.skip("pyNN is not installed in the Brian2 environment (bash tests/brian2_env.sh)")
+    from neuromorphic_export import export_run
+
+    rng = np.random.default_rng(0)
+    state = synthetic_state(rng, input_size=12, hidden_size=10, n_layers=2, n_classes=4, kernel_size=9)
+    run = save_synthetic_checkpoint(tmp_path / "run", state, n_layers=2, kernel_size=9, tau_steps=2.0,
+                                    readout_tau_steps=3.0, extra_steps=4)
+    export_run(run, "spinnaker1", tmp_path / "out")
+    np.save(tmp_path / "x.npy", (rng.random((30, 12)) < 0.2).astype(np.uint8))
+    proc = subprocess.run([str(PYTHON), str(tmp_path / "out" / "pynn" / "run_pynn.py"), "--simulator", "brian2",
+                           "--input", str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "predicted class" in proc.stdout
