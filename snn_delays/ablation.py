@@ -1,0 +1,475 @@
+"""Control experiments over seeds: ``snn-delays ablate``.
+
+A grid is (connectivity, variant, seed) cells; each cell is an ordinary run folder::
+
+    OUT/runs/<connectivity>/<variant>/seed<S>/      (connectivity: "full" or "fanin<K>")
+    OUT/summary.csv, OUT/summary.md, OUT/ablation.png, OUT/cells.csv
+
+``--fanin K`` runs every variant twice, fully connected and with K random inputs per neuron (the
+method's finding is the contrast between the two); ``--sparse-only`` skips the fully connected
+half. All variants of one seed start from the same weights, delays and masks (see
+:func:`snn_delays.model.resolve_variant` for how the no-delay baselines are sized).
+
+Resumable and shareable: a cell is done when its ``summary.json`` says all epochs ran; a process
+takes a cell by creating ``cell/.lock`` with ``O_CREAT | O_EXCL`` (atomic on local and NFS v3+
+file systems), refreshes its time stamp every epoch, and deletes it at the end. A lock whose
+process is gone (same host) or that was not refreshed for ``stale_after_s`` is broken by renaming
+it away (only one process wins the rename) and the cell is resumed from its ``last.pt``. Any
+number of ``snn-delays ablate`` processes, on one machine or several sharing the folder, can run
+the same grid; each writes the summary of what is finished when it has nothing left to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import VARIANTS, ExperimentConfig, load_config
+from .errors import UserError
+
+__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "CellLock", "ablate"]
+
+DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
+LABELS = {
+    "full": "learned delays\n(decreasing σ)",
+    "constant-sigma": "learned delays\n(constant σ)",
+    "fixed-delays": "fixed random\ndelays",
+    "fixed-weights": "fixed weights,\nlearned delays",
+    "no-delays-wider": "no delays,\nwider",
+    "no-delays-deeper": "no delays,\ndeeper",
+    "dense-conv": "dense conv\ndelays",
+}
+
+# -- statistics ---------------------------------------------------------------------------------
+# two-sided 95 % quantiles t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf(0.975, df))
+_T975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423]
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (scipy when installed)."""
+    if df < 1:
+        return float("nan")
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, df))
+    except ImportError:
+        pass
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964  # Cornish-Fisher expansion, error < 1e-4 for df > 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float, float, int]:
+    """(mean, half-width of the 95 % t-interval, sample std (ddof 1), n); nan where undefined."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = sum(values) / n
+    if n == 1:
+        return mean, float("nan"), float("nan"), 1
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, t_quantile_975(n - 1) * std / math.sqrt(n), std, n
+
+
+# -- the grid -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    fanin: int  # 0 = fully connected
+    seed: int
+
+    @property
+    def connectivity(self) -> str:
+        return "full" if self.fanin <= 0 else f"fanin{self.fanin}"
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / self.connectivity / self.variant / f"seed{self.seed}"
+
+    def config(self, base: ExperimentConfig) -> ExperimentConfig:
+        cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}",
+                      model=replace(base.model, variant=self.variant, fanin=self.fanin),
+                      train=replace(base.train, seed=self.seed))
+        return cfg.validate()
+
+
+def grid_cells(variants: Sequence[str], seeds: Sequence[int], fanins: Sequence[int]) -> list[Cell]:
+    """Seed-major order, so that a partial grid already has every variant for the first seeds."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise UserError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    return [Cell(v, k, s) for s in seeds for k in fanins for v in variants]
+
+
+def is_done(run: Path) -> bool:
+    try:
+        s = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return s.get("epochs_done") == s.get("epochs")
+
+
+class CellLock:
+    """An exclusive lock file ``folder/.lock`` (O_CREAT | O_EXCL) with stale-lock breaking."""
+
+    def __init__(self, folder: Path, stale_after_s: float = 3600.0):
+        self.path = folder / ".lock"
+        self.stale_after_s = stale_after_s
+        self.owned = False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_if_stale():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+            self.owned = True
+            return True
+        return False
+
+    def _break_if_stale(self) -> bool:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+            age = time.time() - self.path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # just created by another process, or gone: not ours to judge now
+        dead = info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
+        if not (dead or age > self.stale_after_s):
+            return False
+        grave = self.path.with_name(f".lock.stale.{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, grave)  # atomic: one breaker wins
+        except FileNotFoundError:
+            return False
+        grave.unlink(missing_ok=True)
+        return True
+
+    def refresh(self) -> None:
+        if self.owned:
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float = 3600.0,
+             log=print) -> dict[str, int]:
+    """Run every cell not done and not locked by a live process. Returns counts
+    {"ran", "done_before", "busy"} for this process."""
+    from .train import train
+
+    counts = {"ran": 0, "done_before": 0, "busy": 0}
+    for i, cell in enumerate(cells):
+        run = cell.folder(out)
+        if is_done(run):
+            counts["done_before"] += 1
+            continue
+        lock = CellLock(run, stale_after_s)
+        if not lock.acquire():
+            counts["busy"] += 1
+            continue
+        try:
+            if is_done(run):  # finished between the check and the lock
+                counts["done_before"] += 1
+                continue
+            log(f"[{i + 1}/{len(cells)}] {cell.connectivity} {cell.variant} seed {cell.seed} -> {run}")
+            with open(run / "runs.log", "a") as f:  # who trained this cell, and when (an audit trail)
+                f.write(f"{socket.gethostname()} pid {os.getpid()} started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            t0 = time.perf_counter()
+            res = train(cell.config(base), run, resume=True, on_epoch_end=lambda row: lock.refresh())
+            log(f"    test accuracy {res['test_acc']:.4f} (best valid epoch {res['best_epoch']}), "
+                f"{res['trainable_parameters']} trainable parameters, {time.perf_counter() - t0:.0f} s")
+            counts["ran"] += 1
+        finally:
+            lock.release()
+    return counts
+
+
+# -- summary ----------------------------------------------------------------------------------------
+def _expected_params(base: ExperimentConfig, cell: Cell) -> int:
+    from .model import count_trainable, resolve_variant
+
+    return count_trainable(resolve_variant(cell.config(base).model))
+
+
+def collect(base: ExperimentConfig, cells: Sequence[Cell], out: Path) -> list[dict[str, Any]]:
+    """One record per cell: accuracy (test at the best validation epoch) if finished."""
+    rows = []
+    for cell in cells:
+        run = cell.folder(out)
+        rec: dict[str, Any] = {"connectivity": cell.connectivity, "fanin": cell.fanin, "variant": cell.variant,
+                               "seed": cell.seed, "done": is_done(run), "test_acc": float("nan"),
+                               "max_test_acc": float("nan"), "best_epoch": -1,
+                               "params": _expected_params(base, cell), "hidden_size": None, "n_layers": None,
+                               "model_fanin": None}
+        if rec["done"]:
+            s = json.loads((run / "summary.json").read_text())
+            m = s.get("config", {}).get("model", {})
+            rec.update(test_acc=s["test_acc"], max_test_acc=s["max_test_acc"], best_epoch=s["best_epoch"],
+                       params=s["trainable_parameters"], hidden_size=m.get("hidden_size"),
+                       n_layers=m.get("n_layers"), model_fanin=m.get("fanin"))
+        rows.append(rec)
+    return rows
+
+
+SUMMARY_COLUMNS = ["variant", "mean", "ci95", "std", "n", "params", "connectivity", "fanin", "n_planned"]
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (connectivity, variant): mean, ci95, std and n of test accuracy over finished seeds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["connectivity"], r["variant"]), []).append(r)
+    out = []
+    for (conn, variant), rs in groups.items():
+        accs = [r["test_acc"] for r in rs if r["done"]]
+        mean, half, std, n = ci95(accs)
+        out.append({"variant": variant, "mean": mean, "ci95": half, "std": std, "n": n,
+                    "params": rs[0]["params"], "connectivity": conn, "fanin": rs[0]["fanin"],
+                    "n_planned": len(rs)})
+    return out
+
+
+def _fmt(v: float, scale: float = 100.0, digits: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.{digits}f}"
+
+
+def write_summary(out: Path, records: Sequence[dict[str, Any]], title: str, note: str = "") -> list[dict[str, Any]]:
+    from .checkpoint import atomic_write_text
+
+    table = summarize(records)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in table:
+        w.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in SUMMARY_COLUMNS})
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+
+    buf = io.StringIO()
+    keys = ["connectivity", "fanin", "variant", "seed", "done", "test_acc", "max_test_acc", "best_epoch", "params",
+            "hidden_size", "n_layers", "model_fanin"]
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: r[k] for k in keys})
+    atomic_write_text(out / "cells.csv", buf.getvalue())
+
+    lines = [f"# {title}", "",
+             "Test accuracy (%) at the epoch of best validation accuracy; mean ± half-width of the 95 % "
+             "t-interval over seeds.", "",
+             "| connectivity | variant | mean | ci95 | std | n | params |", "|---|---|---|---|---|---|---|"]
+    for row in table:
+        conn = "full" if row["fanin"] <= 0 else f"{row['fanin']} inputs/neuron"
+        lines.append(f"| {conn} | {row['variant']} | {_fmt(row['mean'])} | ± {_fmt(row['ci95'])} | "
+                     f"{_fmt(row['std'])} | {row['n']}/{row['n_planned']} | {row['params']:,} |")
+    lines += ["", "Per seed:", "", "| connectivity | variant | seed | test | max test | best epoch | hidden | "
+              "layers | kept inputs |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['connectivity']} | {r['variant']} | {r['seed']} | {_fmt(r['test_acc'])} | "
+                     f"{_fmt(r['max_test_acc'])} | {r['best_epoch'] if r['done'] else '-'} | "
+                     f"{r['hidden_size'] or '-'} | {r['n_layers'] or '-'} | {r['model_fanin'] if r['done'] else '-'} |")
+    if note:
+        lines += ["", note]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    return table
+
+
+def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
+    """Bar plot in the style of the thesis's Figure 4.5: one group of bars per connectivity, one bar
+    per variant with its 95 % interval, the seeds as dots and the mean written on the bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarize(records)
+    conns = list(dict.fromkeys(r["connectivity"] for r in table))
+    variants = list(dict.fromkeys(r["variant"] for r in table))
+    colors = {v: c for v, c in zip(VARIANTS, ["#1f77b4", "#6baed6", "#ff7f0e", "#9467bd", "#2ca02c", "#98df8a", "#8c564b"])}
+    width = 0.8 / max(len(variants), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 + 1.25 * len(variants) * len(conns)), 4.4), layout="constrained")
+    lows, bars = [], []
+    for gi, conn in enumerate(conns):
+        for vi, variant in enumerate(variants):
+            row = next((r for r in table if r["connectivity"] == conn and r["variant"] == variant), None)
+            if row is None or row["n"] == 0:
+                continue
+            x = gi + (vi - (len(variants) - 1) / 2) * width
+            mean, half = row["mean"] * 100, (row["ci95"] * 100 if not math.isnan(row["ci95"]) else 0.0)
+            ax.bar(x, mean, width * 0.92, color=colors.get(variant, "grey"), edgecolor="black", linewidth=0.6,
+                   label=LABELS.get(variant, variant).replace("\n", " ") if gi == 0 or variant not in
+                   [r["variant"] for r in table if r["connectivity"] == conns[0]] else None)
+            ax.errorbar(x, mean, yerr=half, color="black", capsize=4, linewidth=1.2)
+            seeds = [r["test_acc"] * 100 for r in records
+                     if r["connectivity"] == conn and r["variant"] == variant and r["done"]]
+            ax.scatter([x] * len(seeds), seeds, s=12, color="black", zorder=3, alpha=0.7)
+            ax.text(x, min(mean + half, 99.0) + 0.6, f"{mean:.1f}", ha="center", va="bottom", fontsize=8,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
+            bars.append((x, row["params"]))
+            lows += seeds
+    names = {c: ("fully connected" if c == "full" else f"sparse: {c[5:]} inputs per neuron") for c in conns}
+    ax.set_xticks(range(len(conns)), [names[c] for c in conns])
+    ax.set_ylabel("test accuracy (%)")
+    lo = min(lows, default=0.0)
+    bottom = max(0.0, math.floor((lo - 10) / 10) * 10)
+    ax.set_ylim(bottom, 104)  # intervals wider than the plot are clipped at its edges
+    for x, params in bars:  # parameter count at the foot of each bar
+        ax.text(x, bottom + 1.0, f"{params / 1000:.1f}k\nparams", ha="center", va="bottom", fontsize=7,
+                color="white", fontweight="bold")
+    fig.suptitle(title, fontsize=10)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=len(variants), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    path = out / "ablation.png"
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+# -- the command ------------------------------------------------------------------------------------
+def _worker(base_dict: dict, cells: list[tuple[str, int, int]], out: str, stale_after_s: float) -> None:
+    import torch
+
+    from .config import config_from_dict
+
+    torch.set_num_threads(1)
+    base = config_from_dict(base_dict)
+    run_grid(base, [Cell(*c) for c in cells], Path(out), stale_after_s)
+
+
+def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequence[int] = 3,
+           variants: Sequence[str] = DEFAULT_VARIANTS, fanin: int = 0, sparse_only: bool = False,
+           workers: int = 1, stale_after_s: float = 3600.0, log=print) -> list[dict[str, Any]]:
+    """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary rows."""
+    from dataclasses import asdict
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    fanins = [fanin] if (fanin > 0 and sparse_only) else ([0, fanin] if fanin > 0 else [0])
+    cells = grid_cells(variants, seed_list, fanins)
+    plan = {"base_config": asdict(base), "variants": list(variants), "seeds": seed_list, "fanins": fanins}
+    plan_path = out / "grid.json"
+    if plan_path.exists():
+        old = json.loads(plan_path.read_text())
+        if old.get("base_config") != plan["base_config"]:
+            raise UserError(f"{out} holds a grid with another base configuration; choose another --out")
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    t0 = time.perf_counter()
+    if workers <= 1:
+        counts = run_grid(base, cells, out, stale_after_s, log)
+        log(f"this process ran {counts['ran']} cell(s); {counts['done_before']} were done before, "
+            f"{counts['busy']} are being run by other processes")
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(asdict(base), [(c.variant, c.fanin, c.seed) for c in cells],
+                                                  str(out), stale_after_s)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode != 0]
+        if bad:
+            log(f"warning: {len(bad)} worker(s) failed (exit codes {bad}); run the command again to resume")
+    elapsed = time.perf_counter() - t0
+    records = collect(base, cells, out)
+    title = (f"{base.data.dataset}: {base.train.epochs} epochs, {len(seed_list)} seeds, "
+             f"{base.model.n_layers}x{base.model.hidden_size} hidden, Td {base.model.kernel_size}")
+    missing = sum(not r["done"] for r in records)
+    note = (f"{len(cells) - missing}/{len(cells)} cells finished; this invocation took {elapsed:.0f} s.")
+    table = write_summary(out, records, title, note)
+    plot_summary(out, records, title)
+    log(_console_table(table))
+    log(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'ablation.png'}, {out / 'cells.csv'}"
+        + (f"; {missing} cell(s) not finished yet (run again or wait for the other processes)" if missing else ""))
+    return table
+
+
+def _console_table(table: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'connectivity':<13}{'variant':<18}{'mean %':>8}{'ci95':>8}{'n':>4}{'params':>10}"]
+    for r in table:
+        lines.append(f"{r['connectivity']:<13}{r['variant']:<18}{_fmt(r['mean']):>8}{'±' + _fmt(r['ci95']):>8}"
+                     f"{r['n']:>4}{r['params']:>10,}")
+    return "\n".join(lines)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .cli import resolve_config
+
+    if args.seeds < 1:
+        raise UserError("--seeds must be >= 1")
+    args.variant = None  # the grid sets variant and fan-in per cell
+    fanin, args.fanin = args.fanin or 0, None
+    base = resolve_config(args)
+    if args.threads is not None:
+        base = replace(base, train=replace(base.train, threads=args.threads))
+    if args.workers > 1 and base.train.threads == 0:
+        base = replace(base, train=replace(base.train, threads=1))
+    base = replace(base, train=replace(base.train, progress=base.train.progress and args.workers <= 1))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    ablate(base, args.out, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), variants=variants,
+           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after)
+    return 0
+
+
+def add_subcommand(subparsers, name: str) -> None:
+    if name != "ablate":
+        return
+    from .cli import _add_config_args
+
+    p = subparsers.add_parser(
+        "ablate", help="control experiments over seeds: variants x connectivity x seeds, with a summary table",
+        description="Run the ablation grid (resumable; several processes may share --out) and write "
+                    "summary.csv, summary.md and ablation.png in --out.")
+    p.add_argument("--dataset", required=True, help="synthetic, shd, ssc, gsc, fsdd")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--out", required=True, help="grid folder (shared by every process running this grid)")
+    p.add_argument("--sparse-only", action="store_true", help="with --fanin: skip the fully connected runs")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes on this machine (1 thread each)")
+    p.add_argument("--threads", type=int, help="torch threads per training process (train.threads)")
+    p.add_argument("--stale-after", type=float, default=3600.0,
+                   help="seconds after which a lock not refreshed by its owner is considered stale (default 3600)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ablate)

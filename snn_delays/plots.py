@@ -1,0 +1,279 @@
+"""Figures of a run folder: ``snn-delays plot RUN_DIR``.
+
+Writes into ``RUN_DIR/plots/`` (or ``--out``), every PNG with the numbers it shows beside it:
+
+* ``curves.png`` + ``curves.csv``: loss, train/valid/test accuracy, sigma and learning rates per epoch.
+* ``delays.png`` + ``delays.csv`` + ``delays.json``: the histogram of learned delays of every
+  delay layer (bins of 0.1 step). What to look for: peaks at integers (the period-1 pattern that
+  sigma -> 0.5 and rounding produce) and piles at 0 or Td - 1 (the range is too small: raise
+  ``model.kernel_size``). ``delays.json`` holds the fraction near an integer and at each limit.
+* ``kernels.png`` + ``kernels.json``: the training kernels (Gaussian of that epoch's sigma) of a
+  few neurons of one layer at several epochs, input synapses on the y axis and delay on the x
+  axis (the thesis's Figure 4.4 style). Built from the ``kernel_history`` kept in checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+__all__ = ["plot_run", "plot_curves", "plot_delay_histograms", "plot_kernels", "delay_histograms"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    f = run / "metrics.jsonl"
+    if not f.exists():
+        raise UserError(f"{f} not found: {run} is not a run folder")
+    rows = []
+    for line in f.read_text().splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# -- training curves ---------------------------------------------------------------------------------
+def plot_curves(run: Path, out: Path) -> Path:
+    plt = _plt()
+    rows = _metrics(run)
+    if not rows:
+        raise UserError(f"{run / 'metrics.jsonl'} is empty: no finished epoch to plot")
+    _write_csv(out / "curves.csv", rows)
+    ep = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    ax = axes[0]
+    ax.plot(ep, [r["train_loss"] for r in rows], "-o", ms=3, color="black")
+    ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+    ax.set_yscale("log")
+    ax = axes[1]
+    for key, c in (("train_acc", "tab:blue"), ("valid_acc", "tab:orange"), ("test_acc", "tab:green")):
+        ax.plot(ep, [100 * r[key] for r in rows], "-o", ms=3, color=c, label=key.replace("_acc", ""))
+    best = max(rows, key=lambda r: r["valid_acc"])
+    ax.axvline(best["epoch"], color="grey", ls=":", lw=1)
+    ax.annotate(f"best valid: epoch {best['epoch']}\ntest {100 * best['test_acc']:.1f} %",
+                (best["epoch"], 100 * best["test_acc"]), textcoords="offset points", xytext=(-10, -35),
+                ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "grey"})
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (eval: rounded delays)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    ax.plot(ep, [r["sigma"] for r in rows], "-", color="tab:purple", label="sigma (steps)")
+    ax.set(xlabel="epoch", ylabel="sigma (steps)", title="schedules")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [r["lr_weights"] for r in rows], "--", color="tab:red", label="lr weights")
+    ax2.plot(ep, [r["lr_delays"] for r in rows], ":", color="tab:brown", label="lr delays")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("learning rate")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right")
+    fig.suptitle(f"{run.name}: training curves", fontsize=10)
+    path = out / "curves.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+# -- delay histograms --------------------------------------------------------------------------------
+def _delay_layers(state: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray]]:
+    """(layer name, real-valued delays of existing synapses) for every delay synapse."""
+    out = []
+    names = sorted({k[: -len(".delay")] for k in state if k.endswith(".delay")},
+                   key=lambda n: (n.startswith("readout"), n))
+    for name in names:
+        d = state[f"{name}.delay"].float()
+        mask = state.get(f"{name}.mask")
+        if mask is not None:
+            d = d[mask.bool()]  # (n_synapses, m)
+        out.append((name.replace(".synapse", ""), d.reshape(-1).numpy()))
+    return out
+
+
+def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width: float = 0.1) -> dict[str, Any]:
+    """Histogram (bins of ``bin_width`` steps over [0, Td - 1]) and diagnostics per delay layer."""
+    td = kernel_size
+    edges = np.linspace(0.0, td - 1, int(round((td - 1) / bin_width)) + 1)
+    layers = {}
+    for name, d in _delay_layers(state):
+        counts, _ = np.histogram(d, bins=edges)
+        frac = d - np.round(d)
+        layers[name] = {
+            "n": int(d.size),
+            "counts": counts.tolist(),
+            "near_integer": float(np.mean(np.abs(frac) < 0.1)),  # 0.2 expected for uniform delays
+            "at_lower_limit": float(np.mean(d < 0.5)),  # rounds to 0
+            "at_upper_limit": float(np.mean(d > td - 1.5)),  # rounds to Td - 1
+            "exactly_at_limits": float(np.mean((d <= 1e-6) | (d >= td - 1 - 1e-6))),
+            "mean": float(d.mean()) if d.size else float("nan"),
+        }
+    return {"kernel_size": td, "bin_width": bin_width, "edges": edges.tolist(), "layers": layers}
+
+
+def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Path | None:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run, checkpoint)
+    td = int(ckpt["config"]["model"]["kernel_size"])
+    if ckpt["config"]["model"]["variant"].startswith("no-delays") or td <= 1 or not any(
+            k.endswith(".delay") for k in ckpt["model"]):
+        return None
+    h = delay_histograms(ckpt["model"], td)
+    h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=ckpt["config"]["model"]["variant"])
+    (out / "delays.json").write_text(json.dumps(h, indent=1))
+    edges = np.asarray(h["edges"])
+    with open(out / "delays.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["bin_start", "bin_end", *h["layers"]])
+        for i in range(len(edges) - 1):
+            w.writerow([f"{edges[i]:.2f}", f"{edges[i + 1]:.2f}", *(h["layers"][n]["counts"][i] for n in h["layers"])])
+    plt = _plt()
+    names = list(h["layers"])
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.9 + 1.7 * len(names)), sharex=True, squeeze=False,
+                             layout="constrained")
+    for ax, name in zip(axes[:, 0], names):
+        L = h["layers"][name]
+        counts = np.asarray(L["counts"])
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="none")
+        ax.set_ylabel("synapses")
+        for lim in (0, td - 1):
+            ax.axvline(lim, color="tab:red", ls=":", lw=1)
+        ax.set_title(f"{name}: {L['n']:,} synapses   within 0.1 of an integer: {100 * L['near_integer']:.0f} % "
+                     f"(uniform: 20 %)   rounding to 0: {100 * L['at_lower_limit']:.1f} %   "
+                     f"to {td - 1}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [0, {td - 1}] (red)")
+    axes[-1, 0].set_xticks(range(0, td, max(1, td // 12)))
+    fig.suptitle(f"{run.name}: learned delays ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
+                 fontsize=10)
+    path = out / "delays.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+# -- kernels at several epochs (Figure 4.4 style) -------------------------------------------------------
+def _pick_epochs(available: Sequence[int], n: int) -> list[int]:
+    if len(available) <= n:
+        return list(available)
+    idx = np.unique(np.round(np.linspace(0, len(available) - 1, n)).astype(int))
+    return [available[i] for i in idx]
+
+
+def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, epochs: int = 5,
+                 synapses: int = 24, checkpoint: str = "last") -> Path | None:
+    from .checkpoint import load_checkpoint
+    from .synapse import gaussian_kernel
+
+    ckpt = load_checkpoint(run, checkpoint)
+    hist = ckpt.get("kernel_history") or []
+    hist = [h for h in hist if len(h["layers"]) > layer]
+    if not hist:
+        return None
+    td = int(ckpt["config"]["model"]["kernel_size"])
+    if td <= 1 or ckpt["config"]["model"]["variant"].startswith("no-delays"):
+        return None  # no delays to draw
+    chosen = _pick_epochs([h["epoch"] for h in hist], epochs)
+    snaps = [next(h for h in hist if h["epoch"] == e) for e in chosen]
+    n_neur = min(neurons, snaps[0]["layers"][layer]["weight"].shape[0])
+    w_last = snaps[-1]["layers"][layer]["weight"]  # (n, in, m)
+    data = {"layer": layer, "kernel_size": td, "checkpoint": checkpoint, "epochs": [], "note":
+            "kernel[n] = sum_e w_e / c_e * exp(-0.5 * ((n - Td + d_e + 1) / sigma)^2), see snn_delays.synapse"}
+    plt = _plt()
+    fig, axes = plt.subplots(n_neur, len(snaps), figsize=(1.9 * len(snaps) + 1.2, 2.6 * n_neur), squeeze=False,
+                             layout="constrained")
+    for i in range(n_neur):
+        # the `synapses` strongest existing synapses at the last epoch, sorted by their final delay
+        strength = w_last[i].abs().sum(-1)  # (in,)
+        rows = torch.nonzero(strength > 0).flatten()
+        rows = rows[strength[rows].argsort(descending=True)[:synapses]]
+        d_last = snaps[-1]["layers"][layer]["delay"][i][rows, 0]
+        rows = rows[d_last.argsort()]
+        for j, s in enumerate(snaps):
+            w = s["layers"][layer]["weight"][i][rows].float()  # (k, m)
+            d = s["layers"][layer]["delay"][i][rows].float()
+            k = gaussian_kernel(w[None], d[None], max(float(s["sigma"]), 1e-3), td)[0]  # (k, Td)
+            k = k.flip(-1)  # column = delay in steps (tap Td-1-d holds delay d)
+            ax = axes[i, j]
+            vmax = float(k.abs().max()) or 1.0  # per panel: a wide Gaussian spreads the weight thinly
+            ax.imshow(k.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+                      extent=(-0.5, td - 0.5, len(rows) - 0.5, -0.5))
+            if i == 0:
+                ax.set_title(f"epoch {s['epoch']}\nσ = {float(s['sigma']):.2f}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"neuron {i}\n{len(rows)} strongest synapses\n(sorted by final delay)", fontsize=8)
+            ax.set_yticks([])
+            if i == n_neur - 1:
+                ax.set_xlabel("delay (steps)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    for s in snaps:
+        lay = s["layers"][layer]
+        data["epochs"].append({"epoch": s["epoch"], "sigma": float(s["sigma"]),
+                               "weight": lay["weight"][:n_neur].tolist(), "delay": lay["delay"][:n_neur].tolist()})
+    (out / "kernels.json").write_text(json.dumps(data))
+    name = "readout" if layer == len(snaps[0]["layers"]) - 1 else f"hidden layer {layer}"
+    fig.suptitle(f"{run.name}: kernels of {n_neur} neurons of {name} during training "
+                 f"(red +, blue -, colour scaled per panel)", fontsize=10)
+    path = out / "kernels.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: "str | os.PathLike", out: "str | os.PathLike | None" = None, layer: int = 0,
+             neurons: int = 3, epochs: int = 5, checkpoint: str = "best", synapses: int = 24) -> list[Path]:
+    """All figures of a run folder; returns the PNG paths written."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"run folder {run} does not exist")
+    dest = Path(out) if out else run / "plots"
+    dest.mkdir(parents=True, exist_ok=True)
+    made = [plot_curves(run, dest)]
+    for p in (plot_delay_histograms(run, dest, checkpoint), plot_kernels(run, dest, layer, neurons, epochs, synapses)):
+        if p is not None:
+            made.append(p)
+    return made
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    made = plot_run(args.run_dir, args.out, args.layer, args.neurons, args.epochs, args.checkpoint, args.synapses)
+    for p in made:
+        print(p)
+    return 0
+
+
+def add_subcommand(subparsers, name: str) -> None:
+    if name != "plot":
+        return
+    p = subparsers.add_parser("plot", help="training curves, delay histograms and kernels of a run (PNG + data)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="folder for the figures (default RUN_DIR/plots)")
+    p.add_argument("--layer", type=int, default=0, help="synapse layer whose kernels are drawn (0 = first hidden)")
+    p.add_argument("--neurons", type=int, default=3, help="neurons in the kernel figure")
+    p.add_argument("--epochs", type=int, default=5, help="epochs (columns) in the kernel figure")
+    p.add_argument("--synapses", type=int, default=24, help="strongest input synapses per neuron in the kernel figure")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint for the delay histogram")
+    p.set_defaults(func=cmd_plot)

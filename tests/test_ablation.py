@@ -1,0 +1,79 @@
+"""Ablation grid: statistics, summary files, skipping finished cells, locks shared by processes."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from snn_delays import load_config
+from snn_delays.ablation import CellLock, Cell, ablate, ci95, grid_cells, run_grid, t_quantile_975
+
+TINY = [
+    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
+    "data.synthetic_test=30", "data.batch_size=30", "train.epochs=1", "train.progress=false", "train.threads=1",
+]
+quiet = lambda *a: None
+
+
+def test_t_interval():
+    assert t_quantile_975(1) == pytest.approx(12.7062, abs=1e-3)
+    assert t_quantile_975(2) == pytest.approx(4.3027, abs=1e-3)
+    assert t_quantile_975(60) == pytest.approx(2.0003, abs=1e-3)
+    mean, half, std, n = ci95([0.90, 0.92, 0.94])
+    assert (mean, std, n) == (pytest.approx(0.92), pytest.approx(0.02), 3)
+    assert half == pytest.approx(4.3027 * 0.02 / math.sqrt(3), rel=1e-4)
+    assert math.isnan(ci95([0.5])[1]) and ci95([])[3] == 0
+
+
+def test_grid_writes_summary_and_skips_finished_cells(tmp_path):
+    base = load_config("synthetic", TINY)
+    table = ablate(base, tmp_path, seeds=2, variants=["full", "no-delays-wider"], fanin=3, log=quiet)
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert list(rows[0])[:6] == ["variant", "mean", "ci95", "std", "n", "params"]
+    assert [(r["connectivity"], r["variant"]) for r in rows] == [
+        ("full", "full"), ("full", "no-delays-wider"), ("fanin3", "full"), ("fanin3", "no-delays-wider")]
+    assert all(r["n"] == "2" for r in rows)
+    for r in table:  # params in the table are the trainable counts of the runs
+        run = Cell(r["variant"], r["fanin"], 0).folder(tmp_path)
+        assert json.loads((run / "summary.json").read_text())["trainable_parameters"] == r["params"]
+    md = (tmp_path / "summary.md").read_text()
+    assert "| full | no-delays-wider |" in md and "± " in md
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
+    # the same command again trains nothing
+    counts = run_grid(base, grid_cells(["full", "no-delays-wider"], [0, 1], [0, 3]), tmp_path, log=quiet)
+    assert counts == {"ran": 0, "done_before": 8, "busy": 0}
+    # a different base config in the same folder is refused
+    with pytest.raises(Exception, match="another base configuration"):
+        ablate(load_config("synthetic", TINY + ["model.dropout=0.3"]), tmp_path, seeds=1, log=quiet)
+
+
+def test_locks_live_stale_and_dead(tmp_path):
+    a, b = CellLock(tmp_path / "cell"), CellLock(tmp_path / "cell")
+    assert a.acquire() and not b.acquire()  # held by a live process (this one)
+    a.release()
+    assert b.acquire()
+    b.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "cell" / ".lock"
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "time": 0}))
+    assert CellLock(tmp_path / "cell").acquire()  # its owner is gone: broken and taken
+    other = CellLock(tmp_path / "cell2", stale_after_s=10)
+    other.path.parent.mkdir()
+    other.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
+    assert not other.acquire()  # another machine, fresh: respected
+    os.utime(other.path, (0, 0))
+    assert other.acquire()  # not refreshed for longer than stale_after_s: broken
+
+
+def test_two_processes_share_a_grid_without_running_a_cell_twice(tmp_path):
+    base = load_config("synthetic", TINY)
+    ablate(base, tmp_path, seeds=2, variants=["full", "no-delays-wider"], workers=2, log=quiet)
+    cells = list((tmp_path / "runs").glob("*/*/seed*"))
+    assert len(cells) == 4
+    starts = [len((c / "runs.log").read_text().splitlines()) for c in cells]
+    assert starts == [1] * 4  # every cell trained exactly once
+    assert all(r["n"] == "2" for r in csv.DictReader(open(tmp_path / "summary.csv")))
