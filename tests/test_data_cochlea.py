@@ -1,0 +1,106 @@
+"""The vectorised cochlea and encode-audio: channel order, tuning, refractoriness, SHD layout output."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from snn_delays.cli import main
+from snn_delays.data import DatasetError, open_dataset
+from snn_delays.data.cochlea import bm_response, channel_cf_hz, encode, parse_names
+from snn_delays.data.heidelberg import read_spike_file
+
+
+def tone(freq, seconds=0.3, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_channels_ordered_like_shd():
+    cf = channel_cf_hz()
+    assert cf.shape == (700,) and np.all(np.diff(cf) < 0)  # unit 0 = base = highest frequency
+    assert 22000 < cf[0] < 23000 and 105 < cf[-1] < 115
+    r = bm_response(np.array([1000.0]))[:, 0]
+    best = int(np.argmax(r))
+    assert abs(cf[best] * 0.988 - 1000) < 20  # a channel responds most at 0.988 x its resonance
+
+
+@pytest.mark.parametrize("freq", [300.0, 1500.0])
+def test_tone_excites_its_place(freq):
+    (t, u), = encode([tone(freq)], 16000, seed=0)
+    counts = np.bincount(u, minlength=700)
+    cf = channel_cf_hz()
+    peak_cf = cf[int(np.argmax(np.convolve(counts, np.ones(15) / 15, mode="same")))]
+    assert 0.6 * freq < peak_cf < 1.6 * freq
+    assert np.all(np.diff(t) >= 0) and t.max() < 0.3 and u.min() >= 0 and u.max() < 700
+
+
+def test_refractory_and_deterministic():
+    clip = tone(800.0, 0.2)
+    (t1, u1), = encode([clip], 16000, seed=5)
+    (t2, u2), = encode([clip], 16000, seed=5)
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(u1, u2)
+    for ch in np.unique(u1):
+        isi = np.diff(t1[u1 == ch])
+        assert isi.size == 0 or isi.min() >= 1e-3 - 1e-9  # the bushy cell's 1 ms refractory period
+    silent, = encode([np.zeros(3200, np.float32)], 16000)
+    # silence leaves only the hair cells' spontaneous release: a few spikes per channel and second
+    assert silent[0].size / 700 / 0.2 < 20
+    assert np.bincount(u1, minlength=700).max() > 3 * np.bincount(silent[1], minlength=700).max()
+
+
+def test_speed_under_a_few_seconds_per_second_of_audio():
+    clip = tone(500.0, 1.0, 8000)
+    t0 = time.perf_counter()
+    encode([clip], 8000)
+    assert time.perf_counter() - t0 < 5.0  # measured ~0.55 s on the 2-core test machine
+
+
+def test_parse_names():
+    labels, speakers, keys, names = parse_names(["3_bob_1", "0_amy_12", "sub/9_amy_0"])
+    assert labels.tolist() == [3, 0, 9] and speakers.tolist() == [1, 0, 0] and names == ["amy", "bob"]
+    labels, _, keys, _ = parse_names(["yes/a1", "no/b2"], r"(?P<label>[a-z]+)/(?P<speaker>[a-z])\d")
+    assert keys == ["no", "yes"] and labels.tolist() == [1, 0]
+    with pytest.raises(DatasetError, match="does not match"):
+        parse_names(["oops"])
+    with pytest.raises(DatasetError, match="label"):
+        parse_names(["x"], r"(?P<speaker>x)")
+
+
+def test_encode_audio_cli_writes_shd_layout(tmp_path, capsys):
+    src = tmp_path / "rec"
+    src.mkdir()
+    for name, f in [("1_amy_0", 400.0), ("2_bob_3", 900.0), ("1_bob_7", 2000.0)]:
+        soundfile.write(src / f"{name}.wav", tone(f, 0.15, 8000), 8000, subtype="PCM_16")
+    out = tmp_path / "spikes.h5"
+    assert main(["encode-audio", str(src), str(out)]) == 0
+    assert "per minute of audio" in capsys.readouterr().out
+    rec = read_spike_file(out)
+    assert rec.labels.tolist() == [1, 1, 2] and rec.speakers.tolist() == [0, 1, 1]
+    assert all(t.size > 0 for t in rec.times)
+    import h5py
+
+    with h5py.File(out) as f:  # exactly the published layout: vlen float16 seconds, vlen uint16 units
+        assert h5py.check_vlen_dtype(f["spikes/times"].dtype) == np.float16
+        assert h5py.check_vlen_dtype(f["spikes/units"].dtype) == np.uint16
+    # the same file is a valid SHD source for the loader
+    root = tmp_path / "as_shd"
+    root.mkdir()
+    for part in ("train", "test"):
+        (root / f"shd_{part}.h5").write_bytes(out.read_bytes())
+    ds = open_dataset("shd", str(root), "test", cache_dir=str(tmp_path / "c"))
+    assert ds.x.shape[0] == 3 and ds.x.shape[2] == 140 and int(ds.x.sum()) > 0
+
+
+def test_encode_audio_bad_input(tmp_path, capsys):
+    (tmp_path / "e").mkdir()
+    assert main(["encode-audio", str(tmp_path / "e"), str(tmp_path / "o.h5")]) == 2
+    assert "no .wav" in capsys.readouterr().err
+    (tmp_path / "e" / "1_a_0.wav").write_bytes(b"garbage")
+    assert main(["encode-audio", str(tmp_path / "e"), str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "1_a_0.wav" in err and "Traceback" not in err
