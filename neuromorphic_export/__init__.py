@@ -10,8 +10,7 @@ canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it
     result = simulate(chip, x)                       # x (T, B, C_in) -> readout, spikes, predictions
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import ExportError
 from .export import FORMATS, export_run

@@ -176,7 +176,7 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
     """Write ``net`` to ``path`` (usually ``DIR/network.h5``); returns the path."""
     import h5py
 
-    from . import __version__
+    from ._version import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
