@@ -5,8 +5,10 @@ Shapes are time-major: input x (T, B, C_in) spike counts (or graded values); out
 
 Per layer, every non-zero input value (an event: step t, sample b, neuron j, value v) is
 fanned out along j's synapses, adding v * w to the input of ``post`` at step
-t + delay + hop_latency; so the cost follows the number of spikes times their fan-out. The
-neurons then integrate (one vectorised update per step)::
+t + delay + hop_latency; so the cost follows the number of spikes times their fan-out (an input
+denser than ``DENSE_FRACTION``, such as real-valued audio features, takes one matrix product per
+distinct delay instead: same sums, another order). The neurons then integrate (one vectorised
+update per step)::
 
     u[t] = decay * u[t-1] + input[t] + bias;  spike where u >= threshold (or u > threshold); u = 0 there
 
@@ -35,6 +37,7 @@ LOIHI_DECAY_UNITY = 4096
 LOIHI_ACT_SHIFT = 6
 LOIHI_MAX_UV = 2 ** 23
 EVENTS_PER_CHUNK = 4_000_000  # synapse activations scattered at once (bounds memory)
+DENSE_FRACTION = 0.3  # inputs denser than this (real-valued features) take one matmul per delay
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,28 @@ class _FanOut:
     """Synapses of one layer sorted by pre-synaptic neuron (CSR), for event fan-out."""
 
     def __init__(self, layer: Layer, weight: np.ndarray):
+        self.n_out = layer.n_out
         order = np.argsort(layer.pre, kind="stable")
         self.post = layer.post[order].astype(np.int64)
         self.delay = layer.delay[order].astype(np.int64)
         self.weight = weight[order]
         self.ptr = np.zeros(layer.n_in + 1, dtype=np.int64)
         np.cumsum(np.bincount(layer.pre, minlength=layer.n_in), out=self.ptr[1:])
+
+    def dense_currents(self, s: np.ndarray, hop: int) -> np.ndarray:
+        """The same currents by one matrix product per distinct delay, for dense input such as
+        real-valued features: s (T, B, n_in) -> (T, B, n_out)."""
+        n_steps, batch, n_in = s.shape
+        out = np.zeros((n_steps, batch, self.n_out))
+        pre = np.repeat(np.arange(n_in), np.diff(self.ptr))
+        for d in np.unique(self.delay):
+            sel = self.delay == d
+            w = np.zeros((self.n_out, n_in))
+            np.add.at(w, (self.post[sel], pre[sel]), self.weight[sel])
+            shift = int(d) + hop
+            if shift < n_steps:
+                out[shift:] += s[: n_steps - shift] @ w.T
+        return out
 
     def currents(self, events: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], n_steps: int,
                  batch: int, n_out: int, hop: int) -> np.ndarray:
@@ -209,7 +228,10 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
         s = np.zeros((n_steps, batch, net.input_size), dtype=xb.dtype)
         s[: xb.shape[0]] = xb  # the input padded with zero steps at the end
         for k, (layer, f) in enumerate(zip(net.layers, fan)):
-            current = f.currents(_events(s), n_steps, batch, layer.n_out, hop)
+            if np.count_nonzero(s) > DENSE_FRACTION * s.size:  # e.g. real-valued input features
+                current = f.dense_currents(s.astype(np.float64), hop)
+            else:
+                current = f.currents(_events(s), n_steps, batch, layer.n_out, hop)
             if conv.arithmetic == "loihi":
                 s, memb = _lif_loihi(current, layer)
             else:

@@ -189,3 +189,21 @@ def test_checkpoint_errors_are_clear(tmp_path):
                                      n_layers=1, kernel_size=9, variant="dense-conv")
     with pytest.raises(ExportError, match="dense-conv"):
         load_checkpoint(path)
+
+
+def test_dense_path_for_real_valued_input_equals_the_event_path(synthetic, monkeypatch):
+    import importlib
+
+    sim = importlib.import_module("neuromorphic_export.simulate")
+    state, path, _ = synthetic
+    net = network_from_checkpoint(load_checkpoint(path))
+    x = np.random.default_rng(4).normal(0.3, 1.0, (20, 6, 12))  # graded input, every entry non-zero
+    dense = simulate(net, x, convention="model")
+    monkeypatch.setattr(sim, "DENSE_FRACTION", 1.1)  # force the event path
+    events = simulate(net, x, convention="model")
+    np.testing.assert_allclose(dense.readout, events.readout, atol=1e-9)
+    ref_memb, ref_spikes = dense_reference(state, x, extra_steps=6, **CFG)
+    np.testing.assert_allclose(dense.readout, ref_memb, atol=1e-9)
+    for a, b, c in zip(dense.spikes, events.spikes, ref_spikes):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
