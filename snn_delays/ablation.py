@@ -383,11 +383,16 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     fanins = [fanin] if (fanin > 0 and sparse_only) else ([0, fanin] if fanin > 0 else [0])
     cells = grid_cells(variants, seed_list, fanins)
-    plan = {"base_config": asdict(base), "variants": list(variants), "seeds": seed_list, "fanins": fanins}
+    from .train import result_config
+
+    plan = {"base_config": asdict(result_config(base)), "variants": list(variants), "seeds": seed_list,
+            "fanins": fanins}
     plan_path = out / "grid.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        if old.get("base_config") != plan["base_config"]:
+        from .config import config_from_dict
+
+        if asdict(result_config(config_from_dict(old["base_config"]))) != plan["base_config"]:
             raise UserError(f"{out} holds a grid with another base configuration; choose another --out")
     from .checkpoint import atomic_write_text
 

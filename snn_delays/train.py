@@ -43,6 +43,7 @@ __all__ = [
     "evaluate_accuracy",
     "resolve_device",
     "run_info",
+    "result_config",
 ]
 
 
@@ -199,6 +200,12 @@ def _open_splits(cfg: ExperimentConfig):
     return {split: open_dataset(cfg.data.dataset, root, split, **opts) for split in ("train", "valid", "test")}
 
 
+def result_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` without the settings that cannot change the results (torch threads, progress bar):
+    two configs with equal ``result_config`` describe the same run, which may resume the other."""
+    return replace(cfg, train=replace(cfg.train, threads=0, progress=False))
+
+
 def _fill_sizes(cfg: ExperimentConfig, ds) -> ExperimentConfig:
     m = cfg.model
     for key, have in (("input_size", ds.n_channels), ("n_classes", ds.n_classes)):
@@ -237,7 +244,7 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     resumed = None
     if resume and last_path.exists():
         resumed = load_checkpoint(last_path)
-        if config_from_dict(resumed["config"]) != cfg:
+        if result_config(config_from_dict(resumed["config"])) != result_config(cfg):
             raise UserError(f"{run} holds a run with a different configuration; use --restart to overwrite it "
                             f"or choose another --out")
     elif (run / "metrics.jsonl").exists() and not resume and dist.is_main:

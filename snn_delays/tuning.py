@@ -267,7 +267,9 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     warmup = warmup_epochs if warmup_epochs is not None else max(1, base.train.epochs // 4)
     study = open_study(storage, study_name, heartbeat_s, pruner, warmup, seed)
     # the base configuration is part of the study: refuse to mix two searches in one study
-    base_json = json.dumps(asdict(base), sort_keys=True)
+    from .train import result_config
+
+    base_json = json.dumps(asdict(result_config(base)), sort_keys=True)
     old = study.user_attrs.get("base_config")
     if old is None:
         study.set_user_attr("base_config", base_json)

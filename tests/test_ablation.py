@@ -77,3 +77,12 @@ def test_two_processes_share_a_grid_without_running_a_cell_twice(tmp_path):
     starts = [len((c / "runs.log").read_text().splitlines()) for c in cells]
     assert starts == [1] * 4  # every cell trained exactly once
     assert all(r["n"] == "2" for r in csv.DictReader(open(tmp_path / "summary.csv")))
+
+
+def test_threads_and_progress_do_not_split_a_grid(tmp_path):
+    base = load_config("synthetic", TINY)
+    ablate(base, tmp_path, seeds=1, variants=["no-delays-wider"], log=quiet)
+    other = load_config("synthetic", TINY + ["train.threads=2", "train.progress=true"])
+    counts = run_grid(other, grid_cells(["no-delays-wider"], [0], [0]), tmp_path, log=quiet)
+    assert counts["done_before"] == 1
+    ablate(other, tmp_path, seeds=1, variants=["no-delays-wider"], log=quiet)  # same grid: accepted
