@@ -160,6 +160,7 @@ def write_spike_file(path: str | os.PathLike, times: list[np.ndarray], units: li
                              dtype=h5py.string_dtype("ascii"))
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
