@@ -90,6 +90,7 @@ class _FanOut:
 
     def __init__(self, layer: Layer, weight: np.ndarray):
         self.n_out = layer.n_out
+        self._per_delay: list[tuple[int, np.ndarray]] | None = None
         order = np.argsort(layer.pre, kind="stable")
         self.post = layer.post[order].astype(np.int64)
         self.delay = layer.delay[order].astype(np.int64)
@@ -101,15 +102,19 @@ class _FanOut:
         """The same currents by one matrix product per distinct delay, for dense input such as
         real-valued features: s (T, B, n_in) -> (T, B, n_out)."""
         n_steps, batch, n_in = s.shape
+        if self._per_delay is None:  # (delay, W_d (n_in, n_out)) built once per layer
+            pre = np.repeat(np.arange(n_in), np.diff(self.ptr))
+            self._per_delay = []
+            for d in np.unique(self.delay):
+                sel = self.delay == d
+                w = np.zeros((n_in, self.n_out))
+                np.add.at(w, (pre[sel], self.post[sel]), self.weight[sel])
+                self._per_delay.append((int(d), w))
         out = np.zeros((n_steps, batch, self.n_out))
-        pre = np.repeat(np.arange(n_in), np.diff(self.ptr))
-        for d in np.unique(self.delay):
-            sel = self.delay == d
-            w = np.zeros((self.n_out, n_in))
-            np.add.at(w, (self.post[sel], pre[sel]), self.weight[sel])
-            shift = int(d) + hop
+        for d, w in self._per_delay:
+            shift = d + hop
             if shift < n_steps:
-                out[shift:] += s[: n_steps - shift] @ w.T
+                out[shift:] += s[: n_steps - shift] @ w
         return out
 
     def currents(self, events: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], n_steps: int,
