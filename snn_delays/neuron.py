@@ -49,9 +49,20 @@ def spike_atan(x: Tensor, alpha: float = 5.0) -> Tensor:
 
 
 def lif_sequence(current: Tensor, tau: float, threshold: float = 1.0, alpha: float = 5.0,
-                 return_membrane: bool = False):
+                 return_membrane: bool = False, fused: bool | None = None):
     """Run the LIF update over a whole sequence. current (T, B, N) -> spikes (T, B, N)
-    (and, if ``return_membrane``, the membrane after reset, (T, B, N))."""
+    (and, if ``return_membrane``, the membrane after reset, (T, B, N)).
+
+    ``fused`` (default: whenever the membrane is not requested) runs the loop as one autograd
+    node with a hand-written backward (:mod:`snn_delays._lif_fused`), compiled on CPU: same
+    spikes and gradients, far fewer stored intermediates. ``fused=False`` is the plain loop below,
+    which autograd differentiates op by op (the reference the fused one is tested against)."""
+    if fused is None:
+        fused = not return_membrane
+    if fused and not return_membrane:
+        from ._lif_fused import lif_fused
+
+        return lif_fused(current, tau, threshold, alpha)
     decay = 1.0 - 1.0 / tau
     u = torch.zeros_like(current[0])
     spikes, membranes = [], []

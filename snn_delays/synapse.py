@@ -13,6 +13,15 @@ gradient (DCLS with Gaussian interpolation)::
     c_ije   = eps + sum_n exp(-0.5 * ((n - Td + d_ije + 1) / sigma)^2),     eps = 1e-7
 
 Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
+
+Backends (``backend=``): ``"dense"`` builds the (out, in, Td) kernel and runs a dense causal
+convolution (the plain formulation); ``"sparse"`` keeps only the taps that carry weight
+(:mod:`snn_delays._sparse_delay`): one per element at the rounded delay in eval mode (the same
+sums as the dense rounded kernel), and 2 * ceil(4 sigma) taps around the delay in training mode
+(the dense Gaussian kernel's own values, normalised over the full range; the dropped taps carry
+at most ``truncation_error(sigma)`` of each weight, 3.0e-4 at sigma = 0.5). ``"auto"`` picks the
+sparse form where it is compiled (CPU with numba) and cheaper than the dense one
+(taps * kernel_count * TAP_COST <= Td), and the dense form otherwise (large sigma, CUDA).
 """
 
 from __future__ import annotations
@@ -35,6 +44,10 @@ __all__ = [
 ]
 
 KERNEL_EPS = 1e-7
+BACKENDS = ("auto", "dense", "sparse")
+# A tap of the compiled sparse product costs about this many dense-convolution taps (measured on
+# 2 CPU cores: the dense convolution runs as a matrix product at ~2-3x the sparse loops' rate).
+TAP_COST = 3.0
 
 
 def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
@@ -120,7 +133,10 @@ class DelaySynapse(nn.Module):
         self.out_features = out_features
         self.kernel_size = kernel_size
         self.kernel_count = kernel_count
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         self.backend = backend
+        self._plans: dict = {}
         if mask is None:
             mask = torch.ones(out_features, in_features)
         if tuple(mask.shape) != (out_features, in_features):
@@ -166,17 +182,51 @@ class DelaySynapse(nn.Module):
         return per * (int(self.weight.requires_grad) + int(self.delay.requires_grad))
 
     # -- forward ---------------------------------------------------------------------------------
+    def _tap_sigma(self) -> float:
+        """The sigma of the tap form: 0 (one rounded tap) in eval mode."""
+        return float(self.sigma) if self.training else 0.0
+
+    def resolved_backend(self, x: Tensor | None = None) -> str:
+        """"dense" or "sparse": what ``forward`` runs for an input like ``x`` in the current mode."""
+        if self.backend != "auto":
+            return self.backend
+        from ._sparse_delay import fast_available, taps_per_element
+
+        probe = x if x is not None else self.weight
+        if not fast_available(probe):
+            return "dense"
+        taps = taps_per_element(self._tap_sigma(), self.kernel_size) * self.kernel_count
+        return "sparse" if taps * TAP_COST <= self.kernel_size else "dense"
+
+    def _plan(self, taps: int):
+        from ._sparse_delay import TapPlan
+
+        key = (taps, self.kernel_count, self.mask.data_ptr(), self.mask._version)
+        plan = self._plans.get(taps)
+        if plan is None or plan[0] != key:
+            plan = (key, TapPlan(self.mask, self.kernel_count, taps))
+            self._plans[taps] = plan
+        return plan[1]
+
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.in_features, "DelaySynapse")
         if self.kernel_size == 1:
             w = self.masked_weight().sum(-1)  # (out, in)
             return x @ w.t()
+        if self.resolved_backend(x) == "sparse":
+            from ._sparse_delay import tap_conv, tap_structure, taps_per_element
+
+            sigma = self._tap_sigma()
+            plan = self._plan(taps_per_element(sigma, self.kernel_size))
+            value, steps = tap_structure(self.masked_weight(), self.delay, plan, sigma, self.kernel_size)
+            return tap_conv(x, value, steps, plan, self.kernel_size)
         return causal_conv(x, self.kernel())
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
                 f"kernel_count={self.kernel_count}, sigma={float(self.sigma):.3g}, "
-                f"learn_delays={self.delay.requires_grad}, learn_weights={self.weight.requires_grad}")
+                f"learn_delays={self.delay.requires_grad}, learn_weights={self.weight.requires_grad}, "
+                f"backend={self.backend}")
 
 
 class DenseConvSynapse(nn.Module):

@@ -1,0 +1,352 @@
+"""Measurements: training and evaluation throughput of this project's model and of the reference
+stack, in the same process on the same input tensors (interleaved, medians), and peak memory, each
+in a fresh subprocess (``ru_maxrss`` growth over the resident size before the measured steps).
+
+Shapes are time-major (T, B, C). Input: Bernoulli(``density``) binary spikes, T x C per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ["BenchConfig", "CONFIGS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
+           "scaling_table"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One network and batch: sizes in neurons, times in steps."""
+
+    name: str
+    n_in: int = 140
+    hidden: int = 256
+    n_layers: int = 2
+    n_classes: int = 20
+    kernel_size: int = 25
+    tau: float = 1.005
+    dropout: float = 0.4
+    batch: int = 256
+    steps: int = 100
+    density: float = 0.1
+
+    def with_(self, **kw) -> "BenchConfig":
+        return dataclasses.replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+CONFIGS = {
+    "shd": BenchConfig("shd"),
+    "ssc": BenchConfig("ssc", hidden=512, n_layers=3, n_classes=35, kernel_size=31, tau=1.5, dropout=0.25,
+                       batch=128),
+    "tiny": BenchConfig("tiny", n_in=12, hidden=16, n_layers=2, n_classes=4, kernel_size=7, batch=8, steps=20),
+}
+
+
+# -- the two stacks -----------------------------------------------------------------------------
+def build_ours(cfg: BenchConfig, backend: str = "auto", seed: int = 0) -> nn.Module:
+    from snn_delays import ModelConfig, build_model
+
+    mc = ModelConfig(input_size=cfg.n_in, n_classes=cfg.n_classes, hidden_size=cfg.hidden, n_layers=cfg.n_layers,
+                     kernel_size=cfg.kernel_size, tau_steps=cfg.tau, readout_tau_steps=cfg.tau,
+                     dropout=cfg.dropout, backend=backend)
+    return build_model(mc, seed=seed)
+
+
+def build_reference(cfg: BenchConfig, seed: int = 0) -> nn.Module:
+    from . import reference
+
+    reason = reference.available()
+    if reason is not None:
+        from snn_delays.errors import UserError
+
+        raise UserError(f"the reference stack does not import ({reason}); install it with "
+                        "`pip install --no-deps dcls==0.1.1 spikingjelly==2.0.0 && pip install loguru`")
+    torch.manual_seed(seed)
+    return reference.ReferenceSNN(cfg.n_in, cfg.hidden, cfg.n_layers, cfg.n_classes, cfg.kernel_size,
+                                  sigma=cfg.kernel_size // 2, tau=cfg.tau, dropout=cfg.dropout)
+
+
+def make_batch(cfg: BenchConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(cfg.steps, cfg.batch, cfg.n_in, generator=g) < cfg.density).float()  # (T, B, C)
+    y = torch.randint(0, cfg.n_classes, (cfg.batch,), generator=g)
+    return x, y
+
+
+def _loss(membrane: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    scores = membrane.softmax(-1).sum(0)  # (B, K) summed softmax, used as logits
+    return nn.functional.cross_entropy(scores, y)
+
+
+class Runner:
+    """train_step() / eval_step() for one stack at one sigma (train) or rounded delays (eval)."""
+
+    def __init__(self, stack: str, cfg: BenchConfig, sigma: float | None, backend: str = "auto"):
+        self.stack = stack
+        self.model = build_reference(cfg) if stack == "reference" else build_ours(cfg, backend)
+        self.x, self.y = make_batch(cfg)
+        if sigma is None:  # evaluation with rounded delays
+            self.model.eval()
+            if stack == "reference":
+                self.model.round_positions()
+        else:
+            self.model.train()
+            if stack == "reference":
+                self.model.set_sigma(sigma)
+            else:
+                self.model.sigma = sigma
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.opt = torch.optim.Adam(params, lr=1e-3)
+
+    def _reset(self) -> None:
+        if self.stack == "reference":
+            from .reference import reset
+
+            reset(self.model)
+
+    def train_step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss = _loss(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        if self.stack == "ours":
+            self.model.clamp_()
+        self._reset()
+
+    @torch.no_grad()
+    def eval_step(self) -> None:
+        self.model(self.x).softmax(-1).sum(0).argmax(-1)
+        self._reset()
+
+    def step(self) -> None:
+        (self.eval_step if not self.model.training else self.train_step)()
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def compare_times(runners: dict[str, Runner], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per step of each runner, interleaved round by round (same load for all)."""
+    for r in runners.values():
+        for _ in range(warmup):
+            r.step()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, r in runners.items():
+            times[k].append(_timed(r.step))
+    return times
+
+
+# -- memory, in a fresh process per measurement ----------------------------------------------------
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_child(spec: dict) -> dict:
+    torch.set_num_threads(int(spec["threads"]))
+    cfg = BenchConfig(**spec["cfg"])
+    runner = Runner(spec["stack"], cfg, spec["sigma"], spec.get("backend", "auto"))
+    runner.step()  # compile/allocate once (optimizer state, numba cache, allocator pools)
+    base = _rss_bytes()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(int(spec.get("steps", 1))):
+        runner.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"extra_peak_bytes": max(0, peak - base), "peak_before_bytes": peak_before, "base_rss_bytes": base}
+
+
+def measure_memory(stack: str, cfg: BenchConfig, sigma: float | None, threads: int = 2,
+                   backend: str = "auto") -> dict:
+    """Extra peak resident memory (bytes) of one step over the resident size just before it,
+    measured in a fresh Python process. The step before the measured one has already run, so
+    lasting allocations (optimizer state, parameters, input) are in the baseline."""
+    spec = {"stack": stack, "cfg": dataclasses.asdict(cfg), "sigma": sigma, "threads": threads, "backend": backend}
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.measure", json.dumps(spec)], capture_output=True,
+                         text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement failed ({stack}, sigma={sigma}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def _median(v: list[float]) -> float:
+    return float(statistics.median(v))
+
+
+def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: bool = True,
+                  reference: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train samples/s at sigma = Td // 2 and sigma = 0.5, eval samples/s with rounded delays and
+    peak memory, for this project's model and (if ``reference``) the reference stack."""
+    torch.set_num_threads(threads)
+    sigmas = {"train_sigma_large": float(cfg.kernel_size // 2), "train_sigma_0.5": 0.5}
+    stacks = ["reference", "ours"] if reference else ["ours"]
+    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "repeats": repeats, "threads": threads,
+                              "sigmas": sigmas, "seconds": {}, "samples_per_s": {}, "memory_bytes": {},
+                              "backends": {}}
+    modes = list(sigmas.items()) + [("eval_rounded", None)]
+    for mode, sigma in modes:
+        runners = {s: Runner(s, cfg, sigma) for s in stacks}
+        ours = runners["ours"].model
+        result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
+        times = compare_times(runners, repeats)
+        for s in stacks:
+            sec = _median(times[s])
+            result["seconds"].setdefault(mode, {})[s] = times[s]
+            result["samples_per_s"].setdefault(mode, {})[s] = cfg.batch / sec
+        log(f"  {cfg.name} {mode}: " + ", ".join(f"{s} {cfg.batch / _median(times[s]):.1f} samples/s" for s in stacks))
+        del runners
+    if memory:
+        for mode, sigma in [("train_sigma_0.5", 0.5), ("train_sigma_large", sigmas["train_sigma_large"]),
+                            ("eval_rounded", None)]:
+            for s in stacks:
+                m = measure_memory(s, cfg, sigma, threads)
+                result["memory_bytes"].setdefault(mode, {})[s] = m["extra_peak_bytes"]
+            log(f"  {cfg.name} memory {mode}: " + ", ".join(
+                f"{s} {result['memory_bytes'][mode][s] / 1e9:.2f} GB" for s in stacks))
+    if reference:
+        ratios = {m: v["ours"] / v["reference"] for m, v in result["samples_per_s"].items()}
+        ratios["train_mean_of_two_sigmas"] = (ratios["train_sigma_large"] + ratios["train_sigma_0.5"]) / 2
+        result["speed_ratio"] = ratios
+        result["memory_ratio"] = {m: v["ours"] / v["reference"] for m, v in result["memory_bytes"].items()
+                                  if v.get("reference")}
+    return result
+
+
+def run_scaling(base: BenchConfig, kernel_sizes=(25, 50, 100, 250), repeats: int = 2, threads: int = 2,
+                memory: bool = True, dense_up_to: int = 50, log: Callable[[str], None] = print) -> list[dict]:
+    """Time resolution: Td and the number of steps grow together (dt = 10 ms * 25 / Td). Training
+    step at sigma = 0.5 and eval step of this project's model; the dense backend too while
+    Td <= ``dense_up_to`` (its cost grows ~ Td^2)."""
+    torch.set_num_threads(threads)
+    rows = []
+    for td in kernel_sizes:
+        cfg = base.with_(kernel_size=td, steps=base.steps * td // base.kernel_size, name=f"{base.name}-Td{td}")
+        row: dict[str, Any] = {"kernel_size": td, "steps": cfg.steps, "dt_ms": 10.0 * base.kernel_size / td}
+        runners = {"train": Runner("ours", cfg, 0.5), "eval": Runner("ours", cfg, None)}
+        if td <= dense_up_to:
+            runners["train_dense"] = Runner("ours", cfg, 0.5, backend="dense")
+        times = compare_times(runners, repeats)
+        for k, v in times.items():
+            row[f"{k}_s"] = _median(v)
+        if memory:
+            row["train_memory_bytes"] = measure_memory("ours", cfg, 0.5, threads)["extra_peak_bytes"]
+            row["eval_memory_bytes"] = measure_memory("ours", cfg, None, threads)["extra_peak_bytes"]
+        log(f"  Td {td}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.endswith("_s")))
+        rows.append(row)
+        del runners
+    t0 = rows[0]["train_s"]
+    for r in rows:
+        r["train_cost_vs_first"] = r["train_s"] / t0
+    return rows
+
+
+def environment() -> dict[str, Any]:
+    import snn_delays._kernels as k
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "machine": platform.machine(), "numba": getattr(k.numba, "__version__", None)}
+    for mod in ("DCLS", "spikingjelly"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", "installed")
+        except Exception:
+            info[mod] = None
+    try:
+        info["loadavg"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+# -- tables --------------------------------------------------------------------------------------
+def markdown_table(results: list[dict]) -> str:
+    lines = ["| config | mode | reference samples/s | ours samples/s | ratio | ours backend |",
+             "|---|---|---|---|---|---|"]
+    names = {"train_sigma_large": "train, sigma = Td//2", "train_sigma_0.5": "train, sigma = 0.5",
+             "eval_rounded": "eval, rounded delays"}
+    for r in results:
+        c = r["config"]
+        for mode, label in names.items():
+            sps = r["samples_per_s"][mode]
+            ref = sps.get("reference")
+            ratio = f"{sps['ours'] / ref:.2f}x" if ref else "-"
+            lines.append(f"| {c['name']} (B {c['batch']}, T {c['steps']}, Td {c['kernel_size']}) | {label} | "
+                         f"{ref:.1f} | {sps['ours']:.1f} | {ratio} | {'/'.join(r['backends'][mode])} |"
+                         if ref else f"| {c['name']} | {label} | - | {sps['ours']:.1f} | - | "
+                         f"{'/'.join(r['backends'][mode])} |")
+        if "speed_ratio" in r:
+            lines.append(f"| {c['name']} | train, mean of the two sigma ratios | | | "
+                         f"{r['speed_ratio']['train_mean_of_two_sigmas']:.2f}x | |")
+        for mode, mem in r.get("memory_bytes", {}).items():
+            ref = mem.get("reference")
+            lines.append(f"| {c['name']} | extra peak memory, {names[mode]} | "
+                         f"{ref / 1e9:.2f} GB | {mem['ours'] / 1e9:.2f} GB | "
+                         f"{(mem['ours'] / ref if ref else float('nan')):.2f}x | |" if ref else
+                         f"| {c['name']} | extra peak memory, {names[mode]} | - | {mem['ours'] / 1e9:.2f} GB | - | |")
+    return "\n".join(lines)
+
+
+def scaling_table(rows: list[dict]) -> str:
+    lines = ["| Td | dt (ms) | steps | train s/step (sigma 0.5) | x first row | train memory | eval s/step | "
+             "eval memory | dense train s/step |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = lambda k: f"{r[k] / 1e9:.2f} GB" if k in r else "-"  # noqa: E731
+        dense = f"{r['train_dense_s']:.2f}" if "train_dense_s" in r else "-"
+        lines.append(f"| {r['kernel_size']} | {r['dt_ms']:g} | {r['steps']} | {r['train_s']:.2f} | "
+                     f"{r['train_cost_vs_first']:.1f} | {mem('train_memory_bytes')} | {r['eval_s']:.2f} | "
+                     f"{mem('eval_memory_bytes')} | {dense} |")
+    return "\n".join(lines)
+
+
+def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    td = [r["kernel_size"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(td, [r["train_s"] for r in rows], "o-", label="train step, sigma 0.5 (auto backend)")
+    a.plot(td, [r["eval_s"] for r in rows], "s-", label="eval step, rounded delays")
+    dense = [(r["kernel_size"], r["train_dense_s"]) for r in rows if "train_dense_s" in r]
+    if dense:
+        a.plot(*zip(*dense), "x--", label="train step, dense backend")
+        k0, t0 = dense[0]
+        a.plot(td, [t0 * (k / k0) ** 2 for k in td], ":", color="gray", label="dense ~ Td^2 (extrapolated)")
+    a.plot(td, [rows[0]["train_s"] * k / td[0] for k in td], ":", color="black", label="linear in Td (steps)")
+    a.set_xscale("log"), a.set_yscale("log"), a.set_xlabel("kernel size Td (steps); steps = 4 Td")
+    a.set_ylabel("seconds per batch"), a.legend(fontsize=7), a.grid(True, which="both", alpha=0.3)
+    if "train_memory_bytes" in rows[0]:
+        b.plot(td, [r["train_memory_bytes"] / 1e9 for r in rows], "o-", label="train step")
+        b.plot(td, [r["eval_memory_bytes"] / 1e9 for r in rows], "s-", label="eval step")
+        b.axhline(8, color="red", ls="--", label="8 GB")
+    b.set_xscale("log"), b.set_xlabel("kernel size Td (steps)"), b.set_ylabel("extra peak memory (GB)")
+    b.legend(fontsize=7), b.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"SHD sizes, batch {rows[0].get('batch', '')}: cost vs time resolution")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # the memory child: python -m benchmarks.measure '<json spec>'
+    print(json.dumps(_memory_child(json.loads(sys.argv[1]))))

@@ -1,0 +1,175 @@
+"""Fast paths against the plain ones: the tap (sparse) synapse against the dense kernel and
+convolution, the compiled loops against their PyTorch twins, the fused LIF against the op-by-op
+loop, and the automatic backend choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from snn_delays import DelaySynapse, ModelConfig, build_model, gaussian_kernel, rounded_kernel
+from snn_delays import _kernels
+from snn_delays._lif_fused import lif_backward_loop, lif_forward_loop
+from snn_delays._sparse_delay import (TapPlan, tap_conv, tap_conv_reference, tap_structure, taps_per_element,
+                                      truncation_error)
+from snn_delays.neuron import lif_sequence
+from snn_delays.synapse import random_fanin_mask
+
+needs_numba = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
+
+
+def _synapse(in_f=9, out_f=7, td=11, m=1, fanin=0, backend="sparse", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = random_fanin_mask(out_f, in_f, fanin, torch.Generator().manual_seed(seed + 1)) if fanin else None
+    return DelaySynapse(in_f, out_f, kernel_size=td, kernel_count=m, mask=mask, generator=g, backend=backend).double()
+
+
+def _dense_from_taps(syn, sigma):
+    plan = TapPlan(syn.mask, syn.kernel_count, taps_per_element(sigma, syn.kernel_size))
+    value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, syn.kernel_size)
+    out_f, in_f, m, p = plan.shape
+    k = torch.zeros(out_f, in_f, syn.kernel_size, dtype=value.dtype)
+    dst = torch.from_numpy(np.repeat(plan.rows.numpy(), m * p))
+    src = torch.from_numpy(plan.src)
+    k.index_put_((dst, src, syn.kernel_size - 1 - steps), value, accumulate=True)
+    return k
+
+
+@pytest.mark.parametrize("sigma", [0.25, 0.5, 2.0])
+@pytest.mark.parametrize("m", [1, 2])
+def test_tap_kernel_is_dense_kernel_within_truncation_error(sigma, m):
+    syn = _synapse(td=25, m=m)
+    with torch.no_grad():
+        syn.delay[0, 0, 0] = 0.0  # the range ends
+        syn.delay[0, 1, 0] = 24.0
+        syn.delay[1, 0, 0] = 12.5
+    dense = gaussian_kernel(syn.masked_weight(), syn.delay, sigma, 25).detach()
+    taps = _dense_from_taps(syn, sigma).detach()
+    w_abs = syn.weight.detach().abs().sum(-1, keepdim=True)  # (out, in, 1)
+    err = (dense - taps).abs().sum(-1, keepdim=True)
+    assert (err <= truncation_error(sigma) * w_abs + 1e-12).all()
+    if m == 1:  # the kept taps carry exactly the dense values (normalised over the full range)
+        kept = taps != 0
+        torch.testing.assert_close(taps[kept], dense[kept], rtol=1e-12, atol=1e-14)
+    assert truncation_error(0.5) < 3e-4
+
+
+@pytest.mark.parametrize("m,fanin", [(1, 0), (2, 0), (1, 3)])
+def test_rounded_eval_sparse_equals_dense(m, fanin):
+    syn = _synapse(m=m, fanin=fanin).eval()
+    x = torch.poisson(torch.full((40, 3, 9), 0.5, dtype=torch.float64))  # counts
+    want = torch.nn.functional.conv1d(torch.nn.functional.pad(x.permute(1, 2, 0), (10, 0)),
+                                      rounded_kernel(syn.masked_weight(), syn.delay, 11)).permute(2, 0, 1)
+    torch.testing.assert_close(syn(x), want, rtol=1e-12, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("m,fanin,sigma", [(1, 0, 0.5), (2, 0, 0.5), (1, 3, 1.0), (1, 0, 0.0)])
+def test_compiled_tap_product_equals_pytorch_twin(m, fanin, sigma):
+    syn = _synapse(m=m, fanin=fanin)
+    plan = TapPlan(syn.mask, m, taps_per_element(sigma, 11))
+    x1 = (torch.rand(30, 4, 9, dtype=torch.float64) < 0.3).double().requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(30, 4, 7, dtype=torch.float64)
+    outs = []
+    for x, fn in [(x1, tap_conv), (x2, tap_conv_reference)]:
+        syn.zero_grad()
+        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, 11)
+        y = fn(x, value, steps, plan, 11)
+        (y * g).sum().backward()
+        outs.append((y.detach(), x.grad, syn.weight.grad.clone(), syn.delay.grad.clone() if sigma > 0 else None))
+    for a, b in zip(*outs):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+def test_training_gradients_close_to_dense():
+    torch.manual_seed(3)
+    dense, sparse = _synapse(td=25, backend="dense"), _synapse(td=25, backend="sparse")
+    sparse.load_state_dict(dense.state_dict())
+    for s in (dense, sparse):
+        s.sigma = 0.5
+    x = (torch.rand(60, 4, 9, dtype=torch.float64) < 0.3).double()
+    g = torch.randn(60, 4, 7, dtype=torch.float64)
+    ys = []
+    for s in (dense, sparse):
+        y = s(x)
+        (y * g).sum().backward()
+        ys.append(y.detach())
+    tol = 2 * truncation_error(0.5)
+    scale = lambda t: t.abs().max()  # noqa: E731
+    assert (ys[0] - ys[1]).abs().max() <= tol * scale(ys[0])
+    assert (dense.weight.grad - sparse.weight.grad).abs().max() <= 5 * tol * scale(dense.weight.grad)
+    assert (dense.delay.grad - sparse.delay.grad).abs().max() <= 5 * tol * scale(dense.delay.grad)
+
+
+def _model(backend, **kw):
+    cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, n_layers=2, kernel_size=9, backend=backend, **kw)
+    return build_model(cfg, seed=4)
+
+
+def test_model_predictions_identical_with_rounded_delays():
+    dense, sparse = _model("dense").eval(), _model("sparse").eval()
+    sparse.load_state_dict(dense.state_dict())
+    x = (torch.rand(30, 64, 12) < 0.2).float()
+    assert torch.equal(dense.predict(x), sparse.predict(x))
+    torch.testing.assert_close(dense(x), sparse(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_lif_equals_plain_loop():
+    torch.manual_seed(5)
+    cur = (torch.randn(50, 3, 8, dtype=torch.float64) * 1.2).requires_grad_()
+    cur2 = cur.detach().clone().requires_grad_()
+    g = torch.randn(50, 3, 8, dtype=torch.float64)
+    s1 = lif_sequence(cur, 2.0, fused=True)
+    s2 = lif_sequence(cur2, 2.0, fused=False)
+    assert torch.equal(s1, s2)
+    (s1 * g).sum().backward()
+    (s2 * g).sum().backward()
+    torch.testing.assert_close(cur.grad, cur2.grad, rtol=1e-12, atol=1e-12)
+
+
+@needs_numba
+def test_compiled_lif_loops_equal_pytorch_loops():
+    cur = torch.randn(40, 5, 6, dtype=torch.float64) * 1.5
+    decay = 0.5
+    s_ref, m_ref = lif_forward_loop(cur, decay, 1.0)
+    s = np.empty((40, 30)), np.empty((40, 30))
+    _kernels.lif_forward(cur.reshape(40, -1).numpy(), decay, 1.0, s[0], s[1])
+    np.testing.assert_array_equal(s[0], s_ref.reshape(40, -1).numpy())
+    np.testing.assert_allclose(s[1], m_ref.reshape(40, -1).numpy(), rtol=1e-14)
+    g = torch.randn(40, 5, 6, dtype=torch.float64)
+    want = lif_backward_loop(g, m_ref, decay, 1.0, 5.0)
+    got = np.empty((40, 30))
+    _kernels.lif_backward(g.reshape(40, -1).numpy(), m_ref.reshape(40, -1).numpy(), decay, 1.0, 5.0, got)
+    np.testing.assert_allclose(got, want.reshape(40, -1).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_auto_backend_choice(monkeypatch):
+    syn = _synapse(td=25, backend="auto").float()
+    x = torch.zeros(5, 2, 9)
+    syn.train()
+    syn.sigma = 0.5
+    assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
+    syn.sigma = 12.0
+    assert syn.resolved_backend(x) == "dense"  # wide Gaussian: most taps carry weight
+    syn.eval()
+    assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
+    monkeypatch.setattr(_kernels, "AVAILABLE", False)
+    assert syn.resolved_backend(x) == "dense"
+    with pytest.raises(ValueError, match="backend"):
+        DelaySynapse(3, 2, 5, backend="fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_model_matches_cpu():
+    cpu = _model("auto")
+    gpu = _model("auto").cuda()
+    x = (torch.rand(30, 8, 12) < 0.2).float()
+    for mode in ("train", "eval"):
+        cpu.train(mode == "train"), gpu.train(mode == "train")
+        if mode == "train":
+            cpu.hidden[0].dropout.p = gpu.hidden[0].dropout.p = 0.0
+            cpu.hidden[1].dropout.p = gpu.hidden[1].dropout.p = 0.0
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-3, atol=1e-3)
+    assert gpu.readout.resolved_backend(x.cuda()) == "dense"
