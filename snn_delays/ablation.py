@@ -374,8 +374,10 @@ def _worker(base_dict: dict, cells: list[tuple[str, int, int]], out: str, stale_
 
 def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequence[int] = 3,
            variants: Sequence[str] = DEFAULT_VARIANTS, fanin: int = 0, sparse_only: bool = False,
-           workers: int = 1, stale_after_s: float = 3600.0, log=print) -> list[dict[str, Any]]:
-    """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary rows."""
+           workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
+           log=print) -> list[dict[str, Any]]:
+    """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary rows.
+    ``summary_only`` trains nothing and only rewrites the summary of the finished cells."""
     from dataclasses import asdict
 
     out = Path(out)
@@ -398,7 +400,9 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
 
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
-    if workers <= 1:
+    if summary_only:
+        pass
+    elif workers <= 1:
         counts = run_grid(base, cells, out, stale_after_s, log)
         log(f"this process ran {counts['ran']} cell(s); {counts['done_before']} were done before, "
             f"{counts['busy']} are being run by other processes")
@@ -452,7 +456,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     base = replace(base, train=replace(base.train, progress=base.train.progress and args.workers <= 1))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     ablate(base, args.out, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), variants=variants,
-           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after)
+           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after,
+           summary_only=args.summary_only)
     return 0
 
 
@@ -472,6 +477,7 @@ def add_subcommand(subparsers, name: str) -> None:
                    help=f"comma-separated, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--out", required=True, help="grid folder (shared by every process running this grid)")
     p.add_argument("--sparse-only", action="store_true", help="with --fanin: skip the fully connected runs")
+    p.add_argument("--summary-only", action="store_true", help="train nothing; rewrite the summary of finished cells")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes on this machine (1 thread each)")
     p.add_argument("--threads", type=int, help="torch threads per training process (train.threads)")
     p.add_argument("--stale-after", type=float, default=3600.0,
