@@ -27,7 +27,7 @@ import numpy as np
 from . import DatasetError, register
 from .arrays import ArrayDataset, stratified_split
 from .audio import DB_FLOOR, front_end_params
-from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
+from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
 from .gsc import fit_steps, wav_features
 
 __all__ = ["default_fsdd_root", "fsdd_files", "open_fsdd", "N_TEST_TAKES"]
@@ -122,10 +122,8 @@ def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | 
     from .heidelberg import bin_spikes, read_spike_file
 
     spike_params = {"dataset": "fsdd-spikes", "source": fingerprint, "encoder": "cochlea-v1", "seed": 0}
-    h5_dir = (cdir if cdir is not None else Path.cwd() / "data_cache")
-    from .cache import cache_key
-
-    h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"
+    h5_dir = cdir if cdir is not None else Path.cwd() / "data_cache"
+    h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"  # the recordings in SHD layout
     if not h5.exists():
         print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
               flush=True)
