@@ -237,7 +237,8 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
         raise ExportError(
             f"the network breaks the limits of {t.name}:\n  " + "\n  ".join(map(str, rep.violations))
             + "\nuse --clip to clip instead (the report gives the accuracy before and after), or retrain "
-              "within the limits (e.g. a smaller model.kernel_size)")
+              "within the limits" + (" (e.g. model.kernel_size <= the delay limit)" if any(
+                  "delay" in v.what for v in rep.violations) else ""))
     attrs = {"target": t.name, "hop_latency_steps": hop, "threshold_rule": t.threshold_rule,
              "arithmetic": t.arithmetic,
              "weight_bits": bits if bits is not None else 0, "clipped": bool(rep.changes)}
