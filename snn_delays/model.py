@@ -176,19 +176,22 @@ def count_trainable(cfg: ModelConfig) -> int:
 def resolve_variant(cfg: ModelConfig) -> ModelConfig:
     """Turn ``no-delays-wider``/``no-delays-deeper`` into concrete sizes that match the trainable
     parameter count of the full model with the same settings. Other variants keep their sizes.
-    With sparse fan-in K, the no-delay baselines keep 2K synapses per neuron instead (a synapse
-    without a delay has one parameter instead of two)."""
+    With sparse fan-in K, ``no-delays-wider`` keeps 2K synapses per neuron instead (a synapse
+    without a delay has one parameter instead of two) and ``no-delays-deeper`` keeps K per neuron
+    and adds layers."""
     if not cfg.variant.startswith("no-delays"):
         return cfg
     target = count_trainable(dataclasses.replace(cfg, variant="full"))
-    if cfg.fanin > 0:
-        return dataclasses.replace(cfg, fanin=2 * cfg.fanin * cfg.kernel_count, kernel_count=1)
-    base = dataclasses.replace(cfg, kernel_count=1)
     if cfg.variant == "no-delays-wider":
+        if cfg.fanin > 0:  # same neurons, twice the inputs
+            return dataclasses.replace(cfg, fanin=2 * cfg.fanin * cfg.kernel_count, kernel_count=1)
+        base = dataclasses.replace(cfg, kernel_count=1)
         best = min(range(1, 8 * cfg.hidden_size + 1),
                    key=lambda h: abs(count_trainable(dataclasses.replace(base, hidden_size=h)) - target))
         return dataclasses.replace(base, hidden_size=best)
-    # deeper: one more hidden layer than the full model (at least), then the width that matches
+    # deeper: the same fan-in per neuron, more hidden layers (at least one more), then the width
+    # that matches the count
+    base = dataclasses.replace(cfg, kernel_count=1, fanin=cfg.fanin * cfg.kernel_count)
     layers = max(cfg.n_layers + 1, min(range(1, 64), key=lambda n: abs(
         count_trainable(dataclasses.replace(base, n_layers=n)) - target)))
     deeper = dataclasses.replace(base, n_layers=layers)

@@ -123,6 +123,10 @@ def test_no_delay_baselines_match_parameter_count(variant, fanin):
     assert model.trainable_count() == count_trainable(model.config)
     assert abs(model.trainable_count() - full) / full < 0.03
     assert all(s.kernel_size == 1 for s in model.synapses())
+    if variant == "no-delays-deeper":
+        assert model.config.n_layers > 2
+        if fanin:
+            assert model.config.fanin == fanin
 
 
 def test_variant_freezing():
