@@ -239,12 +239,23 @@ def collect(base: ExperimentConfig, cells: Sequence[Cell], out: Path) -> list[di
                                "model_fanin": None}
         if rec["done"]:
             s = json.loads((run / "summary.json").read_text())
-            m = s.get("config", {}).get("model", {})
+            m = s.get("config", {}).get("model") or _run_model_config(run)
             rec.update(test_acc=s["test_acc"], max_test_acc=s["max_test_acc"], best_epoch=s["best_epoch"],
                        params=s["trainable_parameters"], hidden_size=m.get("hidden_size"),
                        n_layers=m.get("n_layers"), model_fanin=m.get("fanin"))
         rows.append(rec)
     return rows
+
+
+def _run_model_config(run: Path) -> dict[str, Any]:
+    """The [model] table of a run's config.toml (older summaries do not hold the config)."""
+    import tomllib
+
+    try:
+        with open(run / "config.toml", "rb") as f:
+            return tomllib.load(f).get("model", {})
+    except (OSError, ValueError):
+        return {}
 
 
 SUMMARY_COLUMNS = ["variant", "mean", "ci95", "std", "n", "params", "connectivity", "fanin", "n_planned"]
