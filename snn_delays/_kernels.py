@@ -152,42 +152,45 @@ if AVAILABLE:
 
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
-        # current (T, M); membrane = u before reset; spikes = (u >= threshold)
+        # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
+        # the loop over a chunk of neurons vectorises
         t_len, n = current.shape
-        n_chunks = (n + 255) // 256
+        n_chunks = (n + 511) // 512
         for c in prange(n_chunks):
-            m0 = c * 256
-            m1 = min(n, m0 + 256)
+            m0 = c * 512
+            m1 = min(n, m0 + 512)
             u = np.zeros(m1 - m0, dtype=current.dtype)
             for t in range(t_len):
-                for m in range(m0, m1):
-                    v = decay * u[m - m0] + current[t, m]
-                    membrane[t, m] = v
-                    if v >= threshold:
-                        spikes[t, m] = 1.0
-                        u[m - m0] = 0.0
-                    else:
-                        spikes[t, m] = 0.0
-                        u[m - m0] = v
+                cur = current[t, m0:m1]
+                mem = membrane[t, m0:m1]
+                spk = spikes[t, m0:m1]
+                for m in range(m1 - m0):
+                    v = decay * u[m] + cur[m]
+                    s = np.float32(1.0) if v >= threshold else np.float32(0.0)
+                    mem[m] = v
+                    spk[m] = s
+                    u[m] = v - v * s
 
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_backward(grad_spikes, membrane, decay, threshold, alpha, grad_current):  # pragma: no cover
         # reverse loop of the LIF with detached reset and the arctan surrogate
         t_len, n = membrane.shape
-        n_chunks = (n + 255) // 256
+        n_chunks = (n + 511) // 512
         k = np.pi / 2 * alpha
         for c in prange(n_chunks):
-            m0 = c * 256
-            m1 = min(n, m0 + 256)
-            carry = np.zeros(m1 - m0, dtype=membrane.dtype)  # dL/du_after_reset[t], times decay
+            m0 = c * 512
+            m1 = min(n, m0 + 512)
+            carry = np.zeros(m1 - m0, dtype=membrane.dtype)  # decay * dL/du[t + 1]
             for t in range(t_len - 1, -1, -1):
-                for m in range(m0, m1):
-                    v = membrane[t, m]
-                    x = v - threshold
-                    keep = 0.0 if v >= threshold else 1.0
-                    g = grad_spikes[t, m] * (alpha / 2) / (1 + (k * x) * (k * x)) + carry[m - m0] * keep
-                    grad_current[t, m] = g
-                    carry[m - m0] = decay * g
+                mem = membrane[t, m0:m1]
+                gs = grad_spikes[t, m0:m1]
+                gc = grad_current[t, m0:m1]
+                for m in range(m1 - m0):
+                    x = mem[m] - threshold
+                    keep = np.float32(0.0) if mem[m] >= threshold else np.float32(1.0)
+                    g = gs[m] * (alpha / 2) / (1 + (k * x) * (k * x)) + carry[m] * keep
+                    gc[m] = g
+                    carry[m] = decay * g
 
 
 def tap_forward(x, indptr, src, delay, value, y) -> None:

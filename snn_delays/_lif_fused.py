@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import _kernels
 
-__all__ = ["lif_fused", "lif_forward_loop", "lif_backward_loop"]
+__all__ = ["lif_fused", "lif_forward_loop", "lif_backward_loop", "leaky_fused"]
 
 
 def lif_forward_loop(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
@@ -87,3 +87,29 @@ class _LIFFused(torch.autograd.Function):
 def lif_fused(current: Tensor, tau: float, threshold: float = 1.0, alpha: float = 5.0) -> Tensor:
     """Spikes (T, B, N) of LIF neurons driven by ``current`` (T, B, N); one autograd node."""
     return _LIFFused.apply(current, 1.0 - 1.0 / tau, threshold, alpha)
+
+
+class _LeakyFused(torch.autograd.Function):
+    """u[t] = decay * u[t-1] + I[t] as one node; backward g_I[t] = g_u[t] + decay * g_I[t+1]."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, decay: float):
+        out = torch.empty_like(current)
+        u = torch.zeros_like(current[0])
+        for t in range(current.shape[0]):
+            u = torch.add(current[t], u, alpha=decay, out=out[t])
+        ctx.decay = decay
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        out = torch.empty_like(grad)
+        g = torch.zeros_like(grad[0])
+        for t in range(grad.shape[0] - 1, -1, -1):
+            g = torch.add(grad[t], g, alpha=ctx.decay, out=out[t])
+        return out, None
+
+
+def leaky_fused(current: Tensor, tau: float) -> Tensor:
+    """Membrane (T, B, N) of non-spiking leaky integrators driven by ``current``; one autograd node."""
+    return _LeakyFused.apply(current, 1.0 - 1.0 / tau)

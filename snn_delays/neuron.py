@@ -77,11 +77,18 @@ def lif_sequence(current: Tensor, tau: float, threshold: float = 1.0, alpha: flo
     return (out, torch.stack(membranes)) if return_membrane else out
 
 
-def leaky_integrate(current: Tensor, tau: float) -> Tensor:
-    """A neuron that never spikes: membrane u[t] = (1 - 1/tau) u[t-1] + I[t]; (T, B, N) -> (T, B, N)."""
+def leaky_integrate(current: Tensor, tau: float, fused: bool = True) -> Tensor:
+    """A neuron that never spikes: membrane u[t] = (1 - 1/tau) u[t-1] + I[t]; (T, B, N) -> (T, B, N).
+
+    ``fused`` runs the loop as one autograd node with a hand-written reverse loop (no per-step
+    graph); ``fused=False`` is the plain loop autograd differentiates, its reference."""
     decay = 1.0 - 1.0 / tau
     if decay == 0.0:
         return current
+    if fused:
+        from ._lif_fused import leaky_fused
+
+        return leaky_fused(current, tau)
     u = torch.zeros_like(current[0])
     out = []
     for t in range(current.shape[0]):

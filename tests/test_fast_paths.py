@@ -173,3 +173,16 @@ def test_cuda_model_matches_cpu():
             cpu.hidden[1].dropout.p = gpu.hidden[1].dropout.p = 0.0
         torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-3, atol=1e-3)
     assert gpu.readout.resolved_backend(x.cuda()) == "dense"
+
+
+def test_fused_leaky_integrator_equals_plain_loop():
+    from snn_delays.neuron import leaky_integrate
+
+    cur = torch.randn(30, 2, 5, dtype=torch.float64, requires_grad=True)
+    cur2 = cur.detach().clone().requires_grad_()
+    g = torch.randn(30, 2, 5, dtype=torch.float64)
+    u1, u2 = leaky_integrate(cur, 1.7), leaky_integrate(cur2, 1.7, fused=False)
+    torch.testing.assert_close(u1, u2, rtol=1e-12, atol=1e-12)
+    (u1 * g).sum().backward()
+    (u2 * g).sum().backward()
+    torch.testing.assert_close(cur.grad, cur2.grad, rtol=1e-12, atol=1e-12)
