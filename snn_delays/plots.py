@@ -50,6 +50,17 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _run_name(run: Path) -> str:
+    """The run's config name (e.g. synthetic-fanin10-full-seed0), else its folder name."""
+    import tomllib
+
+    try:
+        with open(run / "config.toml", "rb") as f:
+            return str(tomllib.load(f).get("name") or run.name)
+    except (OSError, ValueError):
+        return run.name
+
+
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:
@@ -92,7 +103,7 @@ def plot_curves(run: Path, out: Path) -> Path:
     ax2.set_ylabel("learning rate")
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right")
-    fig.suptitle(f"{run.name}: training curves", fontsize=10)
+    fig.suptitle(f"{_run_name(run)}: training curves", fontsize=10)
     path = out / "curves.png"
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -167,7 +178,7 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
                      f"to {td - 1}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
     axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [0, {td - 1}] (red)")
     axes[-1, 0].set_xticks(range(0, td, max(1, td // 12)))
-    fig.suptitle(f"{run.name}: learned delays ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
+    fig.suptitle(f"{_run_name(run)}: learned delays ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
                  fontsize=10)
     path = out / "delays.png"
     fig.savefig(path, dpi=130)
@@ -235,7 +246,7 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, epochs:
                                "weight": lay["weight"][:n_neur].tolist(), "delay": lay["delay"][:n_neur].tolist()})
     (out / "kernels.json").write_text(json.dumps(data))
     name = "readout" if layer == len(snaps[0]["layers"]) - 1 else f"hidden layer {layer}"
-    fig.suptitle(f"{run.name}: kernels of {n_neur} neurons of {name} during training "
+    fig.suptitle(f"{_run_name(run)}: kernels of {n_neur} neurons of {name} during training "
                  f"(red +, blue -, colour scaled per panel)", fontsize=10)
     path = out / "kernels.png"
     fig.savefig(path, dpi=130)
