@@ -43,6 +43,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print()
     print(markdown_table(out["results"]))
     json_path = Path(args.json_out) if args.json_out else Path(__file__).parent / "results" / "bench.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(out, indent=1))  # now, and again with the scaling rows
     if args.scaling:
         base = CONFIGS["tiny" if args.quick else "shd"].with_(batch=args.batch)
         sizes = [int(k) for k in args.kernel_sizes.split(",")]
@@ -60,7 +62,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         png.parent.mkdir(parents=True, exist_ok=True)
         scaling_plot(rows, png)
         print(f"plot: {png}")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(out, indent=1))
+        json_path.write_text(json.dumps(out, indent=1))
     print(f"results: {json_path}")
     return 0

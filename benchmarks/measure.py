@@ -269,7 +269,8 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
 
 
 def run_scaling(base: BenchConfig, kernel_sizes=(25, 50, 100, 250), repeats: int = 2, threads: int = 2,
-                memory: bool = True, dense_up_to: int = 50, log: Callable[[str], None] = print) -> list[dict]:
+                memory: bool = True, dense_up_to: int = 50, eval_memory: bool = True,
+                log: Callable[[str], None] = print) -> list[dict]:
     """Time resolution: Td and the number of steps grow together (dt = 10 ms * 25 / Td). Training
     step at sigma = 0.5 and eval step of this project's model; the dense backend too while
     Td <= ``dense_up_to`` (its cost grows ~ Td^2)."""
@@ -286,7 +287,8 @@ def run_scaling(base: BenchConfig, kernel_sizes=(25, 50, 100, 250), repeats: int
             row[f"{k}_s"] = _median(v)
         if memory:
             row["train_memory_bytes"] = measure_memory("ours", cfg, 0.5, threads)["extra_peak_bytes"]
-            row["eval_memory_bytes"] = measure_memory("ours", cfg, None, threads)["extra_peak_bytes"]
+            if eval_memory:
+                row["eval_memory_bytes"] = measure_memory("ours", cfg, None, threads)["extra_peak_bytes"]
         log(f"  Td {td}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.endswith("_s")))
         rows.append(row)
         del runners
@@ -374,7 +376,8 @@ def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
     a.set_ylabel("seconds per batch"), a.legend(fontsize=7), a.grid(True, which="both", alpha=0.3)
     if "train_memory_bytes" in rows[0]:
         b.plot(td, [r["train_memory_bytes"] / 1e9 for r in rows], "o-", label="train step")
-        b.plot(td, [r["eval_memory_bytes"] / 1e9 for r in rows], "s-", label="eval step")
+        if "eval_memory_bytes" in rows[0]:
+            b.plot(td, [r["eval_memory_bytes"] / 1e9 for r in rows], "s-", label="eval step")
         b.axhline(8, color="red", ls="--", label="8 GB")
     b.set_xscale("log"), b.set_xlabel("kernel size Td (steps)"), b.set_ylabel("extra peak memory (GB)")
     b.legend(fontsize=7), b.grid(True, which="both", alpha=0.3)
