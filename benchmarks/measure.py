@@ -372,7 +372,7 @@ def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
         k0, t0 = dense[0]
         a.plot(td, [t0 * (k / k0) ** 2 for k in td], ":", color="gray", label="dense ~ Td^2 (extrapolated)")
     a.plot(td, [rows[0]["train_s"] * k / td[0] for k in td], ":", color="black", label="linear in Td (steps)")
-    a.set_xscale("log"), a.set_yscale("log"), a.set_xlabel("kernel size Td (steps); steps = 4 Td")
+    a.set_xscale("log"), a.set_yscale("log"), a.set_xlabel("kernel size Td (steps); input steps = 4 Td")
     a.set_ylabel("seconds per batch"), a.legend(fontsize=7), a.grid(True, which="both", alpha=0.3)
     if "train_memory_bytes" in rows[0]:
         b.plot(td, [r["train_memory_bytes"] / 1e9 for r in rows], "o-", label="train step")
@@ -381,7 +381,10 @@ def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
         b.axhline(8, color="red", ls="--", label="8 GB")
     b.set_xscale("log"), b.set_xlabel("kernel size Td (steps)"), b.set_ylabel("extra peak memory (GB)")
     b.legend(fontsize=7), b.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"SHD sizes, batch {rows[0].get('batch', '')}: cost vs time resolution")
+    for ax in (a, b):
+        ax.set_xticks(td, [str(k) for k in td])
+        ax.minorticks_off()
+    fig.suptitle(f"SHD sizes, batch {rows[0].get('batch', '')}: cost vs time resolution (dt = 250 ms / Td)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
