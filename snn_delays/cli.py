@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     result = train(cfg, out, resume=not args.restart)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"run folder: {out}")
     print(f"  config.toml, metrics.jsonl, best.pt, last.pt, summary.json")
     print(f"  best valid accuracy {result['best_valid_acc']:.4f} (epoch {result['best_epoch']}), "
