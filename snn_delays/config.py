@@ -126,6 +126,8 @@ class DataConfig:
     synthetic_valid: int = 400
     synthetic_test: int = 1000
     synthetic_seed: int = 1234
+    synthetic_p_fire: float = 0.5
+    synthetic_noise: float = 0.02
     cache_dir: str = ""
     split_seed: int = 0
 

@@ -7,7 +7,8 @@ Shaped like binned SHD: 140 channels, 100 steps of spike counts. How it is made:
   class-specific order, with class-specific gaps of 2-9 steps between visits (span <= 36 steps).
 * A sample places its class's sequence at a random onset. At each visit, each channel of the
   group fires with probability 0.5, one step early or late with probability 0.15 each;
-  background noise adds a spike with probability 0.02 per channel and step.
+  background noise adds a spike with probability 0.02 per channel and step (both adjustable:
+  ``data.synthetic_p_fire``, ``data.synthetic_noise``).
 
 Every class uses the same groups the same number of times, so any one time step - and any
 sum of per-step evidence - carries no information about the class: a network without delays
@@ -56,7 +57,8 @@ def class_definitions(task_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 class SyntheticDelayTask(Dataset):
     """``n_samples`` samples of the timing task; items are (x float32 (T, 140), y int)."""
 
-    def __init__(self, n_samples: int, split: str = "train", n_steps: int = 100, task_seed: int = 1234):
+    def __init__(self, n_samples: int, split: str = "train", n_steps: int = 100, task_seed: int = 1234,
+                 p_fire: float = P_FIRE, p_noise: float = P_NOISE):
         if split not in _SPLIT_STREAM:
             raise ValueError(f"unknown split {split!r}")
         channels, orders, offsets = class_definitions(task_seed)
@@ -65,13 +67,13 @@ class SyntheticDelayTask(Dataset):
             raise ValueError(f"n_steps must be >= {span + 4} for this task; got {n_steps}")
         rng = np.random.default_rng([task_seed, _SPLIT_STREAM[split]])
         labels = rng.permutation(np.arange(n_samples) % N_CLASSES)
-        x = (rng.random((n_samples, n_steps, N_CHANNELS)) < P_NOISE).astype(np.uint8)
+        x = (rng.random((n_samples, n_steps, N_CHANNELS)) < p_noise).astype(np.uint8)
         onset = rng.integers(1, n_steps - span - 2, size=n_samples)
         per_group = channels.shape[1]
         for visit in range(N_GROUPS):
             group = orders[labels, visit]  # (N,)
             t_visit = onset + offsets[labels, visit]  # (N,)
-            fire = rng.random((n_samples, per_group)) < P_FIRE
+            fire = rng.random((n_samples, per_group)) < p_fire
             jitter = rng.choice([-1, 0, 1], p=[P_JITTER, 1 - 2 * P_JITTER, P_JITTER], size=(n_samples, per_group))
             t = np.clip(t_visit[:, None] + jitter, 0, n_steps - 1)
             ch = channels[group]  # (N, per_group)
@@ -98,6 +100,8 @@ def open_synthetic(
     synthetic_valid: int = 400,
     synthetic_test: int = 1000,
     synthetic_seed: int = 1234,
+    synthetic_p_fire: float = P_FIRE,
+    synthetic_noise: float = P_NOISE,
     n_steps: int = 0,
 ) -> SyntheticDelayTask:
     """Open a split of the synthetic timing task (no files; ``root`` is ignored)."""
@@ -107,4 +111,5 @@ def open_synthetic(
         "test": synthetic_test,
         "all": synthetic_train + synthetic_valid + synthetic_test,
     }
-    return SyntheticDelayTask(sizes[split], split=split, n_steps=n_steps or 100, task_seed=synthetic_seed)
+    return SyntheticDelayTask(sizes[split], split=split, n_steps=n_steps or 100, task_seed=synthetic_seed,
+                              p_fire=synthetic_p_fire, p_noise=synthetic_noise)
