@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._atomic import atomic_write
 from .errors import UserError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_bytes", "atomic_write_text",
@@ -18,23 +18,8 @@ CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> None:
-    _atomic(Path(path), lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
@@ -44,7 +29,7 @@ def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
 def save_checkpoint(path: "str | os.PathLike", state: dict[str, Any]) -> None:
     """Write ``state`` (plus format tags) to ``path`` atomically: a crash leaves the old file intact."""
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **state}
-    _atomic(Path(path), lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def resolve_checkpoint_path(run_dir: "str | os.PathLike", which: str = "best") -> Path:

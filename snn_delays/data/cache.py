@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .download import file_digest
 
 __all__ = ["resolve_cache_dir", "cache_key", "source_checksum", "folder_fingerprint", "load_or_build"]
@@ -50,17 +50,7 @@ def cache_key(params: dict[str, Any]) -> str:
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is shared like any other data file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, write, mode)
 
 
 def source_checksum(path: str | os.PathLike, cache_dir: Path | None) -> str:

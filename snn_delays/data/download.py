@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._atomic import atomic_write
 from . import DatasetError
 
 __all__ = ["RemoteFile", "REMOTE", "fetch", "unpack", "file_digest", "missing_message", "download_dataset",
@@ -156,14 +157,8 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike | None = None
             return dest_dir
         if name.endswith(".gz"):
             target = dest_dir / name[: -len(".gz")]
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=dest_dir)
-            try:
-                with os.fdopen(fd, "wb") as out, gzip.open(archive, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 22)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with gzip.open(archive, "rb") as src:
+                _copy_atomic(src, target)
             return target
         if name.endswith(".zip"):
             target = dest_dir / name[: -len(".zip")]
@@ -172,19 +167,18 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike | None = None
                 member = next((m for m in members if Path(m).name == target.name), members[0] if members else None)
                 if member is None:
                     raise DatasetError(f"{archive} is an empty zip archive; delete it and fetch it again")
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=dest_dir)
-                try:
-                    with os.fdopen(fd, "wb") as out, zf.open(member) as src:
-                        shutil.copyfileobj(src, out, 1 << 22)
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with zf.open(member) as src:
+                    _copy_atomic(src, target)
             return target
     except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile) as e:
         raise DatasetError(f"{archive} cannot be unpacked ({e}): it is corrupt or truncated; delete it and "
                            "fetch it again") from None
     raise DatasetError(f"{archive}: unknown archive type (expected .h5.gz, .h5.zip or .tar.gz)")
+
+
+def _copy_atomic(src, target: Path) -> None:
+    """Stream ``src`` (a binary file object) into ``target`` atomically."""
+    atomic_write(target, lambda out: shutil.copyfileobj(src, out, 1 << 22))
 
 
 def download_dataset(name: str, root: str | os.PathLike | None = None) -> list[Path]:

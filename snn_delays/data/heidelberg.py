@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_path
 from . import DatasetError, register
 from .arrays import ArrayDataset, stratified_split
 from .cache import load_or_build, resolve_cache_dir, source_checksum
@@ -137,15 +138,9 @@ def _decode(k) -> str:
 def write_spike_file(path: str | os.PathLike, times: list[np.ndarray], units: list[np.ndarray], labels,
                      speakers=None, keys: list[str] | None = None, attrs: dict | None = None) -> None:
     """Write an SHD-layout file (times float16 seconds, units uint16), atomically."""
-    import tempfile
-
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             n = len(times)
             dt = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float16))
@@ -160,11 +155,6 @@ def write_spike_file(path: str | os.PathLike, times: list[np.ndarray], units: li
                              dtype=h5py.string_dtype("ascii"))
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _spike_bins(times: list[np.ndarray], dt_ms: float, frame_convention: str) -> tuple[np.ndarray, np.ndarray]:
