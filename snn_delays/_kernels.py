@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
+           "group_forward", "group_backward_input", "group_backward_values",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -150,6 +151,142 @@ if AVAILABLE:
                 a += partial[c, k]
             gv[k] = a
 
+    # -- groups of four consecutive taps (training with a Gaussian) ------------------------------
+    # A group k holds the taps at integer delays base[k] + p, p = 0..3, with values v4[k, p]. Four
+    # output steps are computed together: the seven input rows they need are loaded once and each
+    # feeds up to four multiply-adds (the flat loops above load one row per multiply-add). Rows
+    # outside [0, T) count as zero, so base may be negative or run past Td - 1 (those taps carry 0).
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _group_forward(x, indptr, src, base, v4, y):  # pragma: no cover
+        # y[t, i, :] = sum_{k in row i} sum_p v4[k, p] * x[t - base[k] - p, src[k], :]
+        t_len = x.shape[0]; n_out = y.shape[1]; n = x.shape[2]
+        n_blk = (t_len + 3) // 4
+        for blk in prange(n_blk):
+            t0 = blk * 4
+            for i in range(n_out):
+                for q in range(4):
+                    if t0 + q < t_len:
+                        yq = y[t0 + q, i]
+                        for b in range(n):
+                            yq[b] = 0
+                for k in range(indptr[i], indptr[i + 1]):
+                    s = t0 - base[k]
+                    j = src[k]
+                    v0 = v4[k, 0]; v1 = v4[k, 1]; v2 = v4[k, 2]; v3 = v4[k, 3]
+                    if s - 3 >= 0 and s + 3 < t_len and t0 + 3 < t_len:
+                        rm3 = x[s - 3, j]; rm2 = x[s - 2, j]; rm1 = x[s - 1, j]; r0 = x[s, j]
+                        r1 = x[s + 1, j]; r2 = x[s + 2, j]; r3 = x[s + 3, j]
+                        y0 = y[t0, i]; y1 = y[t0 + 1, i]; y2 = y[t0 + 2, i]; y3 = y[t0 + 3, i]
+                        for b in range(n):
+                            a_3 = rm3[b]; a_2 = rm2[b]; a_1 = rm1[b]; a0 = r0[b]; a1 = r1[b]; a2 = r2[b]; a3 = r3[b]
+                            y0[b] += v0 * a0 + v1 * a_1 + v2 * a_2 + v3 * a_3
+                            y1[b] += v0 * a1 + v1 * a0 + v2 * a_1 + v3 * a_2
+                            y2[b] += v0 * a2 + v1 * a1 + v2 * a0 + v3 * a_1
+                            y3[b] += v0 * a3 + v1 * a2 + v2 * a1 + v3 * a0
+                    else:
+                        for q in range(4):
+                            if t0 + q >= t_len:
+                                break
+                            yq = y[t0 + q, i]
+                            for p in range(4):
+                                ss = s + q - p
+                                if 0 <= ss < t_len:
+                                    xr = x[ss, j]
+                                    vp = v4[k, p]
+                                    for b in range(n):
+                                        yq[b] += vp * xr[b]
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx):  # pragma: no cover
+        # gx[s, j, :] = sum_{k in column j} sum_p v4[k, p] * gy[s + base[k] + p, dst[k], :]
+        t_len = gy.shape[0]; n_in = gx.shape[1]; n = gy.shape[2]
+        n_blk = (t_len + 3) // 4
+        for blk in prange(n_blk):
+            s0 = blk * 4
+            for j in range(n_in):
+                for q in range(4):
+                    if s0 + q < t_len:
+                        gq = gx[s0 + q, j]
+                        for b in range(n):
+                            gq[b] = 0
+                for k in range(indptr_t[j], indptr_t[j + 1]):
+                    u = s0 + base_t[k]
+                    i = dst_t[k]
+                    v0 = v4_t[k, 0]; v1 = v4_t[k, 1]; v2 = v4_t[k, 2]; v3 = v4_t[k, 3]
+                    if u >= 0 and u + 6 < t_len and s0 + 3 < t_len:
+                        r0 = gy[u, i]; r1 = gy[u + 1, i]; r2 = gy[u + 2, i]; r3 = gy[u + 3, i]
+                        r4 = gy[u + 4, i]; r5 = gy[u + 5, i]; r6 = gy[u + 6, i]
+                        g0 = gx[s0, j]; g1 = gx[s0 + 1, j]; g2 = gx[s0 + 2, j]; g3 = gx[s0 + 3, j]
+                        for b in range(n):
+                            a0 = r0[b]; a1 = r1[b]; a2 = r2[b]; a3 = r3[b]; a4 = r4[b]; a5 = r5[b]; a6 = r6[b]
+                            g0[b] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3
+                            g1[b] += v0 * a1 + v1 * a2 + v2 * a3 + v3 * a4
+                            g2[b] += v0 * a2 + v1 * a3 + v2 * a4 + v3 * a5
+                            g3[b] += v0 * a3 + v1 * a4 + v2 * a5 + v3 * a6
+                    else:
+                        for q in range(4):
+                            if s0 + q >= t_len:
+                                break
+                            gq = gx[s0 + q, j]
+                            for p in range(4):
+                                uu = u + q + p
+                                if 0 <= uu < t_len:
+                                    gr = gy[uu, i]
+                                    vp = v4_t[k, p]
+                                    for b in range(n):
+                                        gq[b] += vp * gr[b]
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _group_backward_values(gy, x, indptr, src, base, gv4, n_chunks):  # pragma: no cover
+        # gv4[k, p] = sum_t sum_b gy[t, i, b] * x[t - base[k] - p, src[k], b]
+        t_len = x.shape[0]; n_out = gy.shape[1]; n = x.shape[2]
+        n_groups = gv4.shape[0]
+        n_blk = (t_len + 3) // 4
+        partial = np.zeros((n_chunks, n_groups, 4), dtype=np.float64)
+        for c in prange(n_chunks):
+            b0 = c * n_blk // n_chunks
+            b1 = (c + 1) * n_blk // n_chunks
+            acc = partial[c]
+            for blk in range(b0, b1):
+                t0 = blk * 4
+                for i in range(n_out):
+                    for k in range(indptr[i], indptr[i + 1]):
+                        s = t0 - base[k]
+                        j = src[k]
+                        if s - 3 >= 0 and s + 3 < t_len and t0 + 3 < t_len:
+                            rm3 = x[s - 3, j]; rm2 = x[s - 2, j]; rm1 = x[s - 1, j]; r0 = x[s, j]
+                            r1 = x[s + 1, j]; r2 = x[s + 2, j]; r3 = x[s + 3, j]
+                            G0 = gy[t0, i]; G1 = gy[t0 + 1, i]; G2 = gy[t0 + 2, i]; G3 = gy[t0 + 3, i]
+                            c0 = np.float32(0); c1 = np.float32(0); c2 = np.float32(0); c3 = np.float32(0)
+                            for b in range(n):
+                                g0 = G0[b]; g1 = G1[b]; g2 = G2[b]; g3 = G3[b]
+                                a_3 = rm3[b]; a_2 = rm2[b]; a_1 = rm1[b]; a0 = r0[b]; a1 = r1[b]; a2 = r2[b]; a3 = r3[b]
+                                c0 += g0 * a0 + g1 * a1 + g2 * a2 + g3 * a3
+                                c1 += g0 * a_1 + g1 * a0 + g2 * a1 + g3 * a2
+                                c2 += g0 * a_2 + g1 * a_1 + g2 * a0 + g3 * a1
+                                c3 += g0 * a_3 + g1 * a_2 + g2 * a_1 + g3 * a0
+                            acc[k, 0] += c0; acc[k, 1] += c1; acc[k, 2] += c2; acc[k, 3] += c3
+                        else:
+                            for q in range(4):
+                                if t0 + q >= t_len:
+                                    break
+                                G = gy[t0 + q, i]
+                                for p in range(4):
+                                    ss = s + q - p
+                                    if 0 <= ss < t_len:
+                                        xr = x[ss, j]
+                                        cc = np.float32(0)
+                                        for b in range(n):
+                                            cc += G[b] * xr[b]
+                                        acc[k, p] += cc
+        for k in prange(n_groups):
+            for p in range(4):
+                a = 0.0
+                for c in range(n_chunks):
+                    a += partial[c, k, p]
+                gv4[k, p] = a
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -206,6 +343,21 @@ def tap_backward_input(gy, indptr_t, dst_t, delay_t, value_t, gx) -> None:
 def tap_backward_values(gy, x, indptr, src, delay, gv) -> None:
     """gy (T, out, B), x (T, in, B); gv (n_taps,) is overwritten."""
     _tap_backward_values(gy, x, indptr, src, delay, gv, numba.get_num_threads())
+
+
+def group_forward(x, indptr, src, base, v4, y) -> None:
+    """x (T, in, B), y (T, out, B); groups of four taps (base (G,), v4 (G, 4)) in CSR rows by output."""
+    _group_forward(x, indptr, src, base, v4, y)
+
+
+def group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx) -> None:
+    """gy (T, out, B), gx (T, in, B) overwritten; groups in CSR rows by input (the transposed order)."""
+    _group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx)
+
+
+def group_backward_values(gy, x, indptr, src, base, gv4) -> None:
+    """gv4 (G, 4) = gradient of the group values, overwritten."""
+    _group_backward_values(gy, x, indptr, src, base, gv4, numba.get_num_threads())
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -38,11 +38,19 @@ DEFAULT_TAIL = 4.0  # dropped taps lie >= 4 sigma from the centre: <= 3.4e-4 of 
 _NORM_TAIL = 9.0  # the normaliser is summed over +-9 sigma (exp(-40.5) ~ 3e-18 left out): = full sum
 
 
+def _radius(sigma: float, tail: float = DEFAULT_TAIL) -> int:
+    """R, half the taps kept per element: ceil(tail * sigma) rounded up to even, so that the
+    P = 2R taps form groups of four consecutive delays (what the compiled loops take)."""
+    r = math.ceil(tail * sigma)
+    return r + (r % 2)
+
+
 def taps_per_element(sigma: float, kernel_size: int, tail: float = DEFAULT_TAIL) -> int:
-    """P, the taps kept per kernel element: 1 for sigma <= 0 (rounded), else 2 * ceil(tail * sigma)."""
+    """P, the taps kept per kernel element: 1 for sigma <= 0 (rounded), else 2R, a multiple of 4
+    (R = ceil(tail * sigma) rounded up to even, at most Td rounded up to even)."""
     if sigma <= 0:
         return 1
-    return min(2 * math.ceil(tail * sigma), 2 * kernel_size)
+    return 2 * min(_radius(sigma, tail), kernel_size + kernel_size % 2)
 
 
 @functools.lru_cache(maxsize=64)
@@ -52,7 +60,7 @@ def truncation_error(sigma: float, tail: float = DEFAULT_TAIL) -> float:
     range [0, Td - 1] cuts the Gaussian (the normaliser only sums taps inside the range)."""
     if sigma <= 0:
         return 0.0
-    r = math.ceil(tail * sigma)
+    r = _radius(sigma, tail)
     far = r + math.ceil(10 * sigma) + 2
     offs = np.arange(-far, far + 1)  # integer delays relative to floor(d)
     kept = (offs >= -r + 1) & (offs <= r)
@@ -92,11 +100,22 @@ class TapPlan:
         self.dst_t = dst[order]
         self.n_taps = n_syn * per
         self.full = bool(keep.all())
+        # groups of four consecutive taps (p a multiple of 4): the same rows, a quarter of the entries
+        self.grouped = p % 4 == 0
+        if self.grouped:
+            per_g = per // 4
+            self.indptr_g = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=out_f) * per_g)]).astype(np.int64)
+            self.src_g = np.repeat(cols, per_g).astype(np.int64)
+            order_g = np.argsort(self.src_g, kind="stable")
+            self.order_g = order_g
+            self.indptr_tg = np.concatenate([[0], np.cumsum(np.bincount(self.src_g, minlength=in_f))]).astype(np.int64)
+            self.dst_tg = np.repeat(rows, per_g).astype(np.int64)[order_g]
 
 
 def tap_structure(weight: Tensor, delay: Tensor, plan: TapPlan, sigma: float, kernel_size: int,
                   tail: float = DEFAULT_TAIL, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
-    """(value, delay_steps) of every tap, both flat (n_taps,), in the plan's order.
+    """(value, delay_steps) of every tap, both flat (n_taps,), in the plan's order; within an element
+    the P taps are at ascending consecutive delays, possibly outside [0, Td - 1] with value 0.
 
     ``value`` is differentiable w.r.t. ``weight`` (already masked) and ``delay`` (out, in, m);
     ``delay_steps`` is int64. sigma <= 0: one tap at the rounded delay with the full weight."""
@@ -115,12 +134,13 @@ def tap_structure(weight: Tensor, delay: Tensor, plan: TapPlan, sigma: float, ke
 
 def tap_values(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int,
                tail: float = DEFAULT_TAIL, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
-    """Gaussian tap values (..., P) and their integer delays (..., P) for weight/delay (...).
+    """Gaussian tap values (..., P) and their integer delays (..., P) for weight/delay (...): the
+    delays floor(d) - R + 1 ... floor(d) + R, ascending; those outside [0, Td - 1] have value 0.
 
     The values equal the dense kernel's entries at those delays: the normaliser is the sum over all
     integer delays within +-9 sigma of d clipped to [0, Td - 1] (equal to the full-range sum to
     float precision), or over the full range when that window is wider."""
-    r = math.ceil(tail * sigma)
+    r = min(_radius(sigma, tail), kernel_size + kernel_size % 2)
     rn = max(r, math.ceil(_NORM_TAIL * sigma) + 1)
     base = torch.floor(delay.detach())  # (...)
     if 2 * rn >= kernel_size:  # normalise over the full range [0, Td - 1]
@@ -140,8 +160,7 @@ def tap_values(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int,
         g = g_all[..., rn - r:rn + r]
         pos = pos_n[..., rn - r:rn + r]
     values = weight.unsqueeze(-1) * g / norm  # (..., P)
-    steps = pos.clamp(0, kernel_size - 1).long()
-    return values, steps
+    return values, pos.long()  # taps outside [0, Td - 1] carry the value 0
 
 
 # -- the product --------------------------------------------------------------------------------
@@ -153,7 +172,8 @@ def tap_conv_reference(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, k
     out_f, in_f, m, p = plan.shape
     dst = torch.from_numpy(np.repeat(plan.rows.numpy(), m * p)).to(x.device)
     src = torch.from_numpy(plan.src).to(x.device)
-    flat = (dst * in_f + src) * kernel_size + (kernel_size - 1 - steps.to(x.device))
+    steps = steps.to(x.device).clamp(0, kernel_size - 1)  # out-of-range taps carry 0
+    flat = (dst * in_f + src) * kernel_size + (kernel_size - 1 - steps)
     k = value.new_zeros(out_f * in_f * kernel_size).index_add(0, flat, value)
     return causal_conv(x, k.view(out_f, in_f, kernel_size))
 
@@ -194,6 +214,42 @@ class _TapConv(torch.autograd.Function):
         return gx, gv, None, None
 
 
+class _GroupConv(torch.autograd.Function):
+    """The training form: taps in groups of four consecutive delays (base, v4)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v4: Tensor, base: Tensor, plan: TapPlan):
+        xc = x.detach().permute(0, 2, 1).contiguous()  # (T, in, B)
+        t_len, _, b_len = xc.shape
+        v = v4.detach().contiguous()
+        bs = base.contiguous()
+        y = torch.empty(t_len, plan.shape[0], b_len, dtype=x.dtype)
+        _kernels.set_threads(torch.get_num_threads())
+        _kernels.group_forward(xc.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), v.numpy(), y.numpy())
+        ctx.plan = plan
+        ctx.save_for_backward(xc if v4.requires_grad else None, v, bs)
+        ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return y.permute(0, 2, 1)  # (T, B, out) view
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        xc, v, bs = ctx.saved_tensors
+        plan = ctx.plan
+        gyc = gy.permute(0, 2, 1).contiguous()  # (T, out, B)
+        _kernels.set_threads(torch.get_num_threads())
+        gx = gv = None
+        if ctx.needs[0]:
+            order = plan.order_g
+            gxc = torch.empty(gyc.shape[0], plan.shape[1], gyc.shape[2], dtype=gy.dtype)
+            _kernels.group_backward_input(gyc.numpy(), plan.indptr_tg, plan.dst_tg, bs.numpy()[order],
+                                          np.ascontiguousarray(v.numpy()[order]), gxc.numpy())
+            gx = gxc.permute(0, 2, 1)
+        if ctx.needs[1]:
+            gv = torch.empty_like(v)
+            _kernels.group_backward_values(gyc.numpy(), xc.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), gv.numpy())
+        return gx, gv, None, None
+
+
 def fast_available(x: Tensor) -> bool:
     """Whether the compiled loops can run on this tensor (CPU, float32/64, numba importable)."""
     return _kernels.AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
@@ -202,5 +258,7 @@ def fast_available(x: Tensor) -> bool:
 def tap_conv(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_size: int) -> Tensor:
     """y (T, B, out) = tap product of x (T, B, in); compiled on CPU, else the PyTorch reference."""
     if fast_available(x):
+        if plan.grouped:
+            return _GroupConv.apply(x, value.to(x.dtype).view(-1, 4), steps.view(-1, 4)[:, 0].contiguous(), plan)
         return _TapConv.apply(x, value.to(x.dtype), steps, plan)
     return tap_conv_reference(x, value, steps, plan, kernel_size)

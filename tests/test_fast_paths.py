@@ -30,7 +30,7 @@ def _dense_from_taps(syn, sigma):
     k = torch.zeros(out_f, in_f, syn.kernel_size, dtype=value.dtype)
     dst = torch.from_numpy(np.repeat(plan.rows.numpy(), m * p))
     src = torch.from_numpy(plan.src)
-    k.index_put_((dst, src, syn.kernel_size - 1 - steps), value, accumulate=True)
+    k.index_put_((dst, src, syn.kernel_size - 1 - steps.clamp(0, syn.kernel_size - 1)), value, accumulate=True)
     return k
 
 
@@ -186,3 +186,28 @@ def test_fused_leaky_integrator_equals_plain_loop():
     (u1 * g).sum().backward()
     (u2 * g).sum().backward()
     torch.testing.assert_close(cur.grad, cur2.grad, rtol=1e-12, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("sigma,t_len", [(0.5, 13), (1.0, 16), (0.25, 7)])
+def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len):
+    # delays at 0 and Td - 1 put taps of a group outside [0, Td - 1] (value 0) and rows outside [0, T)
+    syn = _synapse(m=1)
+    with torch.no_grad():
+        syn.delay[:, :3, 0] = 0.0
+        syn.delay[:, 3:6, 0] = 10.0
+        syn.delay[:, 6, 0] = 9.6
+    plan = TapPlan(syn.mask, 1, taps_per_element(sigma, 11))
+    assert plan.grouped
+    x1 = (torch.rand(t_len, 3, 9, dtype=torch.float64) < 0.5).double().requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(t_len, 3, 7, dtype=torch.float64)
+    outs = []
+    for x, fn in [(x1, tap_conv), (x2, tap_conv_reference)]:
+        syn.zero_grad()
+        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, 11)
+        y = fn(x, value, steps, plan, 11)
+        (y * g).sum().backward()
+        outs.append((y.detach(), x.grad, syn.weight.grad.clone(), syn.delay.grad.clone()))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
