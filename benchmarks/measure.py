@@ -99,6 +99,7 @@ class Runner:
         self.model = build_reference(cfg) if stack == "reference" else build_ours(cfg, backend)
         self.x, self.y = make_batch(cfg)
         if sigma is None:  # evaluation with rounded delays
+            self.calibrate_batchnorm()
             self.model.eval()
             if stack == "reference":
                 self.model.round_positions()
@@ -110,6 +111,25 @@ class Runner:
                 self.model.sigma = sigma
             params = [p for p in self.model.parameters() if p.requires_grad]
             self.opt = torch.optim.Adam(params, lr=1e-3)
+
+    @torch.no_grad()
+    def calibrate_batchnorm(self) -> None:
+        """BatchNorm running statistics from one training-mode pass over the batch, as after
+        training: an untrained network's default statistics (mean 0, variance 1) leave the hidden
+        layers almost silent in eval mode, which would flatter an event-driven evaluation."""
+        self.model.train()
+        for mod in self.model.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.momentum = None  # cumulative average: one pass sets the statistics
+                mod.reset_running_stats()
+        self.model(self.x)
+        self._reset()
+
+    def hidden_rates(self) -> list[float]:
+        """Mean spike rate (spikes per neuron per step) of each hidden layer on the batch (ours only)."""
+        with torch.no_grad():
+            _, spikes = self.model(self.x, return_spikes=True)
+        return [round(float(s.mean()), 4) for s in spikes]
 
     def _reset(self) -> None:
         if self.stack == "reference":
@@ -244,6 +264,14 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
         runners = {s: Runner(s, cfg, sigma) for s in stacks}
         ours = runners["ours"].model
         result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
+        if sigma is None:
+            from snn_delays import _fast_eval
+
+            with torch.no_grad():
+                if _fast_eval.applicable(ours, runners["ours"].x):
+                    result["backends"][mode] = ["event"] * len(result["backends"][mode])
+            result["eval_hidden_rates"] = runners["ours"].hidden_rates()
+            result["input_rate"] = round(float(runners["ours"].x.mean()), 4)
         times = compare_times(runners, repeats)
         for s in stacks:
             sec = _median(times[s])
@@ -332,6 +360,9 @@ def markdown_table(results: list[dict]) -> str:
                          f"{ref:.1f} | {sps['ours']:.1f} | {ratio} | {'/'.join(r['backends'][mode])} |"
                          if ref else f"| {c['name']} | {label} | - | {sps['ours']:.1f} | - | "
                          f"{'/'.join(r['backends'][mode])} |")
+        if "eval_hidden_rates" in r:
+            lines.append(f"| {c['name']} | eval: spikes per neuron per step, input / hidden layers | | | | "
+                         f"{r.get('input_rate', '-')} / {' / '.join(str(v) for v in r['eval_hidden_rates'])} |")
         if "speed_ratio" in r:
             lines.append(f"| {c['name']} | train, mean of the two sigma ratios | | | "
                          f"{r['speed_ratio']['train_mean_of_two_sigmas']:.2f}x | |")

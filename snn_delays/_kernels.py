@@ -26,7 +26,8 @@ except ImportError:  # pragma: no cover
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
-           "group_forward", "group_backward_input", "group_backward_values",
+           "group_forward", "group_backward_input", "group_backward_values", "event_layer",
+           "affine_lif_cm",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -287,6 +288,72 @@ if AVAILABLE:
                     a += partial[c, k, p]
                 gv4[k, p] = a
 
+    # -- event-driven evaluation (rounded delays): work proportional to the input events -------------
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out,
+                     n_chunks):  # pragma: no cover
+        # For every sample b: the current cur[t, i] = sum over events x[s, b, j] != 0 and synapses
+        # e of j (target i, delay d) with s + d = t of weight[e] * x[s, b, j]; offset[e] = d * out + i.
+        # Then v = decay * u + scale * cur + shift; spiking: out = (v >= threshold), u = v * (1 - out);
+        # else out = u = v (the readout's membrane). x (T, B, in), out (T, B, out).
+        t_len, b_len, n_in = x.shape
+        n_out = out.shape[2]
+        for c in prange(n_chunks):
+            b0 = c * b_len // n_chunks
+            b1 = (c + 1) * b_len // n_chunks
+            cur = np.empty((t_len + td) * n_out, dtype=out.dtype)
+            u = np.empty(n_out, dtype=out.dtype)
+            for b in range(b0, b1):
+                cur[:] = 0
+                for t in range(t_len):
+                    row = x[t, b]
+                    base = t * n_out
+                    for j in range(n_in):
+                        xv = row[j]
+                        if xv != 0:
+                            for e in range(indptr[j], indptr[j + 1]):
+                                cur[base + offset[e]] += weight[e] * xv
+                u[:] = 0
+                for t in range(t_len):
+                    o = out[t, b]
+                    base = t * n_out
+                    for i in range(n_out):
+                        v = decay * u[i] + (scale[i] * cur[base + i] + shift[i])
+                        if spiking:
+                            if v >= threshold:
+                                o[i] = 1
+                                u[i] = 0
+                            else:
+                                o[i] = 0
+                                u[i] = v
+                        else:
+                            o[i] = v
+                            u[i] = v
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _affine_lif_cm(current, scale, shift, decay, threshold, spiking, out):  # pragma: no cover
+        # channel-major (T, C, B): v = decay * u + (scale[c] * current + shift[c]); spiking: out = (v >=
+        # threshold) and u = v * (1 - out); else out = u = v (the readout's membrane). No gradient.
+        t_len, n_c, b_len = current.shape
+        for c in prange(n_c):
+            u = np.zeros(b_len, dtype=current.dtype)
+            sc = scale[c]
+            sh = shift[c]
+            for t in range(t_len):
+                cur = current[t, c]
+                o = out[t, c]
+                if spiking:
+                    for b in range(b_len):
+                        v = decay * u[b] + (sc * cur[b] + sh)
+                        s = np.float32(1.0) if v >= threshold else np.float32(0.0)
+                        o[b] = s
+                        u[b] = v - v * s
+                else:
+                    for b in range(b_len):
+                        v = decay * u[b] + (sc * cur[b] + sh)
+                        o[b] = v
+                        u[b] = v
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -358,6 +425,17 @@ def group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx) -> None:
 def group_backward_values(gy, x, indptr, src, base, gv4) -> None:
     """gv4 (G, 4) = gradient of the group values, overwritten."""
     _group_backward_values(gy, x, indptr, src, base, gv4, numba.get_num_threads())
+
+
+def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out) -> None:
+    """One layer of event-driven evaluation; see ``_event_layer``. x (T, B, in), out (T, B, out)."""
+    n_chunks = max(1, min(x.shape[1], 8 * numba.get_num_threads()))
+    _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out, n_chunks)
+
+
+def affine_lif_cm(current, scale, shift, decay, threshold, spiking, out) -> None:
+    """BatchNorm (as scale, shift per channel) + LIF on channel-major (T, C, B); out overwritten."""
+    _affine_lif_cm(current, scale, shift, decay, threshold, spiking, out)
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from . import _kernels
 
-__all__ = ["TapPlan", "tap_structure", "tap_values", "tap_conv", "tap_conv_reference",
+__all__ = ["TapPlan", "tap_structure", "tap_values", "tap_conv", "tap_conv_cm", "tap_conv_reference",
            "truncation_error", "taps_per_element", "DEFAULT_TAIL"]
 
 DEFAULT_TAIL = 4.0  # dropped taps lie >= 4 sigma from the centre: <= 3.4e-4 of the weight in all
@@ -182,7 +182,7 @@ class _TapConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan):
         # x (T, B, in) -> y (T, B, out); the loops want (T, C, B)
-        xc = x.detach().permute(0, 2, 1).contiguous()  # (T, in, B)
+        xc = x.detach().contiguous()  # (T, in, B)
         t_len, _, b_len = xc.shape
         out_f = plan.shape[0]
         v = value.detach().contiguous()
@@ -193,13 +193,13 @@ class _TapConv(torch.autograd.Function):
         ctx.plan = plan
         ctx.save_for_backward(xc if value.requires_grad else None, v, st)
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return y.permute(0, 2, 1)  # (T, B, out) view
+        return y  # (T, out, B)
 
     @staticmethod
     def backward(ctx, gy: Tensor):
         xc, v, st = ctx.saved_tensors
         plan = ctx.plan
-        gyc = gy.permute(0, 2, 1).contiguous()  # (T, out, B)
+        gyc = gy.contiguous()  # (T, out, B)
         _kernels.set_threads(torch.get_num_threads())
         gx = gv = None
         if ctx.needs[0]:
@@ -207,7 +207,7 @@ class _TapConv(torch.autograd.Function):
             gxc = torch.empty(gyc.shape[0], plan.shape[1], gyc.shape[2], dtype=gy.dtype)
             _kernels.tap_backward_input(gyc.numpy(), plan.indptr_t, plan.dst_t, st.numpy()[order],
                                         v.numpy()[order], gxc.numpy())
-            gx = gxc.permute(0, 2, 1)
+            gx = gxc
         if ctx.needs[1]:
             gv = torch.empty_like(v)
             _kernels.tap_backward_values(gyc.numpy(), xc.numpy(), plan.indptr, plan.src, st.numpy(), gv.numpy())
@@ -219,7 +219,7 @@ class _GroupConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, v4: Tensor, base: Tensor, plan: TapPlan):
-        xc = x.detach().permute(0, 2, 1).contiguous()  # (T, in, B)
+        xc = x.detach().contiguous()  # (T, in, B)
         t_len, _, b_len = xc.shape
         v = v4.detach().contiguous()
         bs = base.contiguous()
@@ -229,13 +229,13 @@ class _GroupConv(torch.autograd.Function):
         ctx.plan = plan
         ctx.save_for_backward(xc if v4.requires_grad else None, v, bs)
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return y.permute(0, 2, 1)  # (T, B, out) view
+        return y  # (T, out, B)
 
     @staticmethod
     def backward(ctx, gy: Tensor):
         xc, v, bs = ctx.saved_tensors
         plan = ctx.plan
-        gyc = gy.permute(0, 2, 1).contiguous()  # (T, out, B)
+        gyc = gy.contiguous()  # (T, out, B)
         _kernels.set_threads(torch.get_num_threads())
         gx = gv = None
         if ctx.needs[0]:
@@ -243,7 +243,7 @@ class _GroupConv(torch.autograd.Function):
             gxc = torch.empty(gyc.shape[0], plan.shape[1], gyc.shape[2], dtype=gy.dtype)
             _kernels.group_backward_input(gyc.numpy(), plan.indptr_tg, plan.dst_tg, bs.numpy()[order],
                                           np.ascontiguousarray(v.numpy()[order]), gxc.numpy())
-            gx = gxc.permute(0, 2, 1)
+            gx = gxc
         if ctx.needs[1]:
             gv = torch.empty_like(v)
             _kernels.group_backward_values(gyc.numpy(), xc.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), gv.numpy())
@@ -257,8 +257,13 @@ def fast_available(x: Tensor) -> bool:
 
 def tap_conv(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_size: int) -> Tensor:
     """y (T, B, out) = tap product of x (T, B, in); compiled on CPU, else the PyTorch reference."""
+    return tap_conv_cm(x.permute(0, 2, 1), value, steps, plan, kernel_size).permute(0, 2, 1)
+
+
+def tap_conv_cm(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_size: int) -> Tensor:
+    """Channel-major: y (T, out, B) = tap product of x (T, in, B)."""
     if fast_available(x):
         if plan.grouped:
             return _GroupConv.apply(x, value.to(x.dtype).view(-1, 4), steps.view(-1, 4)[:, 0].contiguous(), plan)
         return _TapConv.apply(x, value.to(x.dtype), steps, plan)
-    return tap_conv_reference(x, value, steps, plan, kernel_size)
+    return tap_conv_reference(x.permute(0, 2, 1), value, steps, plan, kernel_size).permute(0, 2, 1)

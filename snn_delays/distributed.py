@@ -126,7 +126,7 @@ def setup(device: torch.device | str = "cpu") -> DistContext:
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """``BatchNorm1d`` whose training statistics are those of the global batch across all ranks.
 
-    Input (N, C) (the model passes time and batch flattened). Same parameters, buffers and state
+    Input (N, C) or (N, C, L) (the model passes (T, C, B): statistics over time and batch). Same parameters, buffers and state
     dict as ``nn.BatchNorm1d``; in eval mode, or without a process group, it is ``BatchNorm1d``.
     Gradients flow through the all-reduce, so the backward pass is that of one big batch.
     """
@@ -136,14 +136,16 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
-        if x.dim() != 2:
-            raise ValueError(f"GlobalBatchNorm1d: expected (N, C), got {tuple(x.shape)}")
-        count = all_reduce(torch.tensor([float(x.shape[0])], device=x.device, dtype=x.dtype))
-        mean = all_reduce(x.sum(0)) / count  # (C,)
-        var = all_reduce(((x - mean) ** 2).sum(0)) / count  # biased, as BatchNorm normalises
-        y = (x - mean) / torch.sqrt(var + self.eps)
+        if x.dim() not in (2, 3):
+            raise ValueError(f"GlobalBatchNorm1d: expected (N, C) or (N, C, L), got {tuple(x.shape)}")
+        dims = (0,) if x.dim() == 2 else (0, 2)
+        shape = (-1,) if x.dim() == 2 else (-1, 1)  # broadcast per channel
+        count = all_reduce(torch.tensor([float(x.numel() // x.shape[1])], device=x.device, dtype=x.dtype))
+        mean = all_reduce(x.sum(dims)) / count  # (C,)
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count  # biased, as BatchNorm normalises
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
-            y = y * self.weight + self.bias
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
             with torch.no_grad():
                 n = float(count)
@@ -172,12 +174,15 @@ class ShardedTimeSharedDropout(nn.Module):
         self.p = float(p)
         self.shard: tuple[int, int] | None = None
 
-    def forward(self, x: Tensor) -> Tensor:  # (T, b, N) -> (T, b, N)
+    def forward(self, x: Tensor, channel_major: bool = False) -> Tensor:  # (T, b, N), or (T, N, b)
         if not self.training or self.p == 0.0:
             return x
-        lo, total = self.shard if self.shard is not None else (0, x.shape[1])
-        keep = torch.empty(1, total, x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        return x * keep[:, lo:lo + x.shape[1]] / (1 - self.p)
+        b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
+        lo, total = self.shard if self.shard is not None else (0, b)
+        keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)[:, lo:lo + b]
+        if channel_major:
+            keep = keep.permute(0, 2, 1)
+        return x * keep / (1 - self.p)
 
 
 def convert_for_ddp(model: nn.Module) -> nn.Module:

@@ -41,10 +41,14 @@ class TimeSharedDropout(nn.Module):
         super().__init__()
         self.p = float(p)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, channel_major: bool = False) -> Tensor:
+        """x (T, B, N), or (T, N, B) if ``channel_major`` (the same mask for the same seed)."""
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty(1, x.shape[1], x.shape[2], device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
+        keep = torch.empty(1, b, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        if channel_major:
+            keep = keep.permute(0, 2, 1)
         return x * keep / (1 - self.p)
 
 
@@ -59,12 +63,16 @@ class HiddenBlock(nn.Module):
         self.dropout = TimeSharedDropout(dropout)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (spikes after dropout, spikes before dropout), both (T, B, H)."""
-        i = self.synapse(x)  # (T, B, H)
-        t, b, h = i.shape
-        i = self.norm(i.reshape(t * b, h)).reshape(t, b, h)  # statistics over time and batch
-        s = self.lif(i)
-        return self.dropout(s), s
+        """x (T, B, C_in) -> (spikes after dropout, spikes before dropout), both (T, B, H)."""
+        a, s = self.forward_cm(x.permute(0, 2, 1))
+        return a.permute(0, 2, 1), s.permute(0, 2, 1)
+
+    def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
+        i = self.synapse.forward_cm(x)  # (T, H, B)
+        i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
+        s = self.lif(i)  # elementwise in time order: any layout
+        return self.dropout(s, channel_major=True), s
 
 
 class DelaySNN(nn.Module):
@@ -130,11 +138,16 @@ class DelaySNN(nn.Module):
             raise UserError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
         if self.extra_steps:
             x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
+        from . import _fast_eval
+
+        if _fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
+            return _fast_eval.fast_eval_forward(self, x, return_spikes)
+        h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
         spikes = []
         for blk in self.hidden:
-            x, s = blk(x)
-            spikes.append(s)
-        u = self.readout_lif(self.readout(x))  # (T', B, n_classes)
+            h, s = blk.forward_cm(h)
+            spikes.append(s.permute(0, 2, 1))
+        u = self.readout_lif(self.readout.forward_cm(h)).permute(0, 2, 1).contiguous()  # (T', B, n_classes)
         return (u, spikes) if return_spikes else u
 
     @staticmethod

@@ -113,7 +113,7 @@ class LIF(nn.Module):
 
     def forward(self, current: Tensor) -> Tensor:
         if current.dim() != 3:
-            raise ValueError(f"LIF: expected input (T, B, N), got {tuple(current.shape)}")
+            raise ValueError(f"LIF: expected input (T, B, N) or (T, N, B), got {tuple(current.shape)}")
         if not self.spiking:
             return leaky_integrate(current, self.tau)
         return lif_sequence(current, self.tau, self.threshold, self.alpha)

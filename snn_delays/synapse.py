@@ -39,6 +39,7 @@ __all__ = [
     "rounded_kernel",
     "round_delays",
     "causal_conv",
+    "causal_conv_cm",
     "random_fanin_mask",
     "KERNEL_EPS",
 ]
@@ -74,11 +75,16 @@ def rounded_kernel(weight: Tensor, delay: Tensor, kernel_size: int) -> Tensor:
 
 def causal_conv(x: Tensor, kernel: Tensor) -> Tensor:
     """Dense causal convolution: x (T, B, C_in), kernel (C_out, C_in, Td) -> (T, B, C_out)."""
+    return causal_conv_cm(x.permute(0, 2, 1), kernel).permute(0, 2, 1)
+
+
+def causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:
+    """The same on channel-major tensors: x (T, C_in, B) -> (T, C_out, B)."""
     td = kernel.shape[-1]
-    xb = x.permute(1, 2, 0)  # (B, C_in, T)
+    xb = x.permute(2, 1, 0)  # (B, C_in, T)
     xb = F.pad(xb, (td - 1, 0))  # (B, C_in, T + Td - 1)
     y = F.conv1d(xb, kernel)  # (B, C_out, T)
-    return y.permute(2, 0, 1)  # (T, B, C_out)
+    return y.permute(2, 1, 0)  # (T, C_out, B)
 
 
 def random_fanin_mask(out_features: int, in_features: int, fanin: int, generator: torch.Generator) -> Tensor:
@@ -92,9 +98,10 @@ def random_fanin_mask(out_features: int, in_features: int, fanin: int, generator
     return mask
 
 
-def _check_input(x: Tensor, in_features: int, who: str) -> None:
-    if x.dim() != 3 or x.shape[-1] != in_features:
-        raise ValueError(f"{who}: expected input (T, B, {in_features}), got {tuple(x.shape)}")
+def _check_input(x: Tensor, in_features: int, who: str, channel_major: bool = False) -> None:
+    if x.dim() != 3 or x.shape[1 if channel_major else -1] != in_features:
+        want = f"(T, {in_features}, B)" if channel_major else f"(T, B, {in_features})"
+        raise ValueError(f"{who}: expected input {want}, got {tuple(x.shape)}")
 
 
 class DelaySynapse(nn.Module):
@@ -209,18 +216,25 @@ class DelaySynapse(nn.Module):
         return plan[1]
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (T, B, in) -> (T, B, out)."""
         _check_input(x, self.in_features, "DelaySynapse")
+        return self.forward_cm(x.permute(0, 2, 1)).permute(0, 2, 1)
+
+    def forward_cm(self, x: Tensor) -> Tensor:
+        """The same on channel-major tensors, x (T, in, B) -> (T, out, B): the layout the model
+        keeps between layers (the compiled loops run over the batch, innermost)."""
+        _check_input(x, self.in_features, "DelaySynapse", channel_major=True)
         if self.kernel_size == 1:
             w = self.masked_weight().sum(-1)  # (out, in)
-            return x @ w.t()
+            return torch.matmul(w, x)  # (T, out, B)
         if self.resolved_backend(x) == "sparse":
-            from ._sparse_delay import tap_conv, tap_structure, taps_per_element
+            from ._sparse_delay import tap_conv_cm, tap_structure, taps_per_element
 
             sigma = self._tap_sigma()
             plan = self._plan(taps_per_element(sigma, self.kernel_size))
             value, steps = tap_structure(self.masked_weight(), self.delay, plan, sigma, self.kernel_size)
-            return tap_conv(x, value, steps, plan, self.kernel_size)
-        return causal_conv(x, self.kernel())
+            return tap_conv_cm(x, value, steps, plan, self.kernel_size)
+        return causal_conv_cm(x, self.kernel())
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
@@ -256,5 +270,11 @@ class DenseConvSynapse(nn.Module):
         return int(self.mask.sum().item()) * self.kernel_size
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (T, B, in) -> (T, B, out)."""
         _check_input(x, self.in_features, "DenseConvSynapse")
         return causal_conv(x, self.kernel())
+
+    def forward_cm(self, x: Tensor) -> Tensor:
+        """Channel-major: x (T, in, B) -> (T, out, B)."""
+        _check_input(x, self.in_features, "DenseConvSynapse", channel_major=True)
+        return causal_conv_cm(x, self.kernel())

@@ -211,3 +211,43 @@ def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len):
         outs.append((y.detach(), x.grad, syn.weight.grad.clone(), syn.delay.grad.clone()))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _calibrate_batchnorm(model, x):
+    """Running statistics of every BatchNorm from one training-mode pass (so eval mode has activity)."""
+    model.train()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.momentum = None
+            mod.reset_running_stats()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+@needs_numba
+@pytest.mark.parametrize("density_limit", [0.0, 1.0, 0.25])  # taps only, events only, mixed
+@pytest.mark.parametrize("kw", [dict(kernel_size=9), dict(kernel_size=9, kernel_count=2),
+                                dict(kernel_size=9, fanin=5), dict(kernel_size=1), dict(kernel_size=9, n_layers=1)])
+def test_fast_eval_equals_dense_eval(kw, density_limit, monkeypatch):
+    from snn_delays import _fast_eval
+
+    monkeypatch.setattr(_fast_eval, "EVENT_MAX_DENSITY", density_limit)
+    torch.manual_seed(7)
+    kw = {"n_layers": 2, **kw}
+    cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, **kw)
+    fast = _calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float())
+    plain = build_model(ModelConfig(**{**cfg.__dict__, "backend": "dense"}), seed=4).eval()
+    plain.load_state_dict(fast.state_dict())
+    x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float()  # counts 0..2
+    with torch.no_grad():
+        assert _fast_eval.applicable(fast, x) and not _fast_eval.applicable(plain, x)
+        u1, s1 = fast(x, return_spikes=True)
+        u2, s2 = plain(x, return_spikes=True)
+    assert all(float(s.mean()) > 0.05 for s in s1)  # there is activity in every layer
+    for a, b in zip(s1, s2):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(u1, u2, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.predict(x), plain.predict(x))
+    fast.readout.backend = "dense"  # with grad or a dense-forced synapse the plain path runs
+    assert not _fast_eval.applicable(fast, x)
