@@ -14,14 +14,19 @@ gradient (DCLS with Gaussian interpolation)::
 
 Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
 
-Backends (``backend=``): ``"dense"`` builds the (out, in, Td) kernel and runs a dense causal
-convolution (the plain formulation); ``"sparse"`` keeps only the taps that carry weight
-(:mod:`snn_delays._sparse_delay`): one per element at the rounded delay in eval mode (the same
-sums as the dense rounded kernel), and 2 * ceil(4 sigma) taps around the delay in training mode
-(the dense Gaussian kernel's own values, normalised over the full range; the dropped taps carry
-at most ``truncation_error(sigma)`` of each weight, 3.0e-4 at sigma = 0.5). ``"auto"`` picks the
-sparse form where it is compiled (CPU with numba) and cheaper than the dense one
-(taps * kernel_count * TAP_COST <= Td), and the dense form otherwise (large sigma, CUDA).
+Backends (``backend=``), all computing the same sums:
+
+- ``"dense"``: build the (out, in, Td) kernel and run a direct causal convolution (the plain
+  formulation the others are tested against);
+- ``"fft"``: the same dense kernel applied by FFT (:mod:`snn_delays._fft_conv`): ~2.4 complex
+  multiply-adds per synapse and step instead of Td at SHD sizes, whatever sigma is; float error ~1e-6;
+- ``"sparse"``: only the taps that carry weight (:mod:`snn_delays._sparse_delay`): one per element at
+  the rounded delay in eval mode (the same sums as the dense rounded kernel), and P = 2R taps around
+  the delay in training mode (the dense Gaussian kernel's own values, normalised over the full range;
+  the dropped taps carry at most ``truncation_error(sigma)`` of each weight, 3.0e-4 at sigma = 0.5);
+- ``"auto"``: on CPU the cheapest of the three by a cost model measured on the 2-core CPU
+  (``COST``: per synapse and step, in units of a direct-convolution multiply-add); sparse only
+  where the compiled loops exist (numba). On CUDA, dense (cuDNN; the others are not measured there).
 """
 
 from __future__ import annotations
@@ -42,13 +47,17 @@ __all__ = [
     "causal_conv_cm",
     "random_fanin_mask",
     "KERNEL_EPS",
+    "BACKENDS",
 ]
 
 KERNEL_EPS = 1e-7
-BACKENDS = ("auto", "dense", "sparse")
-# A tap of the compiled sparse product costs about this many dense-convolution taps (measured on
-# 2 CPU cores: the dense convolution runs as a matrix product at ~2-3x the sparse loops' rate).
-TAP_COST = 3.0
+BACKENDS = ("auto", "dense", "fft", "sparse")
+# Relative costs for backend="auto" on CPU, in direct-convolution multiply-adds per synapse and
+# step (forward + backward in training, forward in eval), measured at SHD sizes on 2 cores
+# (benchmarks/README.md, "calibrating the backend choice"): one compiled tap (training: in groups
+# of four; eval: one rounded tap), and one complex multiply-add of the FFT path (x 4 (n/2 + 1) / T
+# per synapse and step).
+COST = {"tap_train": 1.6, "tap_eval": 3.5, "fft_train": 3.8, "fft_eval": 4.0}
 
 
 def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
@@ -194,16 +203,25 @@ class DelaySynapse(nn.Module):
         return float(self.sigma) if self.training else 0.0
 
     def resolved_backend(self, x: Tensor | None = None) -> str:
-        """"dense" or "sparse": what ``forward`` runs for an input like ``x`` in the current mode."""
+        """"dense", "fft" or "sparse": what ``forward`` runs for an input like ``x`` (T, ., .) in
+        the current mode."""
         if self.backend != "auto":
             return self.backend
+        from ._fft_conv import fft_size
         from ._sparse_delay import fast_available, taps_per_element
 
         probe = x if x is not None else self.weight
-        if not fast_available(probe):
+        if probe.device.type != "cpu":
             return "dense"
-        taps = taps_per_element(self._tap_sigma(), self.kernel_size) * self.kernel_count
-        return "sparse" if taps * TAP_COST <= self.kernel_size else "dense"
+        td = self.kernel_size
+        t_len = int(x.shape[0]) if x is not None else 4 * td
+        mode = "train" if self.training else "eval"
+        cost = {"dense": float(td),
+                "fft": COST["fft_" + mode] * 4 * (fft_size(t_len + td - 1) // 2 + 1) / max(1, t_len)}
+        if fast_available(probe):
+            taps = taps_per_element(self._tap_sigma(), td) * self.kernel_count
+            cost["sparse"] = taps * COST["tap_" + mode] * float(self.mask.mean())
+        return min(cost, key=cost.get)
 
     def _plan(self, taps: int):
         from ._sparse_delay import TapPlan
@@ -227,13 +245,18 @@ class DelaySynapse(nn.Module):
         if self.kernel_size == 1:
             w = self.masked_weight().sum(-1)  # (out, in)
             return torch.matmul(w, x)  # (T, out, B)
-        if self.resolved_backend(x) == "sparse":
+        backend = self.resolved_backend(x)
+        if backend == "sparse":
             from ._sparse_delay import tap_conv_cm, tap_structure, taps_per_element
 
             sigma = self._tap_sigma()
             plan = self._plan(taps_per_element(sigma, self.kernel_size))
             value, steps = tap_structure(self.masked_weight(), self.delay, plan, sigma, self.kernel_size)
             return tap_conv_cm(x, value, steps, plan, self.kernel_size)
+        if backend == "fft":
+            from ._fft_conv import fft_causal_conv_cm
+
+            return fft_causal_conv_cm(x, self.kernel())
         return causal_conv_cm(x, self.kernel())
 
     def extra_repr(self) -> str:

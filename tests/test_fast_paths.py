@@ -152,11 +152,13 @@ def test_auto_backend_choice(monkeypatch):
     syn.sigma = 0.5
     assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
     syn.sigma = 12.0
-    assert syn.resolved_backend(x) == "dense"  # wide Gaussian: most taps carry weight
+    assert syn.resolved_backend(x) == "dense"  # wide Gaussian, short input: the direct convolution
+    assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"  # long input: the FFT
     syn.eval()
     assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
     monkeypatch.setattr(_kernels, "AVAILABLE", False)
     assert syn.resolved_backend(x) == "dense"
+    assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"
     with pytest.raises(ValueError, match="backend"):
         DelaySynapse(3, 2, 5, backend="fast")
 
@@ -251,3 +253,41 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, monkeypatch):
     assert torch.equal(fast.predict(x), plain.predict(x))
     fast.readout.backend = "dense"  # with grad or a dense-forced synapse the plain path runs
     assert not _fast_eval.applicable(fast, x)
+
+
+@pytest.mark.parametrize("sigma,m,fanin,td", [(0.5, 1, 0, 25), (12.0, 2, 0, 25), (2.0, 1, 3, 11), (0.0, 1, 0, 7)])
+def test_fft_synapse_equals_dense(sigma, m, fanin, td):
+    dense, fft = _synapse(td=td, m=m, fanin=fanin, backend="dense"), _synapse(td=td, m=m, fanin=fanin, backend="fft")
+    fft.load_state_dict(dense.state_dict())
+    x1 = (torch.rand(37, 3, 9, dtype=torch.float64) < 0.3).double().requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(37, 3, 7, dtype=torch.float64)
+    outs = []
+    for syn, x in ((dense, x1), (fft, x2)):
+        syn.train(sigma > 0)
+        if sigma > 0:
+            syn.sigma = sigma
+        y = syn(x)
+        (y * g).sum().backward()
+        outs.append((y.detach(), x.grad, syn.weight.grad, syn.delay.grad if sigma > 0 else None))
+    for a, b in zip(*outs):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_fft_model_training_step_matches_dense():
+    torch.manual_seed(11)
+    dense, fft = _model("dense"), _model("fft")
+    fft.load_state_dict(dense.state_dict())
+    x = (torch.rand(30, 16, 12) < 0.2).float()
+    y = torch.randint(0, 5, (16,))
+    grads = []
+    for model in (dense, fft):
+        for blk in model.hidden:
+            blk.dropout.p = 0.0
+        model.train()
+        loss = torch.nn.functional.cross_entropy(model.scores(model(x)), y)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
