@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
            "group_forward", "group_backward_input", "group_backward_values", "event_layer",
-           "affine_lif_cm",
+           "affine_lif_cm", "tap_values_forward", "tap_values_backward",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -399,6 +399,59 @@ if AVAILABLE:
                         o[b] = v
                         u[b] = v
 
+    # -- Gaussian tap values (training): value[e, p] = w[e] * g(pos_p - d[e]) / (eps + sum_n g(n - d[e])) --
+    @njit(fastmath=False, cache=True, nogil=True, inline="always")
+    def _tap_norm(de, sigma, td, rn, full, eps):  # pragma: no cover
+        # (normaliser, its derivative w.r.t. d) over the window the PyTorch twin sums
+        base = np.floor(de)
+        lo, hi = (0.0, td - 1.0) if full else (max(0.0, base - rn + 1), min(td - 1.0, base + rn))
+        norm = eps
+        dnorm = 0.0
+        n = lo
+        while n <= hi:
+            z = (n - de) / sigma
+            g = np.exp(-0.5 * z * z)
+            norm += g
+            dnorm += g * z / sigma
+            n += 1.0
+        return norm, dnorm
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _tap_values_forward(w, d, sigma, td, r, rn, full, eps, values, steps):  # pragma: no cover
+        n_el, p_len = values.shape
+        for e in prange(n_el):
+            de = np.float64(d[e])
+            norm, _ = _tap_norm(de, sigma, td, rn, full, eps)
+            first = np.floor(de) - r + 1
+            scale = np.float64(w[e]) / norm
+            for p in range(p_len):
+                pos = first + p
+                steps[e, p] = np.int64(pos)
+                if 0.0 <= pos <= td - 1.0:
+                    z = (pos - de) / sigma
+                    values[e, p] = scale * np.exp(-0.5 * z * z)
+                else:
+                    values[e, p] = 0.0
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _tap_values_backward(w, d, sigma, td, r, rn, full, eps, gv, gw, gd):  # pragma: no cover
+        n_el, p_len = gv.shape
+        for e in prange(n_el):
+            de = np.float64(d[e])
+            norm, dnorm = _tap_norm(de, sigma, td, rn, full, eps)
+            first = np.floor(de) - r + 1
+            a = 0.0  # sum_p gv_p g_p
+            b = 0.0  # sum_p gv_p dg_p/dd
+            for p in range(p_len):
+                pos = first + p
+                if 0.0 <= pos <= td - 1.0:
+                    z = (pos - de) / sigma
+                    g = np.exp(-0.5 * z * z)
+                    a += gv[e, p] * g
+                    b += gv[e, p] * g * z / sigma
+            gw[e] = a / norm
+            gd[e] = np.float64(w[e]) * (b / norm - a * dnorm / (norm * norm))
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -481,6 +534,16 @@ def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiki
 def affine_lif_cm(current, scale, shift, decay, threshold, spiking, out) -> None:
     """BatchNorm (as scale, shift per channel) + LIF on channel-major (T, C, B); out overwritten."""
     _affine_lif_cm(current, scale, shift, decay, threshold, spiking, out)
+
+
+def tap_values_forward(w, d, sigma, td, r, rn, full, eps, values, steps) -> None:
+    """Gaussian tap values (E, P) and integer delays (E, P) of elements w, d (E,); see _sparse_delay."""
+    _tap_values_forward(w, d, float(sigma), int(td), int(r), int(rn), bool(full), float(eps), values, steps)
+
+
+def tap_values_backward(w, d, sigma, td, r, rn, full, eps, gv, gw, gd) -> None:
+    """Gradients (E,) of the weights and delays from the value gradient gv (E, P)."""
+    _tap_values_backward(w, d, float(sigma), int(td), int(r), int(rn), bool(full), float(eps), gv, gw, gd)
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -128,8 +128,46 @@ def tap_structure(weight: Tensor, delay: Tensor, plan: TapPlan, sigma: float, ke
     if sigma <= 0:
         steps = torch.round(d.detach().clamp(0, kernel_size - 1)).long()
         return w.reshape(-1), steps.reshape(-1)
-    values, steps = tap_values(w, d, sigma, kernel_size, tail, eps)
+    if fast_available(w):
+        values, steps = _TapValues.apply(w, d, sigma, kernel_size, tail, eps)
+    else:
+        values, steps = tap_values(w, d, sigma, kernel_size, tail, eps)
     return values.reshape(-1), steps.reshape(-1)
+
+
+def _windows(sigma: float, kernel_size: int, tail: float) -> tuple[int, int, bool]:
+    """(R, the normaliser's half-window rn, whether the normaliser spans the full range)."""
+    r = min(_radius(sigma, tail), kernel_size + kernel_size % 2)
+    rn = max(r, math.ceil(_NORM_TAIL * sigma) + 1)
+    return r, rn, 2 * rn >= kernel_size
+
+
+class _TapValues(torch.autograd.Function):
+    """:func:`tap_values` as compiled loops with the analytic gradient (the PyTorch version builds
+    a dozen (E, 2 rn) temporaries per step); tested against it."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, delay: Tensor, sigma: float, kernel_size: int, tail: float, eps: float):
+        r, rn, full = _windows(sigma, kernel_size, tail)
+        w = weight.detach().contiguous().reshape(-1)
+        d = delay.detach().contiguous().reshape(-1)
+        values = torch.empty(w.shape[0], 2 * r, dtype=weight.dtype)
+        steps = torch.empty(w.shape[0], 2 * r, dtype=torch.int64)
+        _kernels.tap_values_forward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps, values.numpy(),
+                                    steps.numpy())
+        ctx.save_for_backward(w, d)
+        ctx.args = (sigma, kernel_size, r, rn, full, eps, weight.shape)
+        ctx.mark_non_differentiable(steps)
+        return values.view(*weight.shape, 2 * r), steps.view(*weight.shape, 2 * r)
+
+    @staticmethod
+    def backward(ctx, gv: Tensor, _gs):
+        w, d = ctx.saved_tensors
+        sigma, kernel_size, r, rn, full, eps, shape = ctx.args
+        gw, gd = torch.empty_like(w), torch.empty_like(d)
+        _kernels.tap_values_backward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps,
+                                     gv.contiguous().reshape(-1, 2 * r).to(w.dtype).numpy(), gw.numpy(), gd.numpy())
+        return gw.view(shape), gd.view(shape), None, None, None, None
 
 
 def tap_values(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int,
@@ -140,10 +178,9 @@ def tap_values(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int,
     The values equal the dense kernel's entries at those delays: the normaliser is the sum over all
     integer delays within +-9 sigma of d clipped to [0, Td - 1] (equal to the full-range sum to
     float precision), or over the full range when that window is wider."""
-    r = min(_radius(sigma, tail), kernel_size + kernel_size % 2)
-    rn = max(r, math.ceil(_NORM_TAIL * sigma) + 1)
+    r, rn, full = _windows(sigma, kernel_size, tail)
     base = torch.floor(delay.detach())  # (...)
-    if 2 * rn >= kernel_size:  # normalise over the full range [0, Td - 1]
+    if full:  # normalise over the full range [0, Td - 1]
         grid = torch.arange(kernel_size, device=delay.device, dtype=delay.dtype)
         g_all = torch.exp(-0.5 * ((grid - delay.unsqueeze(-1)) / sigma) ** 2)  # (..., Td)
         norm = eps + g_all.sum(-1, keepdim=True)

@@ -180,9 +180,10 @@ class ShardedTimeSharedDropout(nn.Module):
         b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
         lo, total = self.shard if self.shard is not None else (0, b)
         keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)[:, lo:lo + b]
+        keep = keep / (1 - self.p)
         if channel_major:
             keep = keep.permute(0, 2, 1)
-        return x * keep / (1 - self.p)
+        return x * keep
 
 
 def convert_for_ddp(model: nn.Module) -> nn.Module:

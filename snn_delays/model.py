@@ -47,9 +47,10 @@ class TimeSharedDropout(nn.Module):
             return x
         b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
         keep = torch.empty(1, b, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        keep /= 1 - self.p  # one product over x instead of two (the same values: 1 * s / q = s / q)
         if channel_major:
             keep = keep.permute(0, 2, 1)
-        return x * keep / (1 - self.p)
+        return x * keep
 
 
 class HiddenBlock(nn.Module):

@@ -291,3 +291,25 @@ def test_fft_model_training_step_matches_dense():
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@needs_numba
+@pytest.mark.parametrize("sigma,td", [(0.5, 25), (0.25, 11), (1.0, 11), (3.0, 25), (12.0, 25)])
+def test_compiled_tap_values_equal_pytorch(sigma, td):
+    from snn_delays._sparse_delay import _TapValues, tap_values
+
+    g = torch.Generator().manual_seed(2)
+    w1 = torch.randn(40, 2, dtype=torch.float64, generator=g).requires_grad_()
+    d1 = (torch.rand(40, 2, dtype=torch.float64, generator=g) * (td - 1)).requires_grad_()
+    with torch.no_grad():
+        d1[0, 0], d1[1, 0], d1[2, 0] = 0.0, td - 1.0, 3.0  # range ends and an integer
+    w2, d2 = w1.detach().clone().requires_grad_(), d1.detach().clone().requires_grad_()
+    v1, s1 = tap_values(w1, d1, sigma, td)
+    v2, s2 = _TapValues.apply(w2, d2, sigma, td, 4.0, 1e-7)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-14)
+    gv = torch.randn(v1.shape, dtype=torch.float64, generator=g)
+    (v1 * gv).sum().backward()
+    (v2 * gv).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d1.grad, d2.grad, rtol=1e-10, atol=1e-12)
