@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
            "group_forward", "group_backward_input", "group_backward_values", "event_layer",
            "affine_lif_cm", "tap_values_forward", "tap_values_backward",
+           "gaussian_kernel_forward", "gaussian_kernel_backward",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -452,6 +453,48 @@ if AVAILABLE:
             gw[e] = a / norm
             gd[e] = np.float64(w[e]) * (b / norm - a * dnorm / (norm * norm))
 
+    # -- the dense Gaussian kernel (training, dense and FFT backends) --------------------------------
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _gaussian_kernel_forward(w, d, sigma, td, eps, out):  # pragma: no cover
+        # out[s, n] = sum_e w[s, e] g(n) / (eps + sum_n g(n)), g(n) = exp(-z^2 / 2), z = (n - Td + 1 + d) / sigma
+        n_syn, m = w.shape
+        for s in prange(n_syn):
+            row = out[s]
+            for n in range(td):
+                row[n] = 0.0
+            for e in range(m):
+                de = np.float64(d[s, e])
+                norm = eps
+                for n in range(td):
+                    z = (n - td + 1 + de) / sigma
+                    norm += np.exp(-0.5 * z * z)
+                scale = np.float64(w[s, e]) / norm
+                for n in range(td):
+                    z = (n - td + 1 + de) / sigma
+                    row[n] += scale * np.exp(-0.5 * z * z)
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _gaussian_kernel_backward(w, d, sigma, td, eps, gk, gw, gd):  # pragma: no cover
+        n_syn, m = w.shape
+        for s in prange(n_syn):
+            grow = gk[s]
+            for e in range(m):
+                de = np.float64(d[s, e])
+                norm = eps
+                dnorm = 0.0
+                a = 0.0  # sum_n gk[n] g(n)
+                b = 0.0  # sum_n gk[n] dg(n)/dd
+                for n in range(td):
+                    z = (n - td + 1 + de) / sigma
+                    g = np.exp(-0.5 * z * z)
+                    dg = -g * z / sigma
+                    norm += g
+                    dnorm += dg
+                    a += grow[n] * g
+                    b += grow[n] * dg
+                gw[s, e] = a / norm
+                gd[s, e] = np.float64(w[s, e]) * (b / norm - a * dnorm / (norm * norm))
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -544,6 +587,16 @@ def tap_values_forward(w, d, sigma, td, r, rn, full, eps, values, steps) -> None
 def tap_values_backward(w, d, sigma, td, r, rn, full, eps, gv, gw, gd) -> None:
     """Gradients (E,) of the weights and delays from the value gradient gv (E, P)."""
     _tap_values_backward(w, d, float(sigma), int(td), int(r), int(rn), bool(full), float(eps), gv, gw, gd)
+
+
+def gaussian_kernel_forward(w, d, sigma, td, eps, out) -> None:
+    """The dense training kernel (S, Td) of elements w, d (S, m); see synapse.gaussian_kernel."""
+    _gaussian_kernel_forward(w, d, float(sigma), int(td), float(eps), out)
+
+
+def gaussian_kernel_backward(w, d, sigma, td, eps, gk, gw, gd) -> None:
+    """Gradients (S, m) of weights and delays from the kernel gradient gk (S, Td)."""
+    _gaussian_kernel_backward(w, d, float(sigma), int(td), float(eps), gk, gw, gd)
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -147,7 +147,9 @@ class DelaySNN(nn.Module):
         spikes = []
         for blk in self.hidden:
             h, s = blk.forward_cm(h)
-            spikes.append(s.permute(0, 2, 1))
+            if return_spikes:  # otherwise s is freed as soon as the next layer has read it
+                spikes.append(s.permute(0, 2, 1))
+            del s
         u = self.readout_lif(self.readout.forward_cm(h)).permute(0, 2, 1).contiguous()  # (T', B, n_classes)
         return (u, spikes) if return_spikes else u
 

@@ -75,6 +75,45 @@ def gaussian_kernel(weight: Tensor, delay: Tensor, sigma: float | Tensor, kernel
     return (weight.unsqueeze(-1) * g).sum(2)  # (out, in, Td)
 
 
+class _CompiledGaussianKernel(torch.autograd.Function):
+    """:func:`gaussian_kernel` as compiled loops with the analytic gradient: keeps only weight and
+    delay for the backward (autograd would keep five (out, in, m, Td) intermediates)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, delay: Tensor, sigma: float, kernel_size: int, eps: float):
+        from . import _kernels
+
+        out_f, in_f, m = weight.shape
+        w = weight.detach().contiguous().reshape(-1, m)
+        d = delay.detach().contiguous().reshape(-1, m)
+        k = torch.empty(out_f * in_f, kernel_size, dtype=weight.dtype)
+        _kernels.gaussian_kernel_forward(w.numpy(), d.numpy(), sigma, kernel_size, eps, k.numpy())
+        ctx.save_for_backward(w, d)
+        ctx.args = (sigma, kernel_size, eps, weight.shape)
+        return k.view(out_f, in_f, kernel_size)
+
+    @staticmethod
+    def backward(ctx, gk: Tensor):
+        from . import _kernels
+
+        w, d = ctx.saved_tensors
+        sigma, kernel_size, eps, shape = ctx.args
+        gw, gd = torch.empty_like(w), torch.empty_like(d)
+        _kernels.gaussian_kernel_backward(w.numpy(), d.numpy(), sigma, kernel_size, eps,
+                                          gk.contiguous().reshape(-1, kernel_size).to(w.dtype).numpy(),
+                                          gw.numpy(), gd.numpy())
+        return gw.view(shape), gd.view(shape), None, None, None
+
+
+def _training_kernel(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int) -> Tensor:
+    """gaussian_kernel, compiled on CPU when numba is there (same values, tested), else PyTorch."""
+    from ._sparse_delay import fast_available
+
+    if fast_available(weight) and delay.dtype == weight.dtype:
+        return _CompiledGaussianKernel.apply(weight, delay, float(sigma), kernel_size, KERNEL_EPS)
+    return gaussian_kernel(weight, delay, sigma, kernel_size)
+
+
 def rounded_kernel(weight: Tensor, delay: Tensor, kernel_size: int) -> Tensor:
     """Evaluation kernel (out, in, Td): one tap per element at the rounded delay, full weight."""
     index = (kernel_size - 1 - round_delays(delay, kernel_size)).long()  # (out, in, m)
@@ -184,7 +223,7 @@ class DelaySynapse(nn.Module):
     def kernel(self) -> Tensor:
         """(out, in, Td): Gaussian-interpolated in training mode, one rounded tap in eval mode."""
         if self.training:
-            return gaussian_kernel(self.masked_weight(), self.delay, self.sigma, self.kernel_size)
+            return _training_kernel(self.masked_weight(), self.delay, float(self.sigma), self.kernel_size)
         return rounded_kernel(self.masked_weight(), self.delay, self.kernel_size)
 
     @torch.no_grad()

@@ -313,3 +313,22 @@ def test_compiled_tap_values_equal_pytorch(sigma, td):
     (v2 * gv).sum().backward()
     torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(d1.grad, d2.grad, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("sigma,td,m", [(12.0, 25, 1), (0.5, 25, 2), (3.0, 11, 1)])
+def test_compiled_gaussian_kernel_equals_pytorch(sigma, td, m):
+    from snn_delays.synapse import _CompiledGaussianKernel
+
+    g = torch.Generator().manual_seed(5)
+    w1 = torch.randn(6, 5, m, dtype=torch.float64, generator=g).requires_grad_()
+    d1 = (torch.rand(6, 5, m, dtype=torch.float64, generator=g) * (td - 1)).requires_grad_()
+    w2, d2 = w1.detach().clone().requires_grad_(), d1.detach().clone().requires_grad_()
+    k1 = gaussian_kernel(w1, d1, sigma, td)
+    k2 = _CompiledGaussianKernel.apply(w2, d2, sigma, td, 1e-7)
+    torch.testing.assert_close(k1, k2, rtol=1e-12, atol=1e-14)
+    gk = torch.randn(k1.shape, dtype=torch.float64, generator=g)
+    (k1 * gk).sum().backward()
+    (k2 * gk).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d1.grad, d2.grad, rtol=1e-10, atol=1e-12)
