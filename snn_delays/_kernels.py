@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
            "group_forward", "group_backward_input", "group_backward_values", "event_layer",
            "affine_lif_cm", "tap_values_forward", "tap_values_backward",
-           "gaussian_kernel_forward", "gaussian_kernel_backward",
+           "gaussian_kernel_forward", "gaussian_kernel_backward", "tap1_forward_ctb", "affine_lif_ctb",
+           "pack_ctb_u8", "input_tiles",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -495,6 +496,137 @@ if AVAILABLE:
                 gw[s, e] = a / norm
                 gd[s, e] = np.float64(w[s, e]) * (b / norm - a * dnorm / (norm * norm))
 
+    # -- evaluation, one rounded tap per element, time-major blocks (C, T, B) -----------------------
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y, n_split):  # pragma: no cover
+        # y[i, t, :] = sum_{k in row i} value[k] * xt[src[k], t - delay[k], :]; xt (in, T, B), y (out, T, B).
+        # Taps are sorted by input within each row; tile_ptr[i, g] is the first tap of row i whose
+        # input is in tile g. Per block of 8 output steps, the inputs are swept tile by tile so that
+        # the rows of one tile (32 steps x tile inputs) stay in L2 while every output reads them;
+        # y's 8 rows of an output (contiguous) accumulate across tiles. Four taps per pass.
+        n_in, t_len, n = xt.shape
+        n_out = y.shape[0]
+        n_tiles = tile_ptr.shape[1] - 1
+        n_blk = (t_len + 7) // 8
+        cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
+        cut[0] = 0
+        cut[n_split] = n_out
+        for task in prange(n_blk * n_split):
+            part = task // n_blk
+            blk = task % n_blk
+            t0 = blk * 8
+            nq = min(8, t_len - t0)
+            for g in range(n_tiles):
+                for i in range(cut[part], cut[part + 1]):
+                    acc = y[i, t0:t0 + nq]
+                    if g == 0:
+                        acc[:] = 0
+                    k = tile_ptr[i, g]
+                    k1 = tile_ptr[i, g + 1]
+                    while k + 4 <= k1:
+                        s0 = t0 - delay[k]
+                        s1 = t0 - delay[k + 1]
+                        s2 = t0 - delay[k + 2]
+                        s3 = t0 - delay[k + 3]
+                        x0 = xt[src[k]]
+                        x1 = xt[src[k + 1]]
+                        x2 = xt[src[k + 2]]
+                        x3 = xt[src[k + 3]]
+                        w0 = value[k]
+                        w1 = value[k + 1]
+                        w2 = value[k + 2]
+                        w3 = value[k + 3]
+                        if min(min(s0, s1), min(s2, s3)) >= 0 and nq == 8:
+                            for q in range(8):
+                                a = acc[q]
+                                r0 = x0[s0 + q]
+                                r1 = x1[s1 + q]
+                                r2 = x2[s2 + q]
+                                r3 = x3[s3 + q]
+                                for b in range(n):
+                                    a[b] += w0 * r0[b] + w1 * r1[b] + w2 * r2[b] + w3 * r3[b]
+                        else:
+                            for q in range(nq):
+                                a = acc[q]
+                                if s0 + q >= 0:
+                                    r0 = x0[s0 + q]
+                                    for b in range(n):
+                                        a[b] += w0 * r0[b]
+                                if s1 + q >= 0:
+                                    r1 = x1[s1 + q]
+                                    for b in range(n):
+                                        a[b] += w1 * r1[b]
+                                if s2 + q >= 0:
+                                    r2 = x2[s2 + q]
+                                    for b in range(n):
+                                        a[b] += w2 * r2[b]
+                                if s3 + q >= 0:
+                                    r3 = x3[s3 + q]
+                                    for b in range(n):
+                                        a[b] += w3 * r3[b]
+                        k += 4
+                    while k < k1:
+                        s0 = t0 - delay[k]
+                        x0 = xt[src[k]]
+                        w0 = value[k]
+                        for q in range(nq):
+                            if s0 + q >= 0:
+                                a = acc[q]
+                                r0 = x0[s0 + q]
+                                for b in range(n):
+                                    a[b] += w0 * r0[b]
+                        k += 1
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out):  # pragma: no cover
+        # (C, T, B): v = decay * u + (scale[c] * current + shift[c]); spiking: out = 1 where v >=
+        # threshold (then u = 0) else 0 (u = v); else out = u = v. out may be uint8 spikes.
+        n_c, t_len, b_len = current.shape
+        for c in prange(n_c):
+            u = np.zeros(b_len, dtype=current.dtype)
+            sc = scale[c]
+            sh = shift[c]
+            for t in range(t_len):
+                cur = current[c, t]
+                o = out[c, t]
+                if spiking:
+                    for b in range(b_len):
+                        v = decay * u[b] + (sc * cur[b] + sh)
+                        if v >= threshold:
+                            o[b] = 1
+                            u[b] = 0
+                        else:
+                            o[b] = 0
+                            u[b] = v
+                else:
+                    for b in range(b_len):
+                        v = decay * u[b] + (sc * cur[b] + sh)
+                        o[b] = v
+                        u[b] = v
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _pack_ctb_u8(x, out, n_chunks):  # pragma: no cover
+        # out[c, t, b] = x[t, b, c] as uint8; returns (nonzero count, whether every value was an
+        # integer in [0, 255] so that the bytes are exact)
+        t_len, b_len, n_c = x.shape
+        nnz = np.zeros(n_chunks, dtype=np.int64)
+        bad = np.zeros(n_chunks, dtype=np.int64)
+        for k in prange(n_chunks):
+            t0 = k * t_len // n_chunks
+            t1 = (k + 1) * t_len // n_chunks
+            for t in range(t0, t1):
+                for b in range(b_len):
+                    row = x[t, b]
+                    for c in range(n_c):
+                        v = row[c]
+                        if v != 0:
+                            nnz[k] += 1
+                            if not (v >= 0 and v <= 255 and v == np.floor(v)):
+                                bad[k] += 1
+                                v = 0
+                        out[c, t, b] = np.uint8(v)
+        return nnz.sum(), bad.sum() == 0
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -597,6 +729,37 @@ def gaussian_kernel_forward(w, d, sigma, td, eps, out) -> None:
 def gaussian_kernel_backward(w, d, sigma, td, eps, gk, gw, gd) -> None:
     """Gradients (S, m) of weights and delays from the kernel gradient gk (S, Td)."""
     _gaussian_kernel_backward(w, d, float(sigma), int(td), float(eps), gk, gw, gd)
+
+
+def input_tiles(indptr, src, n_in: int, tile: int) -> np.ndarray:
+    """tile_ptr (out, n_tiles + 1): per CSR row (taps sorted by input), the first tap of each tile
+    of ``tile`` consecutive inputs."""
+    n_out = len(indptr) - 1
+    edges = np.arange(0, n_in + tile, tile)[: -(-n_in // tile) + 1]
+    edges[-1] = n_in
+    ptr = np.empty((n_out, len(edges)), dtype=np.int64)
+    for i in range(n_out):
+        ptr[i] = indptr[i] + np.searchsorted(src[indptr[i]:indptr[i + 1]], edges, side="left")
+    ptr[:, -1] = indptr[1:]
+    return ptr
+
+
+def tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y) -> None:
+    """One rounded tap per element on time-blocked layouts: xt (in, T, B) -> y (out, T, B), overwritten.
+    Taps sorted by input within each row; ``tile_ptr`` from :func:`input_tiles`."""
+    _tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y, numba.get_num_threads())
+
+
+def affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out) -> None:
+    """BatchNorm (scale, shift per channel) + LIF on (C, T, B); out overwritten: uint8 or float spikes,
+    or the membrane (not spiking; may be ``current`` itself)."""
+    _affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out)
+
+
+def pack_ctb_u8(x, out) -> tuple[int, bool]:
+    """x (T, B, C) float -> out (C, T, B) uint8; returns (nonzero count, exact)."""
+    nnz, exact = _pack_ctb_u8(x, out, max(1, min(x.shape[0], 4 * numba.get_num_threads())))
+    return int(nnz), bool(exact)
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -137,12 +137,12 @@ class DelaySNN(nn.Module):
         (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:
             raise UserError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
-        if self.extra_steps:
-            x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
         from . import _fast_eval
 
         if _fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
-            return _fast_eval.fast_eval_forward(self, x, return_spikes)
+            return _fast_eval.fast_eval_forward(self, x, return_spikes, extra_steps=self.extra_steps)
+        if self.extra_steps:
+            x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
         h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
         spikes = []
         for blk in self.hidden:

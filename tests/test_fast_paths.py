@@ -228,20 +228,21 @@ def _calibrate_batchnorm(model, x):
 
 
 @needs_numba
+@pytest.mark.parametrize("input_scale", [1.0, 0.37])  # counts (exact as bytes) or real values
 @pytest.mark.parametrize("density_limit", [0.0, 1.0, 0.25])  # taps only, events only, mixed
 @pytest.mark.parametrize("kw", [dict(kernel_size=9), dict(kernel_size=9, kernel_count=2),
                                 dict(kernel_size=9, fanin=5), dict(kernel_size=1), dict(kernel_size=9, n_layers=1)])
-def test_fast_eval_equals_dense_eval(kw, density_limit, monkeypatch):
+def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch):
     from snn_delays import _fast_eval
 
     monkeypatch.setattr(_fast_eval, "EVENT_MAX_DENSITY", density_limit)
     torch.manual_seed(7)
     kw = {"n_layers": 2, **kw}
     cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, **kw)
-    fast = _calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float())
+    fast = _calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float() * input_scale)
     plain = build_model(ModelConfig(**{**cfg.__dict__, "backend": "dense"}), seed=4).eval()
     plain.load_state_dict(fast.state_dict())
-    x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float()  # counts 0..2
+    x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float() * input_scale
     with torch.no_grad():
         assert _fast_eval.applicable(fast, x) and not _fast_eval.applicable(plain, x)
         u1, s1 = fast(x, return_spikes=True)
