@@ -29,7 +29,7 @@ __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap
            "group_forward", "group_backward_input", "group_backward_values", "event_layer",
            "affine_lif_cm", "tap_values_forward", "tap_values_backward",
            "gaussian_kernel_forward", "gaussian_kernel_backward", "tap1_forward_ctb", "affine_lif_ctb",
-           "pack_ctb_u8", "input_tiles",
+           "pack_ctb_u8", "input_tiles", "pack_scaled_u8",
            "lif_forward", "lif_backward"]
 
 def set_threads(n: int) -> None:
@@ -628,6 +628,25 @@ if AVAILABLE:
         return nnz.sum(), bad.sum() == 0
 
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _pack_scaled_u8(x, scale, out):  # pragma: no cover
+        # out = x / scale as uint8; False unless every quotient is an integer in [0, 255]
+        t_len = x.shape[0]
+        bad = np.zeros(t_len, dtype=np.int64)
+        for t in prange(t_len):
+            xr = x[t]
+            orow = out[t]
+            for c in range(xr.shape[0]):
+                a = xr[c]
+                o = orow[c]
+                for b in range(a.shape[0]):
+                    q = a[b] / scale
+                    if q != np.floor(q) or q < 0 or q > 255:
+                        bad[t] += 1
+                        q = 0
+                    o[b] = np.uint8(q)
+        return bad.sum() == 0
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
         # the loop over a chunk of neurons vectorises
@@ -688,6 +707,11 @@ def tap_backward_values(gy, x, indptr, src, delay, gv) -> None:
 def group_forward(x, indptr, src, base, v4, y) -> None:
     """x (T, in, B), y (T, out, B); groups of four taps (base (G,), v4 (G, 4)) in CSR rows by output."""
     _group_forward(_relayout_ct(x), indptr, src, base, v4, y, numba.get_num_threads())
+
+
+def pack_scaled_u8(x, scale: float, out) -> bool:
+    """out (uint8, x's shape) = x / scale; whether that is exact (spikes, dropout-scaled spikes, counts)."""
+    return bool(_pack_scaled_u8(x, scale, out))
 
 
 def group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx) -> None:

@@ -191,8 +191,9 @@ def test_fused_leaky_integrator_equals_plain_loop():
 
 
 @needs_numba
+@pytest.mark.parametrize("values", ["binary", "scaled", "counts", "real"])  # bytes + scale, or floats
 @pytest.mark.parametrize("sigma,t_len", [(0.5, 13), (1.0, 16), (0.25, 7)])
-def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len):
+def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values):
     # delays at 0 and Td - 1 put taps of a group outside [0, Td - 1] (value 0) and rows outside [0, T)
     syn = _synapse(m=1)
     with torch.no_grad():
@@ -201,8 +202,11 @@ def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len):
         syn.delay[:, 6, 0] = 9.6
     plan = TapPlan(syn.mask, 1, taps_per_element(sigma, 11))
     assert plan.grouped
-    x1 = (torch.rand(t_len, 3, 9, dtype=torch.float64) < 0.5).double().requires_grad_()
-    x2 = x1.detach().clone().requires_grad_()
+    x = (torch.rand(t_len, 3, 9, dtype=torch.float64) < 0.5).double()
+    x = {"binary": x, "scaled": x / 0.6, "counts": x * torch.randint(1, 4, x.shape),
+         "real": x * torch.rand(x.shape, dtype=torch.float64)}[values]
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
     g = torch.randn(t_len, 3, 7, dtype=torch.float64)
     outs = []
     for x, fn in [(x1, tap_conv), (x2, tap_conv_reference)]:
