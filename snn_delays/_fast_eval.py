@@ -35,7 +35,6 @@ from .synapse import DelaySynapse, round_delays
 __all__ = ["applicable", "fast_eval_forward", "synapse_table", "EVENT_MAX_DENSITY"]
 
 EVENT_MAX_DENSITY = 0.04
-INPUT_TILE = 64  # inputs per tile of the tap loop: 32 steps x 64 inputs x B bytes of rows stay in L2
 
 
 def applicable(model, x: Tensor) -> bool:
@@ -93,24 +92,20 @@ def _event_layer(x: Tensor, syn: DelaySynapse, scale, shift, lif) -> Tensor:
 
 
 def _tap_layer(x_ctb: Tensor, syn: DelaySynapse, scale, shift, lif, dtype) -> Tensor:
-    """x (in, T, B) -> uint8 spikes or membrane (out, T, B) of ``dtype``, one tap per element."""
+    """x (in, T, B) -> uint8 spikes or membrane (out, T, B) of ``dtype``, one tap per element, the
+    synaptic current never leaving the cache (compiled, one pass)."""
     from ._sparse_delay import tap_structure
 
     plan = syn._plan(1)
     value, steps = tap_structure(syn.masked_weight().detach(), syn.delay.detach(), plan, 0.0, syn.kernel_size)
     xs = x_ctb.contiguous().numpy()  # float, or uint8 spikes/counts (4x less to read, exact)
     _, t_len, b_len = xs.shape
-    current = torch.empty(syn.out_features, t_len, b_len, dtype=dtype).numpy()
-    tiles = getattr(plan, "input_tiles", None)
-    if tiles is None:  # depends only on the connectivity: kept with the plan
-        tiles = plan.input_tiles = _kernels.input_tiles(plan.indptr, plan.src, syn.in_features, INPUT_TILE)
-    _kernels.tap1_forward_ctb(xs, plan.indptr, tiles, plan.src, steps.contiguous().numpy(),
-                              value.to(syn.weight.dtype).contiguous().numpy(), current)
     spiking = lif.spiking
-    out = np.empty(current.shape, dtype=np.uint8) if spiking else current  # spikes 0/1 as bytes
-    _kernels.affine_lif_ctb(current, scale, shift, 1.0 - 1.0 / lif.tau, lif.threshold if spiking else 0.0,
-                            spiking, out)  # membrane in place: each entry is read before it is written
-    return torch.from_numpy(out)
+    out = torch.empty(syn.out_features, t_len, b_len, dtype=torch.uint8 if spiking else dtype)
+    _kernels.tap1_lif_ctb(xs, plan.indptr, plan.src, steps.contiguous().numpy(),
+                          value.to(dtype).contiguous().numpy(), scale, shift, 1.0 - 1.0 / lif.tau,
+                          lif.threshold if spiking else 0.0, spiking, out.numpy())
+    return out
 
 
 def _density(h: Tensor) -> float:

@@ -26,11 +26,10 @@ except ImportError:  # pragma: no cover
     AVAILABLE = False
 
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
-           "group_forward", "group_backward_input", "group_backward_values", "event_layer",
-           "affine_lif_cm", "tap_values_forward", "tap_values_backward",
-           "gaussian_kernel_forward", "gaussian_kernel_backward", "tap1_forward_ctb", "affine_lif_ctb",
-           "pack_ctb_u8", "input_tiles", "pack_scaled_u8",
-           "lif_forward", "lif_backward"]
+           "group_forward", "group_backward_input", "group_backward_values", "pack_scaled_u8",
+           "tap_values_forward", "tap_values_backward", "gaussian_kernel_forward", "gaussian_kernel_backward",
+           "tap1_lif_ctb", "pack_ctb_u8", "event_layer", "lif_forward", "lif_backward"]
+
 
 def set_threads(n: int) -> None:
     if AVAILABLE:
@@ -377,30 +376,6 @@ if AVAILABLE:
                             o[i] = v
                             u[i] = v
 
-    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
-    def _affine_lif_cm(current, scale, shift, decay, threshold, spiking, out):  # pragma: no cover
-        # channel-major (T, C, B): v = decay * u + (scale[c] * current + shift[c]); spiking: out = (v >=
-        # threshold) and u = v * (1 - out); else out = u = v (the readout's membrane). No gradient.
-        t_len, n_c, b_len = current.shape
-        for c in prange(n_c):
-            u = np.zeros(b_len, dtype=current.dtype)
-            sc = scale[c]
-            sh = shift[c]
-            for t in range(t_len):
-                cur = current[t, c]
-                o = out[t, c]
-                if spiking:
-                    for b in range(b_len):
-                        v = decay * u[b] + (sc * cur[b] + sh)
-                        s = np.float32(1.0) if v >= threshold else np.float32(0.0)
-                        o[b] = s
-                        u[b] = v - v * s
-                else:
-                    for b in range(b_len):
-                        v = decay * u[b] + (sc * cur[b] + sh)
-                        o[b] = v
-                        u[b] = v
-
     # -- Gaussian tap values (training): value[e, p] = w[e] * g(pos_p - d[e]) / (eps + sum_n g(n - d[e])) --
     @njit(fastmath=False, cache=True, nogil=True, inline="always")
     def _tap_norm(de, sigma, td, rn, full, eps):  # pragma: no cover
@@ -497,32 +472,51 @@ if AVAILABLE:
                 gd[s, e] = np.float64(w[s, e]) * (b / norm - a * dnorm / (norm * norm))
 
     # -- evaluation, one rounded tap per element, time-major blocks (C, T, B) -----------------------
+    @njit(fastmath=False, cache=True, nogil=True, inline="always")
+    def _lif_rows(acc, nq, out_i, t0, u, sc, sh, decay, threshold, spiking):  # pragma: no cover
+        # BatchNorm + LIF over the nq steps of one block of one neuron; u (B,) carries the membrane
+        n = u.shape[0]
+        for q in range(nq):
+            a = acc[q]
+            o = out_i[t0 + q]
+            if spiking:
+                for b in range(n):
+                    v = decay * u[b] + (sc * a[b] + sh)
+                    if v >= threshold:
+                        o[b] = 1
+                        u[b] = 0
+                    else:
+                        o[b] = 0
+                        u[b] = v
+            else:
+                for b in range(n):
+                    v = decay * u[b] + (sc * a[b] + sh)
+                    o[b] = v
+                    u[b] = v
+
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def _tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y, n_split):  # pragma: no cover
-        # y[i, t, :] = sum_{k in row i} value[k] * xt[src[k], t - delay[k], :]; xt (in, T, B), y (out, T, B).
-        # Taps are sorted by input within each row; tile_ptr[i, g] is the first tap of row i whose
-        # input is in tile g. Per block of 8 output steps, the inputs are swept tile by tile so that
-        # the rows of one tile (32 steps x tile inputs) stay in L2 while every output reads them;
-        # y's 8 rows of an output (contiguous) accumulate across tiles. Four taps per pass.
+    def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out,
+                      n_split):  # pragma: no cover
+        # The layer in one pass: for every output i and block of 8 steps, the current (one rounded tap
+        # per element, four per pass) accumulates in a local (8, B) buffer, then BatchNorm + LIF
+        # (or the readout's integration) turn it into out[i, t0:t0 + 8] (uint8 spikes or the membrane).
+        # Each thread owns a slice of outputs, balanced by tap count, and walks time in order.
         n_in, t_len, n = xt.shape
-        n_out = y.shape[0]
-        n_tiles = tile_ptr.shape[1] - 1
+        n_out = out.shape[0]
         n_blk = (t_len + 7) // 8
         cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
         cut[0] = 0
         cut[n_split] = n_out
-        for task in prange(n_blk * n_split):
-            part = task // n_blk
-            blk = task % n_blk
-            t0 = blk * 8
-            nq = min(8, t_len - t0)
-            for g in range(n_tiles):
+        for part in prange(n_split):
+            acc = np.empty((8, n), dtype=scale.dtype)
+            u = np.zeros((cut[part + 1] - cut[part], n), dtype=scale.dtype)
+            for blk in range(n_blk):
+                t0 = blk * 8
+                nq = min(8, t_len - t0)
                 for i in range(cut[part], cut[part + 1]):
-                    acc = y[i, t0:t0 + nq]
-                    if g == 0:
-                        acc[:] = 0
-                    k = tile_ptr[i, g]
-                    k1 = tile_ptr[i, g + 1]
+                    acc[:] = 0
+                    k = indptr[i]
+                    k1 = indptr[i + 1]
                     while k + 4 <= k1:
                         s0 = t0 - delay[k]
                         s1 = t0 - delay[k + 1]
@@ -576,33 +570,8 @@ if AVAILABLE:
                                 for b in range(n):
                                     a[b] += w0 * r0[b]
                         k += 1
-
-    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
-    def _affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out):  # pragma: no cover
-        # (C, T, B): v = decay * u + (scale[c] * current + shift[c]); spiking: out = 1 where v >=
-        # threshold (then u = 0) else 0 (u = v); else out = u = v. out may be uint8 spikes.
-        n_c, t_len, b_len = current.shape
-        for c in prange(n_c):
-            u = np.zeros(b_len, dtype=current.dtype)
-            sc = scale[c]
-            sh = shift[c]
-            for t in range(t_len):
-                cur = current[c, t]
-                o = out[c, t]
-                if spiking:
-                    for b in range(b_len):
-                        v = decay * u[b] + (sc * cur[b] + sh)
-                        if v >= threshold:
-                            o[b] = 1
-                            u[b] = 0
-                        else:
-                            o[b] = 0
-                            u[b] = v
-                else:
-                    for b in range(b_len):
-                        v = decay * u[b] + (sc * cur[b] + sh)
-                        o[b] = v
-                        u[b] = v
+                    _lif_rows(acc, nq, out[i], t0, u[i - cut[part]], scale[i], shift[i], decay, threshold,
+                              spiking)
 
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _pack_ctb_u8(x, out, n_chunks):  # pragma: no cover
@@ -730,11 +699,6 @@ def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiki
     _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out, n_chunks)
 
 
-def affine_lif_cm(current, scale, shift, decay, threshold, spiking, out) -> None:
-    """BatchNorm (as scale, shift per channel) + LIF on channel-major (T, C, B); out overwritten."""
-    _affine_lif_cm(current, scale, shift, decay, threshold, spiking, out)
-
-
 def tap_values_forward(w, d, sigma, td, r, rn, full, eps, values, steps) -> None:
     """Gaussian tap values (E, P) and integer delays (E, P) of elements w, d (E,); see _sparse_delay."""
     _tap_values_forward(w, d, float(sigma), int(td), int(r), int(rn), bool(full), float(eps), values, steps)
@@ -755,29 +719,11 @@ def gaussian_kernel_backward(w, d, sigma, td, eps, gk, gw, gd) -> None:
     _gaussian_kernel_backward(w, d, float(sigma), int(td), float(eps), gk, gw, gd)
 
 
-def input_tiles(indptr, src, n_in: int, tile: int) -> np.ndarray:
-    """tile_ptr (out, n_tiles + 1): per CSR row (taps sorted by input), the first tap of each tile
-    of ``tile`` consecutive inputs."""
-    n_out = len(indptr) - 1
-    edges = np.arange(0, n_in + tile, tile)[: -(-n_in // tile) + 1]
-    edges[-1] = n_in
-    ptr = np.empty((n_out, len(edges)), dtype=np.int64)
-    for i in range(n_out):
-        ptr[i] = indptr[i] + np.searchsorted(src[indptr[i]:indptr[i + 1]], edges, side="left")
-    ptr[:, -1] = indptr[1:]
-    return ptr
-
-
-def tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y) -> None:
-    """One rounded tap per element on time-blocked layouts: xt (in, T, B) -> y (out, T, B), overwritten.
-    Taps sorted by input within each row; ``tile_ptr`` from :func:`input_tiles`."""
-    _tap1_forward_ctb(xt, indptr, tile_ptr, src, delay, value, y, numba.get_num_threads())
-
-
-def affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out) -> None:
-    """BatchNorm (scale, shift per channel) + LIF on (C, T, B); out overwritten: uint8 or float spikes,
-    or the membrane (not spiking; may be ``current`` itself)."""
-    _affine_lif_ctb(current, scale, shift, decay, threshold, spiking, out)
+def tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out) -> None:
+    """A whole eval layer: one rounded tap per element, BatchNorm as (scale, shift), LIF (or the
+    readout's integration); xt (in, T, B) float or uint8 -> out (out, T, B) uint8 spikes / membrane."""
+    _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out,
+                  numba.get_num_threads())
 
 
 def pack_ctb_u8(x, out) -> tuple[int, bool]:
