@@ -302,14 +302,15 @@ def run_scaling(base: BenchConfig, kernel_sizes=(25, 50, 100, 250), repeats: int
                 memory: bool = True, dense_up_to: int = 50, eval_memory: bool = True,
                 log: Callable[[str], None] = print) -> list[dict]:
     """Time resolution: Td and the number of steps grow together (dt = 10 ms * 25 / Td). Training
-    step at sigma = 0.5 and eval step of this project's model; the dense backend too while
-    Td <= ``dense_up_to`` (its cost grows ~ Td^2)."""
+    step at sigma = 0.5 and at sigma = Td // 2 (the schedule's start), and eval step of this
+    project's model; the dense backend too while Td <= ``dense_up_to`` (its cost grows ~ Td^2)."""
     torch.set_num_threads(threads)
     rows = []
     for td in kernel_sizes:
         cfg = base.with_(kernel_size=td, steps=base.steps * td // base.kernel_size, name=f"{base.name}-Td{td}")
         row: dict[str, Any] = {"kernel_size": td, "steps": cfg.steps, "dt_ms": 10.0 * base.kernel_size / td}
-        runners = {"train": Runner("ours", cfg, 0.5), "eval": Runner("ours", cfg, None)}
+        runners = {"train": Runner("ours", cfg, 0.5), "train_wide": Runner("ours", cfg, float(td // 2)),
+                   "eval": Runner("ours", cfg, None)}
         if td <= dense_up_to:
             runners["train_dense"] = Runner("ours", cfg, 0.5, backend="dense")
         times = compare_times(runners, repeats)
@@ -378,13 +379,16 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def scaling_table(rows: list[dict]) -> str:
-    lines = ["| Td | dt (ms) | steps | train s/step (sigma 0.5) | x first row | train memory | eval s/step | "
-             "eval memory | dense train s/step |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Td | dt (ms) | steps | train s/step (sigma 0.5) | x first row | train memory | "
+             "train s/step (sigma Td//2) | x first row | eval s/step | eval memory | direct-conv train s/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    w0 = rows[0].get("train_wide_s")
     for r in rows:
         mem = lambda k: f"{r[k] / 1e9:.2f} GB" if k in r else "-"  # noqa: E731
         dense = f"{r['train_dense_s']:.2f}" if "train_dense_s" in r else "-"
+        wide = f"{r['train_wide_s']:.2f} | {r['train_wide_s'] / w0:.1f}" if w0 and "train_wide_s" in r else "- | -"
         lines.append(f"| {r['kernel_size']} | {r['dt_ms']:g} | {r['steps']} | {r['train_s']:.2f} | "
-                     f"{r['train_cost_vs_first']:.1f} | {mem('train_memory_bytes')} | {r['eval_s']:.2f} | "
+                     f"{r['train_cost_vs_first']:.1f} | {mem('train_memory_bytes')} | {wide} | {r['eval_s']:.2f} | "
                      f"{mem('eval_memory_bytes')} | {dense} |")
     return "\n".join(lines)
 
@@ -398,6 +402,8 @@ def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
     td = [r["kernel_size"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(td, [r["train_s"] for r in rows], "o-", label="train step, sigma 0.5 (auto backend)")
+    if all("train_wide_s" in r for r in rows):
+        a.plot(td, [r["train_wide_s"] for r in rows], "^-", label="train step, sigma Td//2 (auto backend)")
     a.plot(td, [r["eval_s"] for r in rows], "s-", label="eval step, rounded delays")
     dense = [(r["kernel_size"], r["train_dense_s"]) for r in rows if "train_dense_s" in r]
     if dense:

@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover
 __all__ = ["AVAILABLE", "set_threads", "tap_forward", "tap_backward_input", "tap_backward_values",
            "group_forward", "group_backward_input", "group_backward_values", "pack_scaled_u8",
            "tap_values_forward", "tap_values_backward", "gaussian_kernel_forward", "gaussian_kernel_backward",
-           "tap1_lif_ctb", "pack_ctb_u8", "event_layer", "lif_forward", "lif_backward"]
+           "tap1_lif_ctb", "pack_ctb_u8", "event_layer", "bn_lif_forward", "bn_lif_backward", "lif_forward",
+           "lif_backward"]
 
 
 def set_threads(n: int) -> None:
@@ -334,6 +335,13 @@ if AVAILABLE:
                     a += partial[c, k, p]
                 gv4[k, p] = a
 
+    @njit(fastmath=False, cache=True, nogil=True, inline="always")
+    def _fire(v, threshold):  # pragma: no cover
+        # one LIF threshold test: (spike 0/1, membrane after the hard reset)
+        if v >= threshold:
+            return 1, v * 0
+        return 0, v
+
     # -- event-driven evaluation (rounded delays): work proportional to the input events -------------
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out,
@@ -366,12 +374,7 @@ if AVAILABLE:
                     for i in range(n_out):
                         v = decay * u[i] + (scale[i] * cur[base + i] + shift[i])
                         if spiking:
-                            if v >= threshold:
-                                o[i] = 1
-                                u[i] = 0
-                            else:
-                                o[i] = 0
-                                u[i] = v
+                            o[i], u[i] = _fire(v, threshold)
                         else:
                             o[i] = v
                             u[i] = v
@@ -482,12 +485,9 @@ if AVAILABLE:
             if spiking:
                 for b in range(n):
                     v = decay * u[b] + (sc * a[b] + sh)
-                    if v >= threshold:
-                        o[b] = 1
-                        u[b] = 0
-                    else:
-                        o[b] = 0
-                        u[b] = v
+                    s = v >= threshold  # branch-free: this loop vectorises
+                    o[b] = s
+                    u[b] = 0 if s else v
             else:
                 for b in range(n):
                     v = decay * u[b] + (sc * a[b] + sh)
@@ -615,6 +615,85 @@ if AVAILABLE:
                     o[b] = np.uint8(q)
         return bad.sum() == 0
 
+    # -- BatchNorm (batch statistics) + LIF on (T, C, B), keeping only the BatchNorm input ----------
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var):  # pragma: no cover
+        # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes
+        t_len, n_c, b_len = y.shape
+        n = t_len * b_len
+        for c in prange(n_c):
+            acc = 0.0
+            for t in range(t_len):
+                row = y[t, c]
+                for b in range(b_len):
+                    acc += row[b]
+            mu = acc / n
+            acc = 0.0
+            for t in range(t_len):
+                row = y[t, c]
+                for b in range(b_len):
+                    dv = row[b] - mu
+                    acc += dv * dv
+            mean[c] = mu
+            var[c] = acc / n
+            invstd = 1.0 / np.sqrt(acc / n + eps)
+            alpha = invstd * weight[c]
+            beta = bias[c] - mu * alpha
+            u = np.zeros(b_len, dtype=y.dtype)
+            for t in range(t_len):
+                row = y[t, c]
+                srow = spikes[t, c]
+                for b in range(b_len):
+                    v = decay * u[b] + (row[b] * alpha + beta)
+                    srow[b], u[b] = _fire(v, threshold)
+
+    @njit(parallel=True, fastmath=False, cache=True, nogil=True)
+    def _bn_lif_backward(y, grad_spikes, weight, bias, mean, var, eps, decay, threshold, sg_alpha, gy, gw,
+                         gb):  # pragma: no cover
+        # recompute h and the membrane per channel, reverse LIF loop -> g_h, then BatchNorm's backward
+        t_len, n_c, b_len = y.shape
+        n = t_len * b_len
+        k = np.pi / 2 * sg_alpha
+        for c in prange(n_c):
+            mu = mean[c]
+            invstd = 1.0 / np.sqrt(var[c] + eps)
+            alpha = invstd * weight[c]
+            beta = bias[c] - mu * alpha
+            mem = np.empty((t_len, b_len), dtype=y.dtype)
+            u = np.zeros(b_len, dtype=y.dtype)
+            for t in range(t_len):
+                row = y[t, c]
+                for b in range(b_len):
+                    v = decay * u[b] + (row[b] * alpha + beta)
+                    mem[t, b] = v
+                    u[b] = 0 if v >= threshold else v
+            gh = np.empty((t_len, b_len), dtype=y.dtype)
+            carry = np.zeros(b_len, dtype=y.dtype)
+            for t in range(t_len - 1, -1, -1):
+                gs = grad_spikes[t, c]
+                for b in range(b_len):
+                    x = mem[t, b] - threshold
+                    keep = 0.0 if mem[t, b] >= threshold else 1.0
+                    g = gs[b] * (sg_alpha / 2) / (1 + (k * x) * (k * x)) + carry[b] * keep
+                    gh[t, b] = g
+                    carry[b] = decay * g
+            s1 = 0.0  # sum g_h
+            s2 = 0.0  # sum g_h * xhat
+            for t in range(t_len):
+                row = y[t, c]
+                for b in range(b_len):
+                    s1 += gh[t, b]
+                    s2 += gh[t, b] * (row[b] - mu) * invstd
+            gb[c] = s1
+            gw[c] = s2
+            scale = weight[c] * invstd / n
+            for t in range(t_len):
+                row = y[t, c]
+                grow = gy[t, c]
+                for b in range(b_len):
+                    xhat = (row[b] - mu) * invstd
+                    grow[b] = scale * (n * gh[t, b] - s1 - xhat * s2)
+
     @njit(parallel=True, fastmath=False, cache=True, nogil=True)
     def _lif_forward(current, decay, threshold, spikes, membrane):  # pragma: no cover
         # current (T, M); membrane = u before reset; spikes = (u >= threshold); branch-free so
@@ -730,6 +809,17 @@ def pack_ctb_u8(x, out) -> tuple[int, bool]:
     """x (T, B, C) float -> out (C, T, B) uint8; returns (nonzero count, exact)."""
     nnz, exact = _pack_ctb_u8(x, out, max(1, min(x.shape[0], 4 * numba.get_num_threads())))
     return int(nnz), bool(exact)
+
+
+def bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var) -> None:
+    """BatchNorm with batch statistics + LIF on (T, C, B); spikes, mean (C,), biased var (C,) written."""
+    _bn_lif_forward(y, weight, bias, float(eps), float(decay), float(threshold), spikes, mean, var)
+
+
+def bn_lif_backward(y, grad_spikes, weight, bias, mean, var, eps, decay, threshold, alpha, gy, gw, gb) -> None:
+    """Gradients of y (T, C, B), BatchNorm weight and bias (C,) from the spikes' gradient."""
+    _bn_lif_backward(y, grad_spikes, weight, bias, mean, var, float(eps), float(decay), float(threshold),
+                     float(alpha), gy, gw, gb)
 
 
 def lif_forward(current, decay, threshold, spikes, membrane) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import _kernels
 
-__all__ = ["lif_fused", "lif_forward_loop", "lif_backward_loop", "leaky_fused"]
+__all__ = ["lif_fused", "lif_forward_values", "lif_forward_loop", "lif_backward_loop", "leaky_fused"]
 
 
 def lif_forward_loop(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
@@ -52,19 +52,23 @@ def _compiled(x: Tensor) -> bool:
     return _kernels.AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
+def lif_forward_values(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """(spikes, membrane before reset) of the loop, no autograd; compiled on CPU."""
+    c = current.detach().contiguous()
+    if _compiled(c):
+        flat = c.reshape(c.shape[0], -1)
+        spikes = torch.empty_like(flat)
+        membrane = torch.empty_like(flat)
+        _kernels.set_threads(torch.get_num_threads())
+        _kernels.lif_forward(flat.numpy(), float(decay), float(threshold), spikes.numpy(), membrane.numpy())
+        return spikes.view_as(c), membrane.view_as(c)
+    return lif_forward_loop(c, decay, threshold)
+
+
 class _LIFFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current: Tensor, decay: float, threshold: float, alpha: float):
-        c = current.detach().contiguous()
-        if _compiled(c):
-            flat = c.reshape(c.shape[0], -1)
-            spikes = torch.empty_like(flat)
-            membrane = torch.empty_like(flat)
-            _kernels.set_threads(torch.get_num_threads())
-            _kernels.lif_forward(flat.numpy(), float(decay), float(threshold), spikes.numpy(), membrane.numpy())
-            spikes, membrane = spikes.view_as(c), membrane.view_as(c)
-        else:
-            spikes, membrane = lif_forward_loop(c, decay, threshold)
+        spikes, membrane = lif_forward_values(current, decay, threshold)
         ctx.save_for_backward(membrane)
         ctx.constants = (decay, threshold, alpha)
         return spikes
@@ -73,6 +77,12 @@ class _LIFFused(torch.autograd.Function):
     def backward(ctx, grad_spikes: Tensor):
         (membrane,) = ctx.saved_tensors
         decay, threshold, alpha = ctx.constants
+        return _LIFFused.backward_values(grad_spikes, membrane, decay, threshold, alpha), None, None, None
+
+    @staticmethod
+    def backward_values(grad_spikes: Tensor, membrane: Tensor, decay: float, threshold: float,
+                        alpha: float) -> Tensor:
+        """Gradient w.r.t. the current from the membrane before reset; compiled on CPU."""
         g = grad_spikes.contiguous()
         if _compiled(membrane):
             flat_m = membrane.reshape(membrane.shape[0], -1)
@@ -80,8 +90,8 @@ class _LIFFused(torch.autograd.Function):
             _kernels.set_threads(torch.get_num_threads())
             _kernels.lif_backward(g.reshape(flat_m.shape).numpy(), flat_m.numpy(), float(decay), float(threshold),
                                   float(alpha), out.numpy())
-            return out.view_as(membrane), None, None, None
-        return lif_backward_loop(g, membrane, decay, threshold, alpha), None, None, None
+            return out.view_as(membrane)
+        return lif_backward_loop(g, membrane, decay, threshold, alpha)
 
 
 def lif_fused(current: Tensor, tau: float, threshold: float = 1.0, alpha: float = 5.0) -> Tensor:

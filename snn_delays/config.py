@@ -60,6 +60,8 @@ class ModelConfig:
     ``input_size``/``n_classes`` of 0 mean "take them from the dataset".
     ``extra_steps`` of -1 means the default: ``(n_layers + 1) * ((kernel_size - 1) // 2)`` zero
     steps appended once to the input, the total the reference adds layer by layer.
+    ``backend``: how the synapses compute (the same sums): ``auto`` (the cheapest here), ``dense``
+    (direct convolution, the plain formulation), ``fft`` or ``sparse`` (taps).
     """
 
     input_size: int = 140

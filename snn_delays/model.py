@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _norm_lif
 from .config import ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
 from .neuron import LIF
@@ -71,8 +72,11 @@ class HiddenBlock(nn.Module):
     def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
-        i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
-        s = self.lif(i)  # elementwise in time order: any layout
+        if torch.is_grad_enabled() and _norm_lif.supported(self.norm, self.lif):
+            s = _norm_lif.norm_lif(i, self.norm, self.lif)  # the same, keeping one tensor less
+        else:
+            i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
+            s = self.lif(i)  # elementwise in time order: any layout
         return self.dropout(s, channel_major=True), s
 
 

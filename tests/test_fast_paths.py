@@ -260,12 +260,16 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     assert not _fast_eval.applicable(fast, x)
 
 
+@pytest.mark.parametrize("binary", [True, False])  # x kept as bytes for the backward, or as floats
 @pytest.mark.parametrize("sigma,m,fanin,td", [(0.5, 1, 0, 25), (12.0, 2, 0, 25), (2.0, 1, 3, 11), (0.0, 1, 0, 7)])
-def test_fft_synapse_equals_dense(sigma, m, fanin, td):
+def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary):
     dense, fft = _synapse(td=td, m=m, fanin=fanin, backend="dense"), _synapse(td=td, m=m, fanin=fanin, backend="fft")
     fft.load_state_dict(dense.state_dict())
-    x1 = (torch.rand(37, 3, 9, dtype=torch.float64) < 0.3).double().requires_grad_()
-    x2 = x1.detach().clone().requires_grad_()
+    x = (torch.rand(37, 3, 9, dtype=torch.float64) < 0.3).double() / 0.6
+    if not binary:
+        x = x * torch.rand(x.shape, dtype=torch.float64)
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
     g = torch.randn(37, 3, 7, dtype=torch.float64)
     outs = []
     for syn, x in ((dense, x1), (fft, x2)):
@@ -337,3 +341,35 @@ def test_compiled_gaussian_kernel_equals_pytorch(sigma, td, m):
     (k2 * gk).sum().backward()
     torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(d1.grad, d2.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_batchnorm_lif_node_equals_plain_block(compiled, monkeypatch):
+    from snn_delays import _norm_lif
+
+    if not compiled:
+        monkeypatch.setattr(_norm_lif, "_compiled", lambda y: False)
+    elif not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    from snn_delays.neuron import LIF
+
+    torch.manual_seed(9)
+    norms = [torch.nn.BatchNorm1d(6).double() for _ in range(2)]
+    with torch.no_grad():
+        norms[0].weight.uniform_(0.5, 1.5)
+        norms[0].bias.uniform_(-0.3, 0.3)
+    norms[1].load_state_dict(norms[0].state_dict())
+    lif = LIF(2.0, 1.0, 5.0)
+    y = torch.randn(40, 6, 5, dtype=torch.float64) * 1.3 + 0.2
+    g = torch.randn(40, 6, 5, dtype=torch.float64)
+    outs = []
+    for k, norm in enumerate(norms):
+        norm.train()
+        yk = y.clone().requires_grad_()
+        s = _norm_lif.norm_lif(yk, norm, lif) if k == 0 else lif(norm(yk))
+        (s * g).sum().backward()
+        outs.append((s.detach(), yk.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var,
+                     norm.num_batches_tracked))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1:], outs[1][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,96 @@
+"""BatchNorm followed by the LIF loop as one autograd node that keeps only the BatchNorm input.
+
+The plain block keeps two (T, C, B) tensors per layer for its backward (BatchNorm's input and the
+LIF's membrane) and makes several more in it. This node keeps the first and recomputes the membrane
+in the backward pass. On CPU with numba both directions are one compiled pass per channel (batch
+statistics, normalisation, LIF; then the reverse LIF loop and BatchNorm's backward), with no (T, C, B)
+intermediate besides the gradient; elsewhere the recomputation uses PyTorch ops. Same spikes and
+gradients as ``lif(norm(y))`` (``tests/test_fast_paths.py``), running statistics updated once as
+``nn.BatchNorm1d`` does. Used in training for a plain ``nn.BatchNorm1d`` (affine) and a spiking LIF.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _kernels
+from ._lif_fused import _LIFFused, lif_forward_values
+
+__all__ = ["norm_lif", "supported"]
+
+
+def supported(norm: nn.Module, lif) -> bool:
+    return type(norm) is nn.BatchNorm1d and norm.affine and norm.training and lif.spiking and (
+        norm.track_running_stats or norm.running_mean is None)
+
+
+class _NormLIF(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: Tensor, weight: Tensor, bias: Tensor, norm: nn.BatchNorm1d, decay: float,
+                threshold: float, alpha: float):
+        ctx.constants = (norm.eps, decay, threshold, alpha)
+        ctx.compiled = _compiled(y)
+        if not ctx.compiled:
+            with torch.no_grad():
+                h = norm(y)  # batch statistics; the running statistics are updated here, once
+                spikes, _ = lif_forward_values(h, decay, threshold)
+            ctx.save_for_backward(y, weight, bias)
+            return spikes
+        yc = y.detach().contiguous()
+        spikes = torch.empty_like(yc)
+        mean = torch.empty(yc.shape[1], dtype=torch.float64)
+        var = torch.empty(yc.shape[1], dtype=torch.float64)
+        _kernels.set_threads(torch.get_num_threads())
+        _kernels.bn_lif_forward(yc.numpy(), weight.detach().double().numpy(), bias.detach().double().numpy(),
+                                norm.eps, decay, threshold, spikes.numpy(), mean.numpy(), var.numpy())
+        _update_running_stats(norm, mean, var, yc.numel() // yc.shape[1])
+        ctx.save_for_backward(yc, weight, bias, mean, var)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):
+        eps, decay, threshold, alpha = ctx.constants
+        if ctx.compiled:
+            y, weight, bias, mean, var = ctx.saved_tensors
+            gy = torch.empty_like(y)
+            gw = torch.empty(y.shape[1], dtype=torch.float64)
+            gb = torch.empty(y.shape[1], dtype=torch.float64)
+            _kernels.set_threads(torch.get_num_threads())
+            _kernels.bn_lif_backward(y.numpy(), grad_spikes.contiguous().to(y.dtype).numpy(),
+                                     weight.detach().double().numpy(), bias.detach().double().numpy(),
+                                     mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
+                                     gw.numpy(), gb.numpy())
+            return gy, gw.to(weight.dtype), gb.to(bias.dtype), None, None, None, None
+        y, weight, bias = ctx.saved_tensors
+        # the forward's BatchNorm output and batch statistics, then the membrane; each transient
+        # is freed as soon as it has been used (this is where the memory peak of a step lies)
+        h, mean, invstd = torch.native_batch_norm(y, weight, bias, None, None, True, 0.0, eps)
+        spikes, membrane = lif_forward_values(h, decay, threshold)
+        del h, spikes
+        grad_h = _LIFFused.backward_values(grad_spikes, membrane, decay, threshold, alpha)
+        del membrane
+        gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_h, y, weight, None, None, mean, invstd, True, eps, [True, True, True])
+        return gy, gw, gb, None, None, None, None
+
+
+def _compiled(y: Tensor) -> bool:
+    return _kernels.AVAILABLE and y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64)
+
+
+@torch.no_grad()
+def _update_running_stats(norm: nn.BatchNorm1d, mean: Tensor, var: Tensor, n: int) -> None:
+    """What ``nn.BatchNorm1d`` does in training mode with the batch's mean and biased variance."""
+    if not norm.track_running_stats:
+        return
+    norm.num_batches_tracked.add_(1)
+    f = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+    norm.running_mean.mul_(1 - f).add_(mean.to(norm.running_mean.dtype), alpha=f)
+    norm.running_var.mul_(1 - f).add_((var * (n / max(n - 1, 1))).to(norm.running_var.dtype), alpha=f)
+
+
+def norm_lif(y: Tensor, norm: nn.BatchNorm1d, lif) -> Tensor:
+    """Spikes of ``lif(norm(y))`` for y (T, C, B) (BatchNorm1d's (N, C, L)), saving only y."""
+    return _NormLIF.apply(y, norm.weight, norm.bias, norm, 1.0 - 1.0 / lif.tau, lif.threshold, lif.alpha)
