@@ -9,9 +9,10 @@ chosen from the density of its input (nonzero entries / all entries):
 - **event-driven** (density < ``EVENT_MAX_DENSITY``): for every input event (a nonzero count or a
   spike at step s of neuron j) add ``w`` to the current of each target at step s + d - the way a
   neuromorphic chip computes; work ~ events x fan-out. Works per sample on (T, B, C).
-- **taps**: the one-tap-per-element product over the whole batch on (C, T, B) tensors (blocks of
-  eight steps per channel contiguous, the batch innermost so the loops vectorise); work ~ steps x
-  synapses x batch, independent of activity.
+- **taps**: one compiled pass per layer over the whole batch on (C, T, B) tensors: the
+  one-tap-per-element current of eight steps accumulates in an (8, B) block in L1, then BatchNorm and
+  the LIF turn it into spikes stored as bytes (the input too, when it holds counts 0..255: exact);
+  work ~ steps x synapses x batch, independent of activity.
 
 The break-even density is the ratio of the two loops' rates measured on the 2-core CPU (a scattered
 add costs ~25 multiply-adds of the vectorised loop): ~4 %. Trained SHD-size networks fire at

@@ -234,9 +234,12 @@ if AVAILABLE:
 
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def _group_backward_input(gyt, indptr_t, dst_t, base_t, v4_t, gx, n_split):  # pragma: no cover
-        # gx[s, j, :] = sum_{k in column j} sum_p v4_t[k, p] * gyt[dst_t[k], s + base_t[k] + p, :]
-        # same scheme as _group_forward: gy re-laid out to (C, T, B), 8-step blocks, local accumulator
+    def _group_backward_input(gyt, indptr_t, band_ptr, band, dst_t, base_t, v4_t, gx, n_split):  # pragma: no cover
+        # gx[s, j, :] (+)= sum_{k in column j, delay band} sum_p v4_t[k, p] * gyt[dst_t[k], s + base_t[k] + p, :]
+        # same scheme as _group_forward: gy re-laid out to (C, T, B), 8-step blocks, local accumulator.
+        # The taps of each column are sorted by delay and swept one band of delays per call
+        # (band_ptr[j, band] .. band_ptr[j, band + 1]; band 0 overwrites gx, later bands add), so the
+        # rows of gy one call reads stay in L3 when Td is large.
         n_out, t_len, n = gyt.shape; n_in = gx.shape[1]
         n_blk = (t_len + 7) // 8
         cut = np.searchsorted(indptr_t, (np.arange(n_split + 1) * indptr_t[n_in]) // n_split)
@@ -246,8 +249,17 @@ if AVAILABLE:
             s0 = blk * 8
             acc = np.empty((8, n), dtype=gx.dtype)
             for j in range(cut[part], cut[part + 1]):
-                acc[:] = 0
-                for k in range(indptr_t[j], indptr_t[j + 1]):
+                if band == 0:
+                    acc[:] = 0
+                else:
+                    if band_ptr[j, band] == band_ptr[j, band + 1]:
+                        continue
+                    for q in range(8):
+                        if s0 + q < t_len:
+                            gq = gx[s0 + q, j]; aq = acc[q]
+                            for b in range(n):
+                                aq[b] = gq[b]
+                for k in range(band_ptr[j, band], band_ptr[j, band + 1]):
                     u = s0 + base_t[k]
                     gi = gyt[dst_t[k]]
                     v0 = v4_t[k, 0]; v1 = v4_t[k, 1]; v2 = v4_t[k, 2]; v3 = v4_t[k, 3]
@@ -762,9 +774,26 @@ def pack_scaled_u8(x, scale: float, out) -> bool:
     return bool(_pack_scaled_u8(x, scale, out))
 
 
+DELAY_BAND = 32  # delays per sweep of the input-gradient loop (its gy window: ~(band + 11) rows x out x B)
+
+
 def group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx) -> None:
     """gy (T, out, B), gx (T, in, B) overwritten; groups in CSR rows by input (the transposed order)."""
-    _group_backward_input(_relayout_ct(gy), indptr_t, dst_t, base_t, v4_t, gx, numba.get_num_threads())
+    n_in = gx.shape[1]
+    lo = int(base_t.min()) if len(base_t) else 0
+    span = (int(base_t.max()) - lo + 1) if len(base_t) else 1
+    n_bands = -(-span // DELAY_BAND)
+    column = np.repeat(np.arange(n_in), np.diff(indptr_t))
+    if n_bands > 1:  # sort each column's taps by delay
+        order = np.argsort(column * span + (base_t - lo), kind="stable")
+        dst_t, base_t, v4_t = dst_t[order], base_t[order], np.ascontiguousarray(v4_t[order])
+    keys = column * span + (base_t - lo)
+    edges = np.arange(n_in)[:, None] * span + np.minimum(np.arange(n_bands + 1) * DELAY_BAND, span)[None, :]
+    band_ptr = np.searchsorted(keys, edges, side="left").astype(np.int64)
+    band_ptr[:, -1] = indptr_t[1:]
+    gyt = _relayout_ct(gy)
+    for band in range(n_bands):
+        _group_backward_input(gyt, indptr_t, band_ptr, band, dst_t, base_t, v4_t, gx, numba.get_num_threads())
 
 
 def group_backward_values(gy, x, indptr, src, base, gv4) -> None:

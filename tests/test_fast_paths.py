@@ -191,10 +191,12 @@ def test_fused_leaky_integrator_equals_plain_loop():
 
 
 @needs_numba
+@pytest.mark.parametrize("band", [32, 3])  # one sweep, or the input gradient in bands of 3 delays
 @pytest.mark.parametrize("values", ["binary", "scaled", "counts", "real"])  # bytes + scale, or floats
 @pytest.mark.parametrize("sigma,t_len", [(0.5, 13), (1.0, 16), (0.25, 7)])
-def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values):
+def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values, band, monkeypatch):
     # delays at 0 and Td - 1 put taps of a group outside [0, Td - 1] (value 0) and rows outside [0, T)
+    monkeypatch.setattr(_kernels, "DELAY_BAND", band)
     syn = _synapse(m=1)
     with torch.no_grad():
         syn.delay[:, :3, 0] = 0.0
