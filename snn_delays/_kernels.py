@@ -298,48 +298,52 @@ if AVAILABLE:
                             gq[b] = aq[b]
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def _group_backward_values(gy, x, indptr, src, base, gv4, n_chunks):  # pragma: no cover
-        # gv4[k, p] = sum_t sum_b gy[t, i, b] * x[t - base[k] - p, src[k], b]
+    def _group_backward_values(gy, x, band_ptr, src, base, gv4, n_chunks):  # pragma: no cover
+        # gv4[k, p] = sum_t sum_b gy[t, i, b] * x[t - base[k] - p, src[k], b]; the groups of row i are
+        # sorted by delay and swept one band of delays at a time (band_ptr[i, g] .. band_ptr[i, g + 1])
+        # so the rows of x one sweep reads stay in cache when Td is large
         t_len = x.shape[0]; n_out = gy.shape[1]; n = x.shape[2]
         n_groups = gv4.shape[0]
+        n_bands = band_ptr.shape[1] - 1
         n_blk = (t_len + 3) // 4
         partial = np.zeros((n_chunks, n_groups, 4), dtype=np.float64)
         for c in prange(n_chunks):
             b0 = c * n_blk // n_chunks
             b1 = (c + 1) * n_blk // n_chunks
             acc = partial[c]
-            for blk in range(b0, b1):
-                t0 = blk * 4
-                for i in range(n_out):
-                    for k in range(indptr[i], indptr[i + 1]):
-                        s = t0 - base[k]
-                        j = src[k]
-                        if s - 3 >= 0 and s + 3 < t_len and t0 + 3 < t_len:
-                            rm3 = x[s - 3, j]; rm2 = x[s - 2, j]; rm1 = x[s - 1, j]; r0 = x[s, j]
-                            r1 = x[s + 1, j]; r2 = x[s + 2, j]; r3 = x[s + 3, j]
-                            G0 = gy[t0, i]; G1 = gy[t0 + 1, i]; G2 = gy[t0 + 2, i]; G3 = gy[t0 + 3, i]
-                            c0 = np.float32(0); c1 = np.float32(0); c2 = np.float32(0); c3 = np.float32(0)
-                            for b in range(n):
-                                g0 = G0[b]; g1 = G1[b]; g2 = G2[b]; g3 = G3[b]
-                                a_3 = rm3[b]; a_2 = rm2[b]; a_1 = rm1[b]; a0 = r0[b]; a1 = r1[b]; a2 = r2[b]; a3 = r3[b]
-                                c0 += g0 * a0 + g1 * a1 + g2 * a2 + g3 * a3
-                                c1 += g0 * a_1 + g1 * a0 + g2 * a1 + g3 * a2
-                                c2 += g0 * a_2 + g1 * a_1 + g2 * a0 + g3 * a1
-                                c3 += g0 * a_3 + g1 * a_2 + g2 * a_1 + g3 * a0
-                            acc[k, 0] += c0; acc[k, 1] += c1; acc[k, 2] += c2; acc[k, 3] += c3
-                        else:
-                            for q in range(4):
-                                if t0 + q >= t_len:
-                                    break
-                                G = gy[t0 + q, i]
-                                for p in range(4):
-                                    ss = s + q - p
-                                    if 0 <= ss < t_len:
-                                        xr = x[ss, j]
-                                        cc = np.float32(0)
-                                        for b in range(n):
-                                            cc += G[b] * xr[b]
-                                        acc[k, p] += cc
+            for band in range(n_bands):
+                for blk in range(b0, b1):
+                    t0 = blk * 4
+                    for i in range(n_out):
+                        for k in range(band_ptr[i, band], band_ptr[i, band + 1]):
+                            s = t0 - base[k]
+                            j = src[k]
+                            if s - 3 >= 0 and s + 3 < t_len and t0 + 3 < t_len:
+                                rm3 = x[s - 3, j]; rm2 = x[s - 2, j]; rm1 = x[s - 1, j]; r0 = x[s, j]
+                                r1 = x[s + 1, j]; r2 = x[s + 2, j]; r3 = x[s + 3, j]
+                                G0 = gy[t0, i]; G1 = gy[t0 + 1, i]; G2 = gy[t0 + 2, i]; G3 = gy[t0 + 3, i]
+                                c0 = np.float32(0); c1 = np.float32(0); c2 = np.float32(0); c3 = np.float32(0)
+                                for b in range(n):
+                                    g0 = G0[b]; g1 = G1[b]; g2 = G2[b]; g3 = G3[b]
+                                    a_3 = rm3[b]; a_2 = rm2[b]; a_1 = rm1[b]; a0 = r0[b]; a1 = r1[b]; a2 = r2[b]; a3 = r3[b]
+                                    c0 += g0 * a0 + g1 * a1 + g2 * a2 + g3 * a3
+                                    c1 += g0 * a_1 + g1 * a0 + g2 * a1 + g3 * a2
+                                    c2 += g0 * a_2 + g1 * a_1 + g2 * a0 + g3 * a1
+                                    c3 += g0 * a_3 + g1 * a_2 + g2 * a_1 + g3 * a0
+                                acc[k, 0] += c0; acc[k, 1] += c1; acc[k, 2] += c2; acc[k, 3] += c3
+                            else:
+                                for q in range(4):
+                                    if t0 + q >= t_len:
+                                        break
+                                    G = gy[t0 + q, i]
+                                    for p in range(4):
+                                        ss = s + q - p
+                                        if 0 <= ss < t_len:
+                                            xr = x[ss, j]
+                                            cc = np.float32(0)
+                                            for b in range(n):
+                                                cc += G[b] * xr[b]
+                                            acc[k, p] += cc
         for k in prange(n_groups):
             for p in range(4):
                 a = 0.0
@@ -779,26 +783,42 @@ DELAY_BAND = 32  # delays per sweep of the input-gradient loop (its gy window: ~
 
 def group_backward_input(gy, indptr_t, dst_t, base_t, v4_t, gx) -> None:
     """gy (T, out, B), gx (T, in, B) overwritten; groups in CSR rows by input (the transposed order)."""
-    n_in = gx.shape[1]
-    lo = int(base_t.min()) if len(base_t) else 0
-    span = (int(base_t.max()) - lo + 1) if len(base_t) else 1
-    n_bands = -(-span // DELAY_BAND)
-    column = np.repeat(np.arange(n_in), np.diff(indptr_t))
-    if n_bands > 1:  # sort each column's taps by delay
-        order = np.argsort(column * span + (base_t - lo), kind="stable")
+    order, band_ptr = _delay_bands(indptr_t, base_t)
+    if order is not None:  # each column's taps sorted by delay
         dst_t, base_t, v4_t = dst_t[order], base_t[order], np.ascontiguousarray(v4_t[order])
-    keys = column * span + (base_t - lo)
-    edges = np.arange(n_in)[:, None] * span + np.minimum(np.arange(n_bands + 1) * DELAY_BAND, span)[None, :]
-    band_ptr = np.searchsorted(keys, edges, side="left").astype(np.int64)
-    band_ptr[:, -1] = indptr_t[1:]
     gyt = _relayout_ct(gy)
-    for band in range(n_bands):
+    for band in range(band_ptr.shape[1] - 1):
         _group_backward_input(gyt, indptr_t, band_ptr, band, dst_t, base_t, v4_t, gx, numba.get_num_threads())
 
 
 def group_backward_values(gy, x, indptr, src, base, gv4) -> None:
     """gv4 (G, 4) = gradient of the group values, overwritten."""
-    _group_backward_values(gy, x, indptr, src, base, gv4, numba.get_num_threads())
+    order, band_ptr = _delay_bands(indptr, base)
+    if order is None:
+        _group_backward_values(gy, x, band_ptr, src, base, gv4, numba.get_num_threads())
+        return
+    out = np.empty_like(gv4)
+    _group_backward_values(gy, x, band_ptr, src[order], base[order], out, numba.get_num_threads())
+    gv4[order] = out
+
+
+def _delay_bands(indptr, base):
+    """Each CSR row's entries in bands of DELAY_BAND delays: (order sorting every row by delay, or
+    None when one band holds them all; band_ptr (rows, n_bands + 1) into the sorted order)."""
+    n_rows = len(indptr) - 1
+    lo = int(base.min()) if len(base) else 0
+    span = (int(base.max()) - lo + 1) if len(base) else 1
+    n_bands = -(-span // DELAY_BAND)
+    row = np.repeat(np.arange(n_rows), np.diff(indptr))
+    keys = row * span + (base - lo)
+    order = None
+    if n_bands > 1:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+    edges = np.arange(n_rows)[:, None] * span + np.minimum(np.arange(n_bands + 1) * DELAY_BAND, span)[None, :]
+    band_ptr = np.searchsorted(keys, edges, side="left").astype(np.int64)
+    band_ptr[:, -1] = indptr[1:]
+    return order, band_ptr
 
 
 def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out) -> None:
