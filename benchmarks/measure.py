@@ -112,17 +112,13 @@ class Runner:
             params = [p for p in self.model.parameters() if p.requires_grad]
             self.opt = torch.optim.Adam(params, lr=1e-3)
 
-    @torch.no_grad()
     def calibrate_batchnorm(self) -> None:
         """BatchNorm running statistics from one training-mode pass over the batch, as after
-        training: an untrained network's default statistics (mean 0, variance 1) leave the hidden
-        layers almost silent in eval mode, which would flatter an event-driven evaluation."""
-        self.model.train()
-        for mod in self.model.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.momentum = None  # cumulative average: one pass sets the statistics
-                mod.reset_running_stats()
-        self.model(self.x)
+        training (default statistics would leave the hidden layers silent in eval mode, which
+        would flatter an event-driven evaluation)."""
+        from snn_delays.model import calibrate_batchnorm
+
+        calibrate_batchnorm(self.model, self.x)
         self._reset()
 
     def hidden_rates(self) -> list[float]:

@@ -11,7 +11,7 @@ Public API (time-major shapes (T, B, C) everywhere, times in steps)::
 
 from .config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig, load_config
 from .errors import UserError
-from .model import DelaySNN, build_model, count_trainable, load_model, resolve_variant
+from .model import DelaySNN, build_model, calibrate_batchnorm, count_trainable, load_model, resolve_variant
 from .neuron import LIF
 from .synapse import DelaySynapse, DenseConvSynapse, gaussian_kernel, rounded_kernel
 
@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "resolve_variant",
     "count_trainable",
+    "calibrate_batchnorm",
     "load_config",
     "ExperimentConfig",
     "ModelConfig",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._sparse_delay import as_scaled_bytes
+
 __all__ = ["fft_causal_conv_cm", "fft_size"]
 
 
@@ -53,7 +55,7 @@ class _FFTConv(torch.autograd.Function):
         for b0 in range(0, b_len, CHUNK):
             spec_x = torch.fft.rfft(x[:, :, b0:b0 + CHUNK], n=n, dim=0)  # (F, in, b)
             y[:, :, b0:b0 + CHUNK] = torch.fft.irfft(torch.matmul(spec_h, spec_x), n=n, dim=0)[:t_len]
-        saved, ctx.scale = _as_scaled_bytes(x)
+        saved, ctx.scale = as_scaled_bytes(x)  # x = scale * bytes exactly, or x itself
         ctx.save_for_backward(saved, kernel)
         ctx.n = n
         return y
@@ -86,23 +88,6 @@ class _FFTConv(torch.autograd.Function):
                 spec_gy = torch.fft.rfft(gy[:, :, b0:b0 + CHUNK], n=n, dim=0)
                 gx[:, :, b0:b0 + CHUNK] = torch.fft.irfft(torch.matmul(spec_h_adj, spec_gy), n=n, dim=0)[:t_len]
         return gx, gk
-
-
-def _as_scaled_bytes(x: Tensor) -> tuple[Tensor, float]:
-    """(bytes, s) with x = s * bytes exactly when x holds spikes, dropout-scaled spikes or counts
-    (a quarter of the memory kept for the backward), else (x, 1.0)."""
-    from . import _kernels
-    from ._sparse_delay import fast_available
-
-    if not (fast_available(x) and x.numel()):
-        return x, 1.0
-    xc = x.detach().contiguous()
-    packed = torch.empty(x.shape, dtype=torch.uint8)
-    top = float(xc.max())
-    for s in dict.fromkeys((top, 1.0)):
-        if s > 0 and _kernels.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
-            return packed, s
-    return x, 1.0
 
 
 def _first_steps_of_irfft(spec: Tensor, n: int, steps: int) -> Tensor:

@@ -262,17 +262,10 @@ class _GroupConv(torch.autograd.Function):
         bs = base.contiguous()
         y = torch.empty(t_len, plan.shape[0], b_len, dtype=x.dtype)
         _kernels.set_threads(torch.get_num_threads())
-        # spikes, dropout-scaled spikes and counts are s * (small integers): keep them as bytes and
-        # fold s into the values (a quarter of the memory traffic; and of the memory kept for backward)
-        packed = torch.empty(xc.shape, dtype=torch.uint8)
-        scale, saved = 1.0, xc
-        top = float(xc.max()) if xc.numel() else 0.0
-        for s in dict.fromkeys((top, 1.0)):  # binary (or dropout-scaled) spikes, then counts
-            if s > 0 and _kernels.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
-                scale, saved = s, packed
-                break
-        xs, vs = (packed, v * scale) if saved is packed else (xc, v)
-        _kernels.group_forward(xs.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), vs.numpy(), y.numpy())
+        # spikes, dropout-scaled spikes and counts are s * (small integers): read them as bytes with s
+        # folded into the values (a quarter of the memory traffic; and of the memory kept for backward)
+        saved, scale = as_scaled_bytes(xc)
+        _kernels.group_forward(saved.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), (v * scale).numpy(), y.numpy())
         ctx.plan = plan
         ctx.scale = scale
         ctx.save_for_backward(saved if v4.requires_grad else None, v, bs)
@@ -298,6 +291,19 @@ class _GroupConv(torch.autograd.Function):
             if ctx.scale != 1.0:
                 gv *= ctx.scale  # x = scale * bytes
         return gx, gv, None, None
+
+
+def as_scaled_bytes(x: Tensor) -> tuple[Tensor, float]:
+    """(bytes, s) with x = s * bytes exactly when x holds spikes, dropout-scaled spikes or counts
+    (s = the maximum, then s = 1), else (x, 1.0). Needs the compiled loops (else returns x)."""
+    if not (fast_available(x) and x.numel()):
+        return x, 1.0
+    xc = x.detach().contiguous()
+    packed = torch.empty(x.shape, dtype=torch.uint8)
+    for s in dict.fromkeys((float(xc.max()), 1.0)):
+        if s > 0 and _kernels.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
+            return packed, s
+    return x, 1.0
 
 
 def fast_available(x: Tensor) -> bool:

@@ -26,7 +26,8 @@ from .errors import UserError
 from .neuron import LIF
 from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
 
-__all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock"]
+__all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock",
+           "calibrate_batchnorm"]
 
 
 def _generator(seed: int, layer: int, kind: int) -> torch.Generator:
@@ -173,6 +174,21 @@ class DelaySNN(nn.Module):
         for blk in self.hidden:
             n += sum(p.numel() for p in blk.norm.parameters() if p.requires_grad)
         return n
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, *inputs) -> nn.Module:
+    """Set every BatchNorm's running statistics from one training-mode pass of ``model(*inputs)``
+    (cumulative average, so the one pass defines them), as after training; returns the model in
+    eval mode. An untrained network's default statistics (mean 0, variance 1) leave its hidden
+    layers almost silent in eval mode. Works on any module (the benchmark uses it on both stacks)."""
+    model.train()
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.momentum = None
+            mod.reset_running_stats()
+    model(*inputs)
+    return model.eval()
 
 
 # -- variants ----------------------------------------------------------------------------------

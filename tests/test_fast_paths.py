@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from snn_delays import DelaySynapse, ModelConfig, build_model, gaussian_kernel, rounded_kernel
+from snn_delays import DelaySynapse, ModelConfig, build_model, calibrate_batchnorm, gaussian_kernel, rounded_kernel
+
 from snn_delays import _kernels
 from snn_delays._lif_fused import lif_backward_loop, lif_forward_loop
 from snn_delays._sparse_delay import (TapPlan, tap_conv, tap_conv_reference, tap_structure, taps_per_element,
@@ -67,16 +68,21 @@ def test_rounded_eval_sparse_equals_dense(m, fanin):
 def test_compiled_tap_product_equals_pytorch_twin(m, fanin, sigma):
     syn = _synapse(m=m, fanin=fanin)
     plan = TapPlan(syn.mask, m, taps_per_element(sigma, 11))
-    x1 = (torch.rand(30, 4, 9, dtype=torch.float64) < 0.3).double().requires_grad_()
-    x2 = x1.detach().clone().requires_grad_()
-    g = torch.randn(30, 4, 7, dtype=torch.float64)
+    x = (torch.rand(30, 4, 9, dtype=torch.float64) < 0.3).double()
+    _assert_tap_product_equals_twin(syn, plan, sigma, x)
+
+
+def _assert_tap_product_equals_twin(syn, plan, sigma, x):
+    """The compiled tap product and its PyTorch twin: same output and gradients (input, weights, delays)."""
+    g = torch.randn(x.shape[0], x.shape[1], syn.out_features, dtype=torch.float64)
     outs = []
-    for x, fn in [(x1, tap_conv), (x2, tap_conv_reference)]:
+    for fn in (tap_conv, tap_conv_reference):
         syn.zero_grad()
-        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, 11)
-        y = fn(x, value, steps, plan, 11)
+        xk = x.clone().requires_grad_()
+        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, syn.kernel_size)
+        y = fn(xk, value, steps, plan, syn.kernel_size)
         (y * g).sum().backward()
-        outs.append((y.detach(), x.grad, syn.weight.grad.clone(), syn.delay.grad.clone() if sigma > 0 else None))
+        outs.append((y.detach(), xk.grad, syn.weight.grad.clone(), syn.delay.grad.clone() if sigma > 0 else None))
     for a, b in zip(*outs):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -207,30 +213,7 @@ def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values,
     x = (torch.rand(t_len, 3, 9, dtype=torch.float64) < 0.5).double()
     x = {"binary": x, "scaled": x / 0.6, "counts": x * torch.randint(1, 4, x.shape),
          "real": x * torch.rand(x.shape, dtype=torch.float64)}[values]
-    x1 = x.clone().requires_grad_()
-    x2 = x.clone().requires_grad_()
-    g = torch.randn(t_len, 3, 7, dtype=torch.float64)
-    outs = []
-    for x, fn in [(x1, tap_conv), (x2, tap_conv_reference)]:
-        syn.zero_grad()
-        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, 11)
-        y = fn(x, value, steps, plan, 11)
-        (y * g).sum().backward()
-        outs.append((y.detach(), x.grad, syn.weight.grad.clone(), syn.delay.grad.clone()))
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-def _calibrate_batchnorm(model, x):
-    """Running statistics of every BatchNorm from one training-mode pass (so eval mode has activity)."""
-    model.train()
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm1d):
-            mod.momentum = None
-            mod.reset_running_stats()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
+    _assert_tap_product_equals_twin(syn, plan, sigma, x)
 
 
 @needs_numba
@@ -245,7 +228,7 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     torch.manual_seed(7)
     kw = {"n_layers": 2, **kw}
     cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, **kw)
-    fast = _calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float() * input_scale)
+    fast = calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float() * input_scale)
     plain = build_model(ModelConfig(**{**cfg.__dict__, "backend": "dense"}), seed=4).eval()
     plain.load_state_dict(fast.state_dict())
     x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float() * input_scale
