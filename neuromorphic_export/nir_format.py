@@ -35,7 +35,7 @@ def _nir():
     try:
         import nir
     except ModuleNotFoundError:
-        raise ExportError("the NIR format needs the 'nir' package: pip install nir") from None
+        raise ExportError("the NIR format needs nir, which is not installed: pip install 'snn-delays[nir]'") from None
     return nir
 
 

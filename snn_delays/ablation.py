@@ -323,7 +323,9 @@ def write_summary(out: Path, records: Sequence[dict[str, Any]], title: str, note
 def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
     """Bar plot in the style of the thesis's Figure 4.5: one group of bars per connectivity, one bar
     per variant with its 95 % interval, the seeds as dots and the mean written on the bar."""
-    import matplotlib
+    from ._optional import require
+
+    matplotlib = require("matplotlib", "the ablation figure")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

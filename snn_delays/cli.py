@@ -134,7 +134,7 @@ def _add_optional_commands(sub) -> None:
         ("snn_delays.plots", "plot"),
         ("neuromorphic_export.cli", "export"),
         ("neuromorphic_export.cli", "verify"),
-        ("benchmarks.cli", "bench"),
+        ("snn_delays.bench.cli", "bench"),
     ]:
         try:
             mod = importlib.import_module(module)

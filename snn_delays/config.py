@@ -283,13 +283,18 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def experiments_dir() -> Path:
-    """The folder of named configs: $SNN_DELAYS_EXPERIMENTS, ./experiments, or the source tree's."""
+    """The folder of named configs: $SNN_DELAYS_EXPERIMENTS, else ./experiments if it holds
+    shd.toml, else the installed copy (``experiments/`` ships as the package data of
+    ``snn_delays.experiments``, see setup.py), else the source tree's ``experiments/``."""
     env = os.environ.get("SNN_DELAYS_EXPERIMENTS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent / "experiments"
     cwd = Path.cwd() / "experiments"
-    return cwd if cwd.is_dir() and (cwd / "shd.toml").exists() else here
+    if cwd.is_dir() and (cwd / "shd.toml").exists():
+        return cwd
+    package = Path(__file__).resolve().parent
+    installed = package / "experiments"  # an installed wheel
+    return installed if installed.is_dir() else package.parent / "experiments"  # a source checkout
 
 
 def _resolve_path(name_or_path: str | os.PathLike) -> Path:

@@ -31,7 +31,9 @@ __all__ = ["plot_run", "plot_curves", "plot_delay_histograms", "plot_kernels", "
 
 
 def _plt():
-    import matplotlib
+    from ._optional import require
+
+    matplotlib = require("matplotlib", "snn-delays plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,13 +85,17 @@ def plot_curves(run: Path, out: Path) -> Path:
     ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax.set_yscale("log")
     ax = axes[1]
+    evaluated = [r for r in rows if r["valid_acc"] is not None]  # every train.eval_every epochs
     for key, c in (("train_acc", "tab:blue"), ("valid_acc", "tab:orange"), ("test_acc", "tab:green")):
-        ax.plot(ep, [100 * r[key] for r in rows], "-o", ms=3, color=c, label=key.replace("_acc", ""))
-    best = max(rows, key=lambda r: r["valid_acc"])
-    ax.axvline(best["epoch"], color="grey", ls=":", lw=1)
-    ax.annotate(f"best valid: epoch {best['epoch']}\ntest {100 * best['test_acc']:.1f} %",
-                (best["epoch"], 100 * best["test_acc"]), textcoords="offset points", xytext=(-10, -35),
-                ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "grey"})
+        shown = rows if key == "train_acc" else evaluated
+        ax.plot([r["epoch"] for r in shown], [100 * r[key] for r in shown], "-o", ms=3, color=c,
+                label=key.replace("_acc", ""))
+    if evaluated:
+        best = max(evaluated, key=lambda r: r["valid_acc"])
+        ax.axvline(best["epoch"], color="grey", ls=":", lw=1)
+        ax.annotate(f"best valid: epoch {best['epoch']}\ntest {100 * best['test_acc']:.1f} %",
+                    (best["epoch"], 100 * best["test_acc"]), textcoords="offset points", xytext=(-10, -35),
+                    ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "grey"})
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (eval: rounded delays)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

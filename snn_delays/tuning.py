@@ -95,10 +95,9 @@ def suggest_overrides(trial, base: ExperimentConfig, params: Sequence[str] = SEA
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:  # pragma: no cover - optuna is a dependency
-        raise UserError("snn-delays tune needs optuna: pip install optuna") from None
+    from ._optional import require
+
+    optuna = require("optuna", "snn-delays tune")
     import warnings
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat

@@ -15,6 +15,7 @@ from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
 from snn_delays.data import download as dl
 from snn_delays.data.cache import cache_key, load_or_build
+from snn_delays.data.checksums import file_digest
 
 from test_data_heidelberg import random_samples, write_real_layout
 
@@ -106,6 +107,17 @@ def test_fetch_checksum_mismatch_on_download(tmp_path):
     assert not (tmp_path / "dest" / "x.h5.zip").exists()
 
 
+def test_fetch_downloads_verifies_and_moves_into_place(tmp_path):
+    payload = b"published bytes" * 1000
+    src = tmp_path / "served.zip"
+    src.write_bytes(payload)
+    remote = dl.RemoteFile("x.h5.zip", (src.as_uri(),), "md5:" + hashlib.md5(payload).hexdigest())
+    dest = tmp_path / "dest"
+    assert dl.fetch(remote, dest) == dest / "x.h5.zip"
+    assert (dest / "x.h5.zip").read_bytes() == payload
+    assert [p.name for p in dest.iterdir()] == ["x.h5.zip"]  # no temporary file left beside it
+
+
 def test_download_offline_message(tmp_path, monkeypatch, capsys):
     def offline(*a, **k):
         raise urllib.error.URLError("network unreachable")
@@ -127,7 +139,7 @@ def test_download_uses_present_archive_and_unpacks(tmp_path, monkeypatch):
     root.mkdir()
     with zipfile.ZipFile(root / "shd_train.h5.zip", "w") as zf:
         zf.write(h5, "shd_train.h5")
-    md5 = dl.file_digest(root / "shd_train.h5.zip")
+    md5 = file_digest(root / "shd_train.h5.zip")
     monkeypatch.setitem(dl.REMOTE, "shd", [dl.RemoteFile("shd_train.h5.zip", ("https://example.invalid/",), "md5:" + md5)])
     monkeypatch.setattr(dl.urllib.request, "urlopen", lambda *a, **k: pytest.fail("must not download"))
     out = dl.download_dataset("shd", root)

@@ -11,7 +11,7 @@ import soundfile
 from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
 from snn_delays.data.cochlea import bm_response, channel_cf_hz, encode, parse_names
-from snn_delays.data.heidelberg import read_spike_file
+from snn_delays.data.spikefile import read_spike_file
 
 
 def tone(freq, seconds=0.3, sr=16000):

@@ -15,7 +15,7 @@ import pytest
 
 from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
-from snn_delays.data.heidelberg import bin_spikes, read_spike_file
+from snn_delays.data.spikefile import bin_spikes, read_spike_file
 
 WORDS = [f"word{i}" for i in range(20)]
 

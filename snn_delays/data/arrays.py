@@ -1,4 +1,4 @@
-"""What every file-backed source returns: whole arrays in a Dataset, plus the seeded split helper.
+"""What every file-backed source returns: whole arrays in a Dataset, plus the seeded split and padding helpers.
 
 ``ArrayDataset.x`` is (N, T, C) (uint8/uint16 spike counts or float32 features, possibly
 memory-mapped) and ``.y`` is (N,) int64, so the trainer can index whole batches.
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "stratified_split"]
+__all__ = ["ArrayDataset", "stratified_split", "fit_steps"]
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -68,3 +68,13 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         kept.append(idx[n_held:])
     cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
     return cat(kept).astype(np.int64), cat(held).astype(np.int64)
+
+
+def fit_steps(x: np.ndarray, n_steps: int, fill: float) -> np.ndarray:
+    """Pad (with ``fill``) or cut (N, T, C) features along T to ``n_steps`` (0: unchanged)."""
+    if n_steps <= 0 or x.shape[1] == n_steps:
+        return x
+    if x.shape[1] > n_steps:
+        return x[:, :n_steps]
+    pad = np.full((x.shape[0], n_steps - x.shape[1], x.shape[2]), fill, dtype=x.dtype)
+    return np.concatenate([x, pad], axis=1)

@@ -18,14 +18,15 @@ from __future__ import annotations
 import math
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import DatasetError
+from .registry import DatasetError
 
 __all__ = ["read_wav", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
-           "power_spectrogram", "log_mel", "front_end", "front_end_params"]
+           "power_spectrogram", "log_mel", "front_end", "front_end_params", "wav_features"]
 
 SAMPLE_RATE = 8000  # the front end works on 8 kHz audio
 CLIP_SECONDS = 1.0
@@ -39,7 +40,9 @@ DB_FLOOR = 1e-10
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a mono (or first-channel) audio file with soundfile: (float32 samples in [-1, 1], rate)."""
-    import soundfile
+    from .._optional import require
+
+    soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
 
     try:
         data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -149,3 +152,16 @@ def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dic
             "f_min": F_MIN_HZ, "f_max": float(f_max_hz), "clip_s": float(clip_seconds), "db_floor": DB_FLOOR,
             "resampler": "sinc-hann-6-0.99"}
 
+
+def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512) -> np.ndarray:
+    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, 140) float32."""
+    out = []
+    for s in range(0, len(rel_paths), chunk):
+        clips = [read_wav(base / rel) for rel in rel_paths[s:s + chunk]]
+        feats = [None] * len(clips)
+        for sr in sorted({r for _, r in clips}):  # normally a single rate
+            idx = [i for i, (_, r) in enumerate(clips) if r == sr]
+            for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz)):
+                feats[i] = f
+        out.append(np.stack(feats))
+    return np.concatenate(out) if out else front_end([], 8000, f_max_hz)

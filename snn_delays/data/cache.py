@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._atomic import atomic_write
-from .download import file_digest
+from .checksums import file_digest
 
 __all__ = ["resolve_cache_dir", "cache_key", "source_checksum", "folder_fingerprint", "load_or_build"]
 
@@ -49,10 +49,6 @@ def cache_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    atomic_write(path, write, mode)
-
-
 def source_checksum(path: str | os.PathLike, cache_dir: Path | None) -> str:
     """MD5 of a source file, remembered in ``cache_dir/checksums.json`` by (size, mtime) so a large
     file is hashed once, not at every open."""
@@ -73,7 +69,7 @@ def source_checksum(path: str | os.PathLike, cache_dir: Path | None) -> str:
         try:
             memo_file.parent.mkdir(parents=True, exist_ok=True)
             memo[memo_key] = digest
-            _write_atomic(memo_file, lambda f: f.write(json.dumps(memo, indent=0)), mode="w")
+            atomic_write(memo_file, lambda f: f.write(json.dumps(memo, indent=0)), mode="w")
         except OSError:
             pass  # a read-only cache folder only costs a re-hash next time
     return digest
@@ -136,14 +132,14 @@ def load_or_build(
             stale.unlink()  # the entry is being rewritten: never valid half-way
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr)
-            _write_atomic(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+            atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
         meta = {
             "key": key,
             "params": params,
             "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in arrays.items()},
             "info": info,
         }
-        _write_atomic(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, default=str)), mode="w")
+        atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, default=str)), mode="w")
     except OSError:
         return arrays, info  # cannot write the cache (read-only disk): use the arrays in memory
     arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in arrays}

@@ -25,8 +25,16 @@ Everything after step 2 is one loop over time steps on arrays of shape (clips x 
 from __future__ import annotations
 
 import math
+import os
+import re
+import time
+from pathlib import Path
 
 import numpy as np
+
+from .audio import read_wav
+from .registry import DatasetError
+from .spikefile import write_spike_file
 
 __all__ = ["N_CHANNELS", "channel_cf_hz", "bm_response", "encode", "CochleaParams"]
 
@@ -180,10 +188,6 @@ def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> t
     holding a ``label`` group and optionally a ``speaker`` group. Numeric labels are kept as numbers;
     word labels become indices into the sorted words (returned as keys). Returns
     (labels (N,) int64, speakers (N,) int64, keys, speaker names)."""
-    import re
-
-    from . import DatasetError
-
     try:
         rx = re.compile(pattern)
     except re.error as e:
@@ -210,8 +214,6 @@ def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> t
 
 def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
     paths, seed = args
-    from .audio import read_wav
-
     clips = [read_wav(p) for p in paths]
     rates = {sr for _, sr in clips}
     if len(rates) == 1:
@@ -222,7 +224,7 @@ def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
 def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
                  progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Encode audio files into spikes, in batches of similar length (``workers`` processes)."""
-    order = sorted(range(len(paths)), key=lambda i: __import__("os").path.getsize(paths[i]))
+    order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
     chunks = [order[s:s + batch] for s in range(0, len(order), batch)]
     jobs = [([paths[i] for i in ch], seed * 1_000_003 + k) for k, ch in enumerate(chunks)]
     out: list = [None] * len(paths)
@@ -249,12 +251,6 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
     """Every ``*.wav``/``*.flac`` under ``in_dir`` -> an SHD-layout HDF5 file ``out_h5`` (times float16 s,
     units uint16 0..699 with unit 0 the highest frequency, labels and speakers from the file names).
     Returns a summary (files, seconds of audio, seconds taken)."""
-    import time
-    from pathlib import Path
-
-    from . import DatasetError
-    from .heidelberg import write_spike_file
-
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise DatasetError(f"{in_dir} is not a folder of recordings")
@@ -266,7 +262,9 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
     t0 = time.perf_counter()
     spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress)
     elapsed = time.perf_counter() - t0
-    import soundfile
+    from .._optional import require
+
+    soundfile = require("soundfile", "reading audio files")
 
     audio_s = float(sum(soundfile.info(str(p)).duration for p in files))
     write_spike_file(out_h5, [t for t, _ in spikes], [u for _, u in spikes], labels, speakers, keys,

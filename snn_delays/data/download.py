@@ -1,8 +1,8 @@
 """Fetch, verify and unpack the official dataset files.
 
 Where a network exists, :func:`fetch` downloads a file to a temporary name, verifies its
-checksum and moves it into place (``os.replace``); a file already present is verified and used,
-never fetched again. Offline, or on a checksum mismatch, it raises :class:`DatasetError` naming the
+checksum and moves it into place (:func:`snn_delays._atomic.atomic_path`); a file already present
+is verified and used, never fetched again. Offline, or on a checksum mismatch, it raises :class:`DatasetError` naming the
 file, the address to get it from and the folder to put it in.
 
 Checksums are those published with the data (see ``datasets/README.md``).
@@ -11,22 +11,21 @@ Checksums are those published with the data (see ``datasets/README.md``).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._atomic import atomic_write
-from . import DatasetError
+from .._atomic import atomic_path, atomic_write
+from .checksums import file_digest
+from .registry import DatasetError
+from .spikefile import read_spike_file
 
-__all__ = ["RemoteFile", "REMOTE", "fetch", "unpack", "file_digest", "missing_message", "download_dataset",
-           "default_root"]
+__all__ = ["RemoteFile", "REMOTE", "fetch", "unpack", "missing_message", "download_dataset", "default_root"]
 
 _HEIDELBERG_HOSTS = ("https://zenkelab.org/datasets/", "https://compneuro.net/datasets/")
 
@@ -77,15 +76,6 @@ def default_root() -> Path:
     return Path(__file__).resolve().parents[2] / "datasets"
 
 
-def file_digest(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 22) -> str:
-    """Hex digest of a file's bytes."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verify(path: Path, checksum: str) -> bool:
     algo, _, expected = checksum.partition(":")
     return file_digest(path, algo) == expected
@@ -107,6 +97,10 @@ def _dataset_of(remote: RemoteFile) -> str:
     return "?"
 
 
+class _WrongChecksum(Exception):
+    """A downloaded file's checksum differs from the published one (the download is dropped)."""
+
+
 def fetch(remote: RemoteFile, folder: str | os.PathLike, timeout_s: float = 60.0) -> Path:
     """Return ``folder/remote.name``, downloading it first if absent; verify its checksum either way.
 
@@ -121,23 +115,19 @@ def fetch(remote: RemoteFile, folder: str | os.PathLike, timeout_s: float = 60.0
                                                 f"truncated; delete {target} and fetch it again")
             )
         return target
-    folder.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in remote.urls:
-        fd, tmp = tempfile.mkstemp(prefix=f".{remote.name}.", suffix=".part", dir=folder)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                shutil.copyfileobj(resp, out, 1 << 22)
-            if not _verify(Path(tmp), remote.checksum):
-                errors.append(f"{url}: downloaded file has the wrong checksum")
-                continue
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # replaces target only if the block finishes
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                    shutil.copyfileobj(resp, out, 1 << 22)
+                if not _verify(Path(tmp), remote.checksum):
+                    raise _WrongChecksum(url)
             return target
+        except _WrongChecksum:
+            errors.append(f"{url}: downloaded file has the wrong checksum")
         except (urllib.error.URLError, OSError, ValueError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise DatasetError(missing_message(remote, folder, "download failed: " + "; ".join(errors)))
 
 
@@ -216,7 +206,5 @@ def _verify_unpacked(h5: Path) -> Path:
             raise DatasetError(f"{h5} has the wrong checksum (expected {known}): it is corrupt or truncated; "
                                "delete it and run the download again")
         return h5
-    from .heidelberg import read_spike_file
-
     read_spike_file(h5)  # raises a DatasetError naming the file if it is not a valid Heidelberg file
     return h5

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DatasetError, register
-from .arrays import ArrayDataset, stratified_split
-from .audio import DB_FLOOR, front_end_params
+from .arrays import ArrayDataset, fit_steps, stratified_split
+from .audio import DB_FLOOR, front_end_params, wav_features
 from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
-from .gsc import fit_steps, wav_features
+from .cochlea import encode_folder
+from .registry import DatasetError, register
+from .spikefile import bin_spikes, read_spike_file, read_spike_file_attrs
 
 __all__ = ["default_fsdd_root", "fsdd_files", "open_fsdd", "N_TEST_TAKES"]
 
@@ -118,9 +119,6 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
 def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | None, dt_ms: float, pool: int,
                  frame_convention: str) -> np.ndarray:
     """All recordings as binned spike counts (N, T, C): cochlea -> SHD-layout file (cached) -> SHD binning."""
-    from .cochlea import encode_folder
-    from .heidelberg import bin_spikes, read_spike_file
-
     spike_params = {"dataset": "fsdd-spikes", "source": fingerprint, "encoder": "cochlea-v1", "seed": 0}
     h5_dir = cdir if cdir is not None else Path.cwd() / "data_cache"
     h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"  # the recordings in SHD layout
@@ -128,10 +126,7 @@ def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | 
         print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
               flush=True)
         encode_folder(folder, h5, seed=0, workers=2)
-    import h5py
-
-    with h5py.File(h5, "r") as f:
-        encoded = str(f.attrs.get("files", "")).split("\n")
+    encoded = str(read_spike_file_attrs(h5).get("files", "")).split("\n")
     if encoded != [n[: -len(".wav")] for n in names]:
         raise DatasetError(f"{h5} does not hold the recordings of {folder} in order; delete it to re-encode")
     params = {**spike_params, "dt_ms": float(dt_ms), "pool": int(pool), "frame_convention": frame_convention}

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DatasetError, register
-from .arrays import ArrayDataset
-from .audio import DB_FLOOR, front_end, front_end_params, read_wav
+from .arrays import ArrayDataset, fit_steps
+from .audio import DB_FLOOR, front_end_params, wav_features
 from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
 from .download import REMOTE, default_root, missing_message
+from .registry import DatasetError, register
 
-__all__ = ["find_gsc_root", "gsc_split_files", "open_gsc", "fit_steps"]
+__all__ = ["find_gsc_root", "gsc_split_files", "open_gsc"]
 
 N_CLASSES = 35
 BACKGROUND = "_background_noise_"
@@ -71,30 +71,6 @@ def gsc_split_files(base: Path) -> tuple[list[str], dict[str, list[str]]]:
         if bad:
             raise DatasetError(f"{base / name}: entry {bad[0]!r} is not in a word folder")
     return classes, {"train": train, "valid": sorted(valid), "test": sorted(test)}
-
-
-def fit_steps(x: np.ndarray, n_steps: int, fill: float) -> np.ndarray:
-    """Pad (with ``fill``) or cut (N, T, C) features along T to ``n_steps`` (0: unchanged)."""
-    if n_steps <= 0 or x.shape[1] == n_steps:
-        return x
-    if x.shape[1] > n_steps:
-        return x[:, :n_steps]
-    pad = np.full((x.shape[0], n_steps - x.shape[1], x.shape[2]), fill, dtype=x.dtype)
-    return np.concatenate([x, pad], axis=1)
-
-
-def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512) -> np.ndarray:
-    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, 140) float32."""
-    out = []
-    for s in range(0, len(rel_paths), chunk):
-        clips = [read_wav(base / rel) for rel in rel_paths[s:s + chunk]]
-        feats = [None] * len(clips)
-        for sr in sorted({r for _, r in clips}):  # normally a single rate
-            idx = [i for i, (_, r) in enumerate(clips) if r == sr]
-            for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz)):
-                feats[i] = f
-        out.append(np.stack(feats))
-    return np.concatenate(out) if out else front_end([], 8000, f_max_hz)
 
 
 @register("gsc")

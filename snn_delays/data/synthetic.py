@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import register
+from .registry import register
 
 __all__ = ["SyntheticDelayTask", "open_synthetic"]
 

@@ -1,4 +1,4 @@
-"""``snn-delays bench``: parse arguments and call :mod:`benchmarks.measure`; no logic of its own."""
+"""``snn-delays bench``: parse arguments and call :mod:`snn_delays.bench.measure`; no logic of its own."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_subcommand", "cmd_bench"]
+__all__ = ["add_subcommand", "cmd_bench", "default_json_path"]
+
+
+def default_json_path() -> Path:
+    """``benchmarks/results/bench.json`` of the source checkout this package runs from (where the
+    recorded results live), or ``./bench.json`` for an installed package."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    return results / "bench.json" if results.is_dir() else Path.cwd() / "bench.json"
 
 
 def add_subcommand(subparsers, name: str = "bench") -> None:
@@ -19,7 +26,8 @@ def add_subcommand(subparsers, name: str = "bench") -> None:
     p.add_argument("--steps", type=int, help="input time steps per sample (default 100)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode and stack (median; default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch/numba threads (default 2)")
-    p.add_argument("--json", dest="json_out", help="write the results here (default: benchmarks/results/bench.json)")
+    p.add_argument("--json", dest="json_out", help="write the results here (default: benchmarks/results/bench.json "
+                   "in a source checkout, else ./bench.json)")
     p.add_argument("--scaling", action="store_true",
                    help="also time/memory vs kernel size 25, 50, 100, 250 at SHD sizes (steps = 4 Td) and a plot")
     p.add_argument("--kernel-sizes", default="25,50,100,250", help="with --scaling (comma-separated)")
@@ -42,7 +50,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                             memory=not args.no_memory, reference=not args.no_reference))
     print()
     print(markdown_table(out["results"]))
-    json_path = Path(args.json_out) if args.json_out else Path(__file__).parent / "results" / "bench.json"
+    json_path = Path(args.json_out) if args.json_out else default_json_path()
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))  # now, and again with the scaling rows
     if args.scaling:

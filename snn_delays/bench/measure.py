@@ -68,7 +68,7 @@ def build_ours(cfg: BenchConfig, backend: str = "auto", seed: int = 0) -> nn.Mod
 def build_reference(cfg: BenchConfig, seed: int = 0) -> nn.Module:
     from . import reference
 
-    reason = reference.available()
+    reason = reference.missing_reason()
     if reason is not None:
         from snn_delays.errors import UserError
 
@@ -213,8 +213,10 @@ def _memory_child(spec: dict) -> dict:
     _trim()  # hand freed heap back to the OS: the baseline is what is live between steps
     base = _rss_bytes()
     reset = _reset_peak()  # so the peak is that of the measured steps, not of the warm-up
+    ballast = torch.ones(int(spec.get("ballast_bytes", 0)) // 4)  # resident during the steps (tests)
     for _ in range(int(spec.get("steps", 1))):
         runner.step()
+    del ballast
     hwm = _status_kb("VmHWM")
     if reset and hwm is not None:
         peak, how = hwm * 1024, "VmHWM after clear_refs"
@@ -224,16 +226,18 @@ def _memory_child(spec: dict) -> dict:
 
 
 def measure_memory(stack: str, cfg: BenchConfig, sigma: float | None, threads: int = 2,
-                   backend: str = "auto") -> dict:
+                   backend: str = "auto", ballast_bytes: int = 0) -> dict:
     """Extra peak resident memory (bytes) of one step over the resident size just before it,
     measured in a fresh Python process: one warm-up step (optimizer state, compiled code), then
     malloc_trim (freed heap back to the OS), the peak mark reset (/proc/self/clear_refs), the
-    measured step, and VmHWM - baseline."""
-    spec = {"stack": stack, "cfg": dataclasses.asdict(cfg), "sigma": sigma, "threads": threads, "backend": backend}
+    measured step, and VmHWM - baseline. ``ballast_bytes``: a tensor of that size is allocated
+    and held during the measured step (a known growth, for tests of the measurement)."""
+    spec = {"stack": stack, "cfg": dataclasses.asdict(cfg), "sigma": sigma, "threads": threads, "backend": backend,
+            "ballast_bytes": ballast_bytes}
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this snn_delays: the child imports it too
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    out = subprocess.run([sys.executable, "-m", "benchmarks.measure", json.dumps(spec)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "snn_delays.bench.measure", json.dumps(spec)], capture_output=True,
                          text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"memory measurement failed ({stack}, sigma={sigma}):\n{out.stderr[-2000:]}")
@@ -390,7 +394,9 @@ def scaling_table(rows: list[dict]) -> str:
 
 
 def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
-    import matplotlib
+    from snn_delays._optional import require
+
+    matplotlib = require("matplotlib", "the scaling figure of snn-delays bench")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -425,5 +431,5 @@ def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":  # the memory child: python -m benchmarks.measure '<json spec>'
+if __name__ == "__main__":  # the memory child: python -m snn_delays.bench.measure '<json spec>'
     print(json.dumps(_memory_child(json.loads(sys.argv[1]))))

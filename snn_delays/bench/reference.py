@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ReferenceSNN", "available", "reset"]
+__all__ = ["ReferenceSNN", "missing_reason", "reset"]
 
 
-def available() -> str | None:
-    """None if the reference packages import, else the reason."""
+def missing_reason() -> str | None:
+    """Why the reference stack cannot be built here (the import error), or None when it can."""
     try:
         import DCLS.construct.modules  # noqa: F401
         from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: F401
