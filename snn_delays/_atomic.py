@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
 @contextmanager
@@ -37,3 +37,13 @@ def atomic_write(path: "str | os.PathLike", write: Callable[[Any], None], mode: 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())

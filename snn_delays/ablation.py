@@ -11,10 +11,9 @@ half. All variants of one seed start from the same weights, delays and masks (se
 :func:`snn_delays.model.resolve_variant` for how the no-delay baselines are sized).
 
 Resumable and shareable: a cell is done when its ``summary.json`` says all epochs ran; a process
-takes a cell by creating ``cell/.lock`` with ``O_CREAT | O_EXCL`` (atomic on local and NFS v3+
-file systems), refreshes its time stamp every epoch, and deletes it at the end. A lock whose
-process is gone (same host) or that was not refreshed for ``stale_after_s`` is broken by renaming
-it away (only one process wins the rename) and the cell is resumed from its ``last.pt``. Any
+takes a cell with a :class:`~snn_delays.workers.FolderLock` on its folder (``cell/.lock``),
+refreshes it every epoch and deletes it at the end; a stale lock (its process gone, or not
+refreshed for ``stale_after_s``) is broken and the cell is resumed from its ``last.pt``. Any
 number of ``snn-delays ablate`` processes, on one machine or several sharing the folder, can run
 the same grid; each writes the summary of what is finished when it has nothing left to do.
 """
@@ -29,15 +28,17 @@ import math
 import os
 import socket
 import time
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import VARIANTS, ExperimentConfig, load_config
+from ._atomic import atomic_write_text
+from .config import VARIANTS, ExperimentConfig, config_from_dict, result_config
+from .config_args import add_config_args, config_from_args
 from .errors import UserError
+from .workers import FolderLock, run_workers
 
-__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "CellLock", "ablate"]
+__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
 LABELS = {
@@ -122,71 +123,6 @@ def is_done(run: Path) -> bool:
     return s.get("epochs_done") == s.get("epochs")
 
 
-class CellLock:
-    """An exclusive lock file ``folder/.lock`` (O_CREAT | O_EXCL) with stale-lock breaking."""
-
-    def __init__(self, folder: Path, stale_after_s: float = 3600.0):
-        self.path = folder / ".lock"
-        self.stale_after_s = stale_after_s
-        self.owned = False
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._break_if_stale():
-                    return False
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
-            self.owned = True
-            return True
-        return False
-
-    def _break_if_stale(self) -> bool:
-        try:
-            info = json.loads(self.path.read_text() or "{}")
-            age = time.time() - self.path.stat().st_mtime
-        except (OSError, ValueError):
-            return False  # just created by another process, or gone: not ours to judge now
-        dead = info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
-        if not (dead or age > self.stale_after_s):
-            return False
-        grave = self.path.with_name(f".lock.stale.{uuid.uuid4().hex}")
-        try:
-            os.rename(self.path, grave)  # atomic: one breaker wins
-        except FileNotFoundError:
-            return False
-        grave.unlink(missing_ok=True)
-        return True
-
-    def refresh(self) -> None:
-        if self.owned:
-            try:
-                os.utime(self.path)
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        if self.owned:
-            self.path.unlink(missing_ok=True)
-            self.owned = False
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float = 3600.0,
              log=print) -> dict[str, int]:
     """Run every cell not done and not locked by a live process. Returns counts
@@ -199,7 +135,7 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
         if is_done(run):
             counts["done_before"] += 1
             continue
-        lock = CellLock(run, stale_after_s)
+        lock = FolderLock(run, stale_after_s)
         if not lock.acquire():
             counts["busy"] += 1
             continue
@@ -281,8 +217,6 @@ def _fmt(v: float, scale: float = 100.0, digits: int = 2) -> str:
 
 
 def write_summary(out: Path, records: Sequence[dict[str, Any]], title: str, note: str = "") -> list[dict[str, Any]]:
-    from .checkpoint import atomic_write_text
-
     table = summarize(records)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -375,42 +309,24 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
 
 
 # -- the command ------------------------------------------------------------------------------------
-def _worker(base_dict: dict, cells: list[tuple[str, int, int]], out: str, stale_after_s: float) -> None:
-    import torch
-
-    from .config import config_from_dict
-
-    torch.set_num_threads(1)
-    base = config_from_dict(base_dict)
-    run_grid(base, [Cell(*c) for c in cells], Path(out), stale_after_s)
-
-
 def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequence[int] = 3,
            variants: Sequence[str] = DEFAULT_VARIANTS, fanin: int = 0, sparse_only: bool = False,
            workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
            log=print) -> list[dict[str, Any]]:
     """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary rows.
     ``summary_only`` trains nothing and only rewrites the summary of the finished cells."""
-    from dataclasses import asdict
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     fanins = [fanin] if (fanin > 0 and sparse_only) else ([0, fanin] if fanin > 0 else [0])
     cells = grid_cells(variants, seed_list, fanins)
-    from .train import result_config
-
     plan = {"base_config": asdict(result_config(base)), "variants": list(variants), "seeds": seed_list,
             "fanins": fanins}
     plan_path = out / "grid.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        from .config import config_from_dict
-
         if asdict(result_config(config_from_dict(old["base_config"]))) != plan["base_config"]:
             raise UserError(f"{out} holds a grid with another base configuration; choose another --out")
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
     if summary_only:
@@ -420,16 +336,7 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
         log(f"this process ran {counts['ran']} cell(s); {counts['done_before']} were done before, "
             f"{counts['busy']} are being run by other processes")
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(asdict(base), [(c.variant, c.fanin, c.seed) for c in cells],
-                                                  str(out), stale_after_s)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [p.exitcode for p in procs if p.exitcode != 0]
+        bad = run_workers(run_grid, asdict(base), (cells, out, stale_after_s), workers)
         if bad:
             log(f"warning: {len(bad)} worker(s) failed (exit codes {bad}); run the command again to resume")
     elapsed = time.perf_counter() - t0
@@ -455,13 +362,11 @@ def _console_table(table: Sequence[dict[str, Any]]) -> str:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .cli import resolve_config
-
     if args.seeds < 1:
         raise UserError("--seeds must be >= 1")
     args.variant = None  # the grid sets variant and fan-in per cell
     fanin, args.fanin = args.fanin or 0, None
-    base = resolve_config(args)
+    base = config_from_args(args)
     if args.threads is not None:
         base = replace(base, train=replace(base.train, threads=args.threads))
     if args.workers > 1 and base.train.threads == 0:
@@ -477,8 +382,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers, name: str) -> None:
     if name != "ablate":
         return
-    from .cli import _add_config_args
-
     p = subparsers.add_parser(
         "ablate", help="control experiments over seeds: variants x connectivity x seeds, with a summary table",
         description="Run the ablation grid (resumable; several processes may share --out) and write "
@@ -495,5 +398,5 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--threads", type=int, help="torch threads per training process (train.threads)")
     p.add_argument("--stale-after", type=float, default=3600.0,
                    help="seconds after which a lock not refreshed by its owner is considered stale (default 3600)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_ablate)

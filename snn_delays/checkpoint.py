@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loading, clear errors. Format in docs/internals.md."""
+"""Checkpoints of a run folder: atomic save, checked loading, clear errors. Format in docs/internals.md."""
 
 from __future__ import annotations
 
@@ -11,19 +11,10 @@ import torch
 from ._atomic import atomic_write
 from .errors import UserError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_bytes", "atomic_write_text",
-           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_checkpoint(path: "str | os.PathLike", state: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The ``snn-delays`` command line: parse, build configs, call a library function.
 
-Every sub-command lives in the module that owns its concept; this file only wires arguments.
+Every sub-command lives in the module that owns its concept; this file only wires arguments (the
+options that build a config are in :mod:`snn_delays.config_args`). No library module imports it.
 Errors the user can fix (:class:`UserError` and its kin) end with one clear message and exit
 status 2, never a traceback.
 """
@@ -13,66 +14,16 @@ import os
 import sys
 from pathlib import Path
 
+from .config_args import add_config_args, config_from_args
 from .errors import UserError
 
 __all__ = ["main", "build_parser"]
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a TOML file or a name in experiments/ (default: the dataset's name)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set model.kernel_size=31 (repeatable)",
-    )
-    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
-    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=S")
-    p.add_argument("--device", help="cpu, cuda or auto (shortcut for --set train.device=...)")
-    p.add_argument("--data-dir", help="folder holding the dataset's files (shortcut for --set data.root=DIR)")
-    p.add_argument("--variant", help="full | constant-sigma | fixed-delays | fixed-weights | no-delays-wider | "
-                   "no-delays-deeper | dense-conv")
-    p.add_argument("--fanin", type=int, help="keep K random incoming synapses per neuron (0: all)")
-    p.add_argument("--protocol", choices=["clean", "paper"], help="SHD validation protocol (see README)")
-    p.add_argument("--input", choices=["mel", "spikes"], help="FSDD input kind")
-    p.add_argument("--test-speakers", help="FSDD: comma-separated speakers held out as the test set")
-
-
-def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for attr, key in [
-        ("epochs", "train.epochs"),
-        ("seed", "train.seed"),
-        ("device", "train.device"),
-        ("data_dir", "data.root"),
-        ("variant", "model.variant"),
-        ("fanin", "model.fanin"),
-        ("protocol", "data.protocol"),
-        ("input", "data.input"),
-        ("test_speakers", "data.test_speakers"),
-    ]:
-        v = getattr(args, attr, None)
-        if v is not None:
-            out.append(f'{key}="{v}"' if isinstance(v, str) else f"{key}={v}")
-    return out
-
-
-def resolve_config(args: argparse.Namespace):
-    from .config import load_config
-
-    source = args.config or args.dataset
-    overrides = list(args.overrides)
-    if args.dataset and args.config:
-        overrides.insert(0, f'data.dataset="{args.dataset}"')
-    return load_config(source, overrides + _shortcut_overrides(args))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    cfg = resolve_config(args)
+    cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     result = train(cfg, out, resume=not args.restart)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -105,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="synthetic, shd, ssc, gsc, fsdd (default: the config's)")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt and start over")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a trained run with rounded delays")

@@ -34,6 +34,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
+    "result_config",
     "experiments_dir",
     "VARIANTS",
 ]
@@ -159,6 +160,8 @@ class TrainConfig:
 
     ``sigma_init`` of 0 means ``kernel_size // 2``. sigma decays exponentially once per epoch
     and reaches ``sigma_final`` after ``sigma_decay_fraction`` of the epochs.
+    ``eval_every``: evaluate valid and test every N epochs and always after the last one; the
+    epochs in between record ``null`` accuracies and cannot become ``best.pt``.
     """
 
     epochs: int = 150
@@ -185,6 +188,8 @@ class TrainConfig:
             raise ConfigError("train.sigma_decay_fraction must be in (0, 1]")
         if self.sigma_final <= 0:
             raise ConfigError("train.sigma_final must be > 0 (steps)")
+        if self.eval_every < 1:
+            raise ConfigError(f"train.eval_every must be >= 1 (epochs); got {self.eval_every}")
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,12 @@ def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def result_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` without the settings that cannot change the results (torch threads, progress bar):
+    two configs with equal ``result_config`` describe the same run, which may resume the other."""
+    return replace(cfg, train=replace(cfg.train, threads=0, progress=False))
 
 
 def experiments_dir() -> Path:

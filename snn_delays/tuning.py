@@ -40,16 +40,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import socket
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ExperimentConfig, apply_overrides, config_from_dict, to_toml
+from ._atomic import atomic_write_text
+from .config import ExperimentConfig, apply_overrides, result_config, to_toml
+from .config_args import add_config_args, config_from_args
 from .errors import TrainingDiverged, UserError
+from .workers import pid_alive, run_workers
 
 __all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "open_study", "write_best"]
 
@@ -153,12 +156,10 @@ def _fail_dead_local_trials(study) -> list[int]:
     """Trials left RUNNING by a process of this machine that no longer exists: fail and re-queue them
     now (the heartbeat would do it too, but only after its grace period)."""
     optuna = _optuna()
-    from .ablation import _pid_alive
-
     host, done = socket.gethostname(), []
     retry = _Requeue()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or _pid_alive(int(t.user_attrs.get("pid", -1))):
+        if t.user_attrs.get("host") != host or pid_alive(int(t.user_attrs.get("pid", -1))):
             continue
         try:
             if study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
@@ -197,9 +198,12 @@ class _Objective:
             done_rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
             self.log(f"trial {trial.number}: resuming trial {origin} from epoch {len(done_rows)}")
         for row in done_rows:
-            trial.report(row["valid_acc"], row["epoch"])
+            if row["valid_acc"] is not None:
+                trial.report(row["valid_acc"], row["epoch"])
 
         def on_epoch_end(row: dict[str, Any]) -> None:
+            if row["valid_acc"] is None:  # not an evaluated epoch (train.eval_every)
+                return
             trial.report(row["valid_acc"], row["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {row['epoch']} (valid {row['valid_acc']:.4f})")
@@ -225,17 +229,16 @@ def best_config(study, base: ExperimentConfig, params: Sequence[str]) -> Experim
 
 def write_best(study, base: ExperimentConfig, params: Sequence[str], out: Path) -> Path | None:
     """Write ``best.toml``, ``best.json`` and ``trials.csv``; returns the TOML path (None if no trial completed)."""
-    from .checkpoint import atomic_write_text
-
     optuna = _optuna()
     trials = study.get_trials(deepcopy=False)
     keys = sorted({k for t in trials for k in t.params})
-    with open(out / "trials.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["number", "state", "value", "epochs_reported", "test_acc_at_best_valid", *keys])
-        for t in trials:
-            w.writerow([t.number, t.state.name, t.value, len(t.intermediate_values),
-                        t.user_attrs.get("test_acc_at_best_valid"), *(t.params.get(k) for k in keys)])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["number", "state", "value", "epochs_reported", "test_acc_at_best_valid", *keys])
+    for t in trials:
+        w.writerow([t.number, t.state.name, t.value, len(t.intermediate_values),
+                    t.user_attrs.get("test_acc_at_best_valid"), *(t.params.get(k) for k in keys)])
+    atomic_write_text(out / "trials.csv", buf.getvalue())
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
         return None
     cfg = best_config(study, base, params)
@@ -266,8 +269,6 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     warmup = warmup_epochs if warmup_epochs is not None else max(1, base.train.epochs // 4)
     study = open_study(storage, study_name, heartbeat_s, pruner, warmup, seed)
     # the base configuration is part of the study: refuse to mix two searches in one study
-    from .train import result_config
-
     base_json = json.dumps(asdict(result_config(base)), sort_keys=True)
     old = study.user_attrs.get("base_config")
     if old is None:
@@ -294,17 +295,12 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     return report
 
 
-def _tune_worker(base_dict: dict, kwargs: dict) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    tune(config_from_dict(base_dict), **kwargs)
+def _tune_worker(base: ExperimentConfig, kwargs: dict) -> None:
+    tune(base, **kwargs)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .cli import resolve_config
-
-    base = resolve_config(args)
+    base = config_from_args(args)
     if args.workers > 1 and base.train.threads == 0:
         base = replace(base, train=replace(base.train, threads=1))
     base = replace(base, train=replace(base.train, progress=False))
@@ -314,15 +310,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   pruner=args.pruner, warmup_epochs=args.warmup_epochs, heartbeat_s=args.heartbeat,
                   timeout_s=args.timeout, seed=args.sampler_seed)
     if args.workers > 1:
-        import multiprocessing as mp
-
         tune(base, **{**kwargs, "trials": 0})  # create the study (and its tables) once
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_tune_worker, args=(asdict(base), kwargs)) for _ in range(args.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        run_workers(_tune_worker, asdict(base), (kwargs,), args.workers)
         report = tune(base, **{**kwargs, "trials": 0})  # the summary; runs nothing more
     else:
         report = tune(base, **kwargs)
@@ -335,8 +324,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers, name: str) -> None:
     if name != "tune":
         return
-    from .cli import _add_config_args
-
     p = subparsers.add_parser("tune", help="Optuna hyperparameter search (resumable, shareable storage)",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--dataset", required=True, help="synthetic, shd, ssc, gsc, fsdd")
@@ -351,5 +338,5 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible proposals)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_tune)

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from snn_delays import load_config
-from snn_delays.ablation import CellLock, Cell, ablate, ci95, grid_cells, run_grid, t_quantile_975
+from snn_delays.ablation import Cell, ablate, ci95, grid_cells, run_grid, t_quantile_975
+from snn_delays.workers import FolderLock
 
 TINY = [
     "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
@@ -52,7 +53,7 @@ def test_grid_writes_summary_and_skips_finished_cells(tmp_path):
 
 
 def test_locks_live_stale_and_dead(tmp_path):
-    a, b = CellLock(tmp_path / "cell"), CellLock(tmp_path / "cell")
+    a, b = FolderLock(tmp_path / "cell"), FolderLock(tmp_path / "cell")
     assert a.acquire() and not b.acquire()  # held by a live process (this one)
     a.release()
     assert b.acquire()
@@ -60,8 +61,8 @@ def test_locks_live_stale_and_dead(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = tmp_path / "cell" / ".lock"
     lock.write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "time": 0}))
-    assert CellLock(tmp_path / "cell").acquire()  # its owner is gone: broken and taken
-    other = CellLock(tmp_path / "cell2", stale_after_s=10)
+    assert FolderLock(tmp_path / "cell").acquire()  # its owner is gone: broken and taken
+    other = FolderLock(tmp_path / "cell2", stale_after_s=10)
     other.path.parent.mkdir()
     other.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
     assert not other.acquire()  # another machine, fresh: respected

@@ -1,0 +1,115 @@
+"""Sharing work between processes: is a pid alive, an exclusive lock on a folder, worker processes.
+
+Used by ``snn-delays ablate`` (a lock per grid cell, workers on one machine) and ``snn-delays
+tune`` (trials left running by a dead local process, workers on one machine).
+
+The lock is a file ``folder/.lock`` created with ``O_CREAT | O_EXCL`` (atomic on local and NFS v3+
+file systems) holding the owner's host, pid and start time. The owner refreshes its time stamp
+(:meth:`FolderLock.refresh`) and deletes it at the end. A lock whose process is gone (same host)
+or that was not refreshed for ``stale_after_s`` seconds is broken by renaming it away (only one
+process wins the rename) and taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["pid_alive", "FolderLock", "run_workers"]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive lock file ``folder/.lock`` (O_CREAT | O_EXCL) with stale-lock breaking."""
+
+    def __init__(self, folder: Path, stale_after_s: float = 3600.0):
+        self.path = Path(folder) / ".lock"
+        self.stale_after_s = stale_after_s
+        self.owned = False
+
+    def acquire(self) -> bool:
+        """Take the lock (breaking a stale one); False when a live owner holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_if_stale():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+            self.owned = True
+            return True
+        return False
+
+    def _break_if_stale(self) -> bool:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+            age = time.time() - self.path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # just created by another process, or gone: not ours to judge now
+        dead = info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1)))
+        if not (dead or age > self.stale_after_s):
+            return False
+        grave = self.path.with_name(f".lock.stale.{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, grave)  # atomic: one breaker wins
+        except FileNotFoundError:
+            return False
+        grave.unlink(missing_ok=True)
+        return True
+
+    def refresh(self) -> None:
+        """Touch the lock so that other processes see its owner is still working."""
+        if self.owned:
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+def _worker_main(fn: Callable[..., Any], base_dict: dict[str, Any], args: tuple) -> None:
+    import torch
+
+    from .config import config_from_dict
+
+    torch.set_num_threads(1)
+    fn(config_from_dict(base_dict), *args)
+
+
+def run_workers(fn: Callable[..., Any], base_dict: dict[str, Any], args: Sequence[Any], workers: int) -> list[int]:
+    """Run ``fn(config_from_dict(base_dict), *args)`` in ``workers`` fresh (spawned) processes with
+    one torch thread each, wait for all; returns the non-zero exit codes. ``fn`` must be a
+    module-level function (it is pickled by name)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(fn, base_dict, tuple(args))) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return [p.exitcode for p in procs if p.exitcode != 0]
