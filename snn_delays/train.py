@@ -1,8 +1,10 @@
 """The training loop, its schedules (pure functions of the epoch) and the run folder.
 
-One epoch: set learning rates and sigma for the epoch -> optimise on the training split (delays
-clamped after every step) -> evaluate valid and test with rounded delays -> write
-``metrics.jsonl``, ``last.pt`` and, when validation improves, ``best.pt``.
+:func:`train` reads as its steps: :func:`start_or_resume` -> per epoch :func:`train_one_epoch`
+(learning rates and sigma for the epoch, optimise on the training split, delays clamped after
+every step) -> :func:`evaluate_splits` (valid and test with rounded delays, every
+``train.eval_every`` epochs and after the last) -> :func:`write_epoch` (``metrics.jsonl``,
+``last.pt`` and, when validation improves, ``best.pt``) -> :func:`finish` (``summary.json``).
 
 Resuming: everything random in an epoch is seeded from (seed, epoch) and the schedules are pure
 functions of the epoch, so a run restarted from ``last.pt`` ends with the same metrics as an
@@ -18,7 +20,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,12 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, config_to_dict, load_config, to_toml
+from ._atomic import atomic_write_text
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ExperimentConfig, config_from_dict, config_to_dict, load_config, result_config, to_toml
 from .data import open_dataset
 from . import distributed
 from .errors import TrainingDiverged, UserError
-from .model import DelaySNN, build_model, resolve_variant
+from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse
 
 __all__ = [
@@ -43,7 +46,6 @@ __all__ = [
     "evaluate_accuracy",
     "resolve_device",
     "run_info",
-    "result_config",
 ]
 
 
@@ -200,12 +202,6 @@ def _open_splits(cfg: ExperimentConfig):
     return {split: open_dataset(cfg.data.dataset, root, split, **opts) for split in ("train", "valid", "test")}
 
 
-def result_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` without the settings that cannot change the results (torch threads, progress bar):
-    two configs with equal ``result_config`` describe the same run, which may resume the other."""
-    return replace(cfg, train=replace(cfg.train, threads=0, progress=False))
-
-
 def _fill_sizes(cfg: ExperimentConfig, ds) -> ExperimentConfig:
     m = cfg.model
     for key, have in (("input_size", ds.n_channels), ("n_classes", ds.n_classes)):
@@ -218,6 +214,35 @@ def _fill_sizes(cfg: ExperimentConfig, ds) -> ExperimentConfig:
     return replace(cfg, model=m)
 
 
+@dataclass
+class _Run:
+    """What the steps of :func:`train` share: the resolved config, the data, the model and optimiser,
+    and the record so far (``metrics`` rows, kernel ``snapshots``, the ``best`` epoch)."""
+
+    cfg: ExperimentConfig
+    folder: Path
+    dist: distributed.DistContext
+    device: torch.device
+    splits: dict[str, Any]
+    open_time: float
+    model: DelaySNN
+    net: nn.Module  # what the training step calls: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"valid_acc": -1.0, "epoch": -1, "test_acc": float("nan")})
+    start_epoch: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_path(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / "best.pt"
+
+
 def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume: bool = True,
           max_epochs: int | None = None,
           on_epoch_end: "Callable[[dict[str, Any]], None] | None" = None) -> dict[str, Any]:
@@ -227,6 +252,23 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     exception it raises stops training (used for pruning) and propagates.
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this is data-parallel; see :mod:`snn_delays.distributed`.
     Returns the summary written to ``summary.json``."""
+    r = start_or_resume(config, run_dir, resume)
+    total = r.cfg.train.epochs
+    stop = total if max_epochs is None else min(total, r.start_epoch + max_epochs)
+    for epoch in range(r.start_epoch, stop):
+        t0 = time.perf_counter()
+        stats = train_one_epoch(r, epoch)
+        valid_acc, test_acc = evaluate_splits(r, epoch)
+        row = write_epoch(r, epoch, stats, valid_acc, test_acc, t0)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    return finish(r)
+
+
+def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume: bool) -> _Run:
+    """Step 1 of :func:`train`: resolve the config against the data, join the DDP group (if any),
+    build the model and optimiser, and either load ``last.pt`` (``resume``; a different config is
+    refused) or clear a previous run's files; writes ``config.toml``."""
     cfg = load_config(config) if not isinstance(config, ExperimentConfig) else config.validate()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -240,10 +282,9 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     cfg = replace(cfg, model=resolve_variant(cfg.model))  # concrete sizes, stored in checkpoints
     open_time = time.perf_counter() - t_open
 
-    last_path, best_path = run / "last.pt", run / "best.pt"
     resumed = None
-    if resume and last_path.exists():
-        resumed = load_checkpoint(last_path)
+    if resume and (run / "last.pt").exists():
+        resumed = load_checkpoint(run / "last.pt")
         if result_config(config_from_dict(resumed["config"])) != result_config(cfg):
             raise UserError(f"{run} holds a run with a different configuration; use --restart to overwrite it "
                             f"or choose another --out")
@@ -256,146 +297,170 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     model = DelaySNN(cfg.model, seed=cfg.train.seed).to(device)
     if dist.enabled:
         distributed.convert_for_ddp(model)
-    net = dist.wrap(model, device)  # what the training step calls
+    net = dist.wrap(model, device)
     optimizer = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.train.lr_weights)
-    metrics: list[dict[str, Any]] = []
-    snapshots: list[dict[str, Any]] = []
-    best = {"valid_acc": -1.0, "epoch": -1, "test_acc": float("nan")}
-    start_epoch = 0
+    r = _Run(cfg, run, dist, device, splits, open_time, model, net, optimizer)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
-        metrics, snapshots, best = resumed["metrics"], resumed.get("kernel_history", []), resumed["best"]
-        start_epoch = int(resumed["epoch"])
+        r.metrics, r.snapshots, r.best = resumed["metrics"], resumed.get("kernel_history", []), resumed["best"]
+        r.start_epoch = int(resumed["epoch"])
         if dist.is_main:
             with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
-                f.writelines(json.dumps(m) + "\n" for m in metrics)
+                f.writelines(json.dumps(m) + "\n" for m in r.metrics)
     else:
         if dist.is_main:
             (run / "metrics.jsonl").write_text("")
-        snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(), "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
+        r.snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(),
+                            "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
+    r.info = run_info()
+    return r
 
-    protocol_note = getattr(splits["valid"], "protocol_note", "")
-    info = run_info()
-    sigma_init = cfg.sigma_init()
+
+def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
+    """Step 2: set this epoch's sigma and learning rates (pure functions of ``epoch``), seed its
+    dropout masks and shuffle from (seed, epoch), and optimise on the training split (delays
+    clamped after every step). Returns the epoch's training statistics (summed over DDP ranks)."""
+    cfg, model, net, dist, optimizer = r.cfg, r.model, r.net, r.dist, r.optimizer
+    t0 = time.perf_counter()
     total = cfg.train.epochs
-    stop = total if max_epochs is None else min(total, start_epoch + max_epochs)
-    bar = _progress(cfg.train.progress and dist.is_main)
-    base = {"config": config_to_dict(cfg)}
-    for epoch in range(start_epoch, stop):
-        t0 = time.perf_counter()
-        sigma = cfg.train.sigma_final if cfg.model.variant == "constant-sigma" else sigma_at_epoch(
-            epoch, total, sigma_init, cfg.train.sigma_final, cfg.train.sigma_decay_fraction)
-        model.sigma = sigma
-        lr_w = one_cycle_lr(epoch, total, cfg.train.lr_weights, cfg.train.one_cycle_pct_start)
-        lr_d = cosine_lr(epoch, total, cfg.train.lr_delays)
-        for g in optimizer.param_groups:
-            g["lr"] = lr_d if g["name"] == "delays" else lr_w
-        torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout masks of this epoch
-        model.train()
-        loss_sum, correct, seen, data_time = 0.0, 0, 0, 0.0
-        batches = iterate_batches(splits["train"], cfg.data.batch_size, shuffle=True,
-                                  seed=cfg.train.seed * 100_003 + epoch, device=device,
-                                  num_workers=cfg.data.num_workers)
-        n_batches = math.ceil(len(splits["train"]) / cfg.data.batch_size)
-        pbar = bar(batches, total=n_batches, desc=f"epoch {epoch + 1}/{total}")
-        it = iter(pbar)
-        step = 0
-        while True:
-            td = time.perf_counter()
-            try:
-                x, y = next(it)
-            except StopIteration:
-                break
-            data_time += time.perf_counter() - td
-            if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
-                x, y, offset, n_global = dist.shard(x, y)
-                distributed.set_shard(model, offset, n_global)
-                scores = DelaySNN.scores(net(x))  # (b, K)
-                ce_sum = nn.functional.cross_entropy(scores, y, reduction="sum")
-                loss = ce_sum * (dist.world / n_global)
-            else:
-                scores = DelaySNN.scores(model(x))  # (B, K) summed softmax, used as logits
-                loss = ce_sum = nn.functional.cross_entropy(scores, y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                    f"The last good checkpoint is {last_path if last_path.exists() else '(none yet)'}. "
-                    f"Try a lower train.lr_weights or train.lr_delays.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            model.clamp_()
-            loss_sum += ce_sum.item() if dist.enabled else loss.item() * len(y)
-            correct += int((scores.argmax(-1) == y).sum())
-            seen += len(y)
-            step += 1
-            if hasattr(pbar, "set_postfix"):
-                pbar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        if hasattr(pbar, "close"):
-            pbar.close()
-        train_time = time.perf_counter() - t0
-        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])  # over ranks (no-op alone)
-        correct, seen = int(correct), int(seen)
-        valid_acc = evaluate_accuracy(model, splits["valid"], cfg.data.batch_size, device)[0]
-        test_acc = evaluate_accuracy(model, splits["test"], cfg.data.batch_size, device)[0]
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "valid_acc": valid_acc,
-            "test_acc": test_acc,
-            "sigma": sigma,
-            "lr_weights": lr_w,
-            "lr_delays": lr_d,
-            **_delay_stats(model),
-            "epoch_time_s": time.perf_counter() - t0,
-            "train_time_s": train_time,
-            "data_time_s": data_time,
-        }
-        metrics.append(row)
-        snapshots.append({"epoch": epoch + 1, "sigma": sigma,
-                          "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
-        improved = valid_acc > best["valid_acc"]
-        if improved:
-            best = {"valid_acc": valid_acc, "epoch": epoch + 1, "test_acc": test_acc}
-        state = {**base, "model": model.state_dict(), "epoch": epoch + 1, "sigma": sigma, "metrics": metrics,
-                 "best": best, "kernel_history": snapshots, "run_info": info}
-        if dist.is_main:
-            if improved:
-                save_checkpoint(best_path, state)
-            save_checkpoint(last_path, {**state, "optimizer": optimizer.state_dict()})
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            _say(f"epoch {epoch + 1}/{total}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
-                 f"valid {valid_acc:.3f}  test {test_acc:.3f}  sigma {sigma:.2f}  {row['epoch_time_s']:.1f}s")
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+    sigma = cfg.train.sigma_final if cfg.model.variant == "constant-sigma" else sigma_at_epoch(
+        epoch, total, cfg.sigma_init(), cfg.train.sigma_final, cfg.train.sigma_decay_fraction)
+    model.sigma = sigma
+    lr_w = one_cycle_lr(epoch, total, cfg.train.lr_weights, cfg.train.one_cycle_pct_start)
+    lr_d = cosine_lr(epoch, total, cfg.train.lr_delays)
+    for g in optimizer.param_groups:
+        g["lr"] = lr_d if g["name"] == "delays" else lr_w
+    torch.manual_seed(cfg.train.seed * 100_003 + epoch)  # dropout masks of this epoch
+    model.train()
+    loss_sum, correct, seen, data_time = 0.0, 0, 0, 0.0
+    batches = iterate_batches(r.splits["train"], cfg.data.batch_size, shuffle=True,
+                              seed=cfg.train.seed * 100_003 + epoch, device=r.device,
+                              num_workers=cfg.data.num_workers)
+    n_batches = math.ceil(len(r.splits["train"]) / cfg.data.batch_size)
+    pbar = _progress(cfg.train.progress and dist.is_main)(batches, total=n_batches, desc=f"epoch {epoch + 1}/{total}")
+    it = iter(pbar)
+    step = 0
+    while True:
+        td = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            break
+        data_time += time.perf_counter() - td
+        if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
+            x, y, offset, n_global = dist.shard(x, y)
+            distributed.set_shard(model, offset, n_global)
+            scores = DelaySNN.scores(net(x))  # (b, K)
+            ce_sum = nn.functional.cross_entropy(scores, y, reduction="sum")
+            loss = ce_sum * (dist.world / n_global)
+        else:
+            scores = DelaySNN.scores(model(x))  # (B, K) summed softmax, used as logits
+            loss = ce_sum = nn.functional.cross_entropy(scores, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                f"The last good checkpoint is {r.last_path if r.last_path.exists() else '(none yet)'}. "
+                f"Try a lower train.lr_weights or train.lr_delays.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.clamp_()
+        loss_sum += ce_sum.item() if dist.enabled else loss.item() * len(y)
+        correct += int((scores.argmax(-1) == y).sum())
+        seen += len(y)
+        step += 1
+        if hasattr(pbar, "set_postfix"):
+            pbar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    if hasattr(pbar, "close"):
+        pbar.close()
+    train_time = time.perf_counter() - t0
+    loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])  # over ranks (no-op alone)
+    return {"train_loss": loss_sum / max(int(seen), 1), "train_acc": int(correct) / max(int(seen), 1),
+            "sigma": sigma, "lr_weights": lr_w, "lr_delays": lr_d, "train_time_s": train_time,
+            "data_time_s": data_time}
 
+
+def evaluate_splits(r: _Run, epoch: int) -> tuple[float | None, float | None]:
+    """Step 3: (valid, test) accuracy with rounded delays, every ``train.eval_every`` epochs and
+    after the last epoch; (None, None) on the epochs in between."""
+    done = epoch + 1
+    if done % r.cfg.train.eval_every and done != r.cfg.train.epochs:
+        return None, None
+    valid_acc = evaluate_accuracy(r.model, r.splits["valid"], r.cfg.data.batch_size, r.device)[0]
+    test_acc = evaluate_accuracy(r.model, r.splits["test"], r.cfg.data.batch_size, r.device)[0]
+    return valid_acc, test_acc
+
+
+def write_epoch(r: _Run, epoch: int, stats: dict[str, float], valid_acc: float | None,
+                test_acc: float | None, t0: float) -> dict[str, Any]:
+    """Step 4: record the epoch (its ``metrics.jsonl`` row, a kernel snapshot), write ``last.pt``
+    and, when validation improved on an evaluated epoch, ``best.pt``. Returns the row."""
+    cfg, model = r.cfg, r.model
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": stats["train_loss"],
+        "train_acc": stats["train_acc"],
+        "valid_acc": valid_acc,
+        "test_acc": test_acc,
+        "sigma": stats["sigma"],
+        "lr_weights": stats["lr_weights"],
+        "lr_delays": stats["lr_delays"],
+        **_delay_stats(model),
+        "epoch_time_s": time.perf_counter() - t0,
+        "train_time_s": stats["train_time_s"],
+        "data_time_s": stats["data_time_s"],
+    }
+    r.metrics.append(row)
+    r.snapshots.append({"epoch": epoch + 1, "sigma": stats["sigma"],
+                        "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
+    improved = valid_acc is not None and valid_acc > r.best["valid_acc"]
+    if improved:
+        r.best = {"valid_acc": valid_acc, "epoch": epoch + 1, "test_acc": test_acc}
+    state = {"config": config_to_dict(cfg), "model": model.state_dict(), "epoch": epoch + 1,
+             "sigma": stats["sigma"], "metrics": r.metrics, "best": r.best, "kernel_history": r.snapshots,
+             "run_info": r.info}
+    if r.dist.is_main:
+        if improved:
+            save_checkpoint(r.best_path, state)
+        save_checkpoint(r.last_path, {**state, "optimizer": r.optimizer.state_dict()})
+        with open(r.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        acc = lambda v: "-" if v is None else f"{v:.3f}"
+        _say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
+             f"valid {acc(valid_acc)}  test {acc(test_acc)}  sigma {stats['sigma']:.2f}  {row['epoch_time_s']:.1f}s")
+    return row
+
+
+def finish(r: _Run) -> dict[str, Any]:
+    """Step 5: write ``summary.json`` (the test accuracy at the best validation epoch, versions,
+    the config), leave the DDP group; returns the summary."""
+    cfg = r.cfg
+    tests = [m["test_acc"] for m in r.metrics if m["test_acc"] is not None]  # evaluated epochs
     summary = {
         "name": cfg.name,
         "dataset": cfg.data.dataset,
         "variant": cfg.model.variant,
         "seed": cfg.train.seed,
-        "epochs_done": len(metrics),
-        "epochs": total,
-        "best_epoch": best["epoch"],
-        "best_valid_acc": best["valid_acc"],
-        "test_acc": best["test_acc"],
-        "final_test_acc": metrics[-1]["test_acc"] if metrics else float("nan"),
-        "max_test_acc": max((m["test_acc"] for m in metrics), default=float("nan")),
-        "trainable_parameters": model.trainable_count(),
+        "epochs_done": len(r.metrics),
+        "epochs": cfg.train.epochs,
+        "best_epoch": r.best["epoch"],
+        "best_valid_acc": r.best["valid_acc"],
+        "test_acc": r.best["test_acc"],
+        "final_test_acc": tests[-1] if tests else float("nan"),
+        "max_test_acc": max(tests, default=float("nan")),
+        "trainable_parameters": r.model.trainable_count(),
         "protocol": cfg.data.protocol,
-        "protocol_note": protocol_note,
-        "dataset_open_s": open_time,
-        "device": str(device),
-        "world_size": dist.world,
-        **info,
+        "protocol_note": getattr(r.splits["valid"], "protocol_note", ""),
+        "dataset_open_s": r.open_time,
+        "device": str(r.device),
+        "world_size": r.dist.world,
+        **r.info,
         "config": config_to_dict(cfg),
     }
-    if dist.is_main:
-        atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
-    dist.close()
+    if r.dist.is_main:
+        atomic_write_text(r.folder / "summary.json", json.dumps(summary, indent=2))
+    r.dist.close()
     return summary
 
 

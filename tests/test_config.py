@@ -44,3 +44,9 @@ def test_invalid_values_rejected():
         load_config("shd", ['model.variant="magic"'])
     with pytest.raises(ConfigError, match="no config named 'no-such-config'; known names: .*shd"):
         load_config("no-such-config")
+
+
+def test_eval_every_is_validated():
+    assert load_config("synthetic", ["train.eval_every=3"]).train.eval_every == 3
+    with pytest.raises(ConfigError, match="train.eval_every must be >= 1"):
+        load_config("synthetic", ["train.eval_every=0"])

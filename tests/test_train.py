@@ -134,3 +134,19 @@ def test_trains_on_cuda(tmp_path):
     cfg = load_config("synthetic", TINY + ["train.epochs=1", 'train.device="cuda"'])
     summary = train(cfg, tmp_path)
     assert summary["device"].startswith("cuda")
+
+
+def test_eval_every_skips_evaluation_but_not_training(tmp_path):
+    """eval_every=2 over 3 epochs evaluates after epochs 2 and 3 (the last); the other rows hold null
+    accuracies, best.pt comes from an evaluated epoch, and training itself is unchanged."""
+    every = train(load_config("synthetic", TINY), tmp_path / "every")
+    sparse = train(load_config("synthetic", TINY + ["train.eval_every=2"]), tmp_path / "sparse")
+    a = [json.loads(l) for l in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (tmp_path / "sparse" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["valid_acc"] is None for r in b] == [True, False, False]
+    assert [r["test_acc"] is None for r in b] == [True, False, False]
+    keep = lambda r: {k: v for k, v in r.items() if k not in ("valid_acc", "test_acc") and not k.endswith("_s")}
+    assert [keep(r) for r in a] == [keep(r) for r in b]
+    assert [r["valid_acc"] for r in a[1:]] == [r["valid_acc"] for r in b[1:]]
+    assert sparse["best_epoch"] in (2, 3) and sparse["final_test_acc"] == every["final_test_acc"]
+    assert load_model(tmp_path / "sparse").training is False  # best.pt exists
