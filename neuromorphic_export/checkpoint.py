@@ -24,6 +24,7 @@ __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_p
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSIONS = (1,)
 BN_EPS = 1e-5
+DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms: DataConfig.dt_ms's default
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         readout_tau = float(model_cfg["readout_tau_steps"])
         threshold = float(model_cfg["threshold"])
         extra = int(model_cfg.get("extra_steps", -1))
-        dt_ms = float(data_cfg.get("dt_ms", 1.0))
+        dt_ms = float(data_cfg.get("dt_ms", DEFAULT_DT_MS))
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
     if str(model_cfg.get("variant", "full")) == "dense-conv":

@@ -180,37 +180,43 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = "snn-delays-network"
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["dt_ms"] = float(net.dt_ms)
-        f.attrs["input_size"] = int(net.input_size)
-        f.attrs["n_layers"] = net.n_layers
-        f.attrs["n_classes"] = net.n_classes
-        f.attrs["extra_steps"] = int(net.extra_steps)
-        f.attrs["delay_convention"] = DELAY_CONVENTION
-        f.attrs["prediction"] = "argmax over classes of sum over t of softmax(readout membrane[t])"
-        f.attrs["writer"] = f"neuromorphic_export {__version__}"
-        for k, v in net.attrs.items():
-            f.attrs[k] = v
-        for k, layer in enumerate(net.layers):
-            g = f.create_group(f"layer/{k}")
-            g.attrs["kind"] = layer.kind
-            g.attrs["n_in"] = layer.n_in
-            g.attrs["n_out"] = layer.n_out
-            if layer.weight_scale is not None:
-                g.attrs["weight_scale"] = float(layer.weight_scale)
-            s = g.create_group("synapses")
-            s.create_dataset("pre", data=layer.pre, dtype=np.int32)
-            s.create_dataset("post", data=layer.post, dtype=np.int32)
-            wdt = np.int32 if layer.weight_scale is not None else np.float64
-            s.create_dataset("weight", data=layer.weight.astype(wdt), dtype=wdt)
-            s.create_dataset("delay", data=layer.delay, dtype=np.int32)
-            nrn = g.create_group("neurons")
-            for name in ("decay", "threshold", "bias"):
-                nrn.create_dataset(name, data=getattr(layer, name), dtype=np.float64)
-    os.replace(tmp, path)
+    # written beside the target, then renamed: a crash leaves the old file or none. (Not
+    # snn_delays._atomic: importing it runs snn_delays/__init__, i.e. torch and the model, and the
+    # exporter must work where only numpy and h5py are installed.)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "snn-delays-network"
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["dt_ms"] = float(net.dt_ms)
+            f.attrs["input_size"] = int(net.input_size)
+            f.attrs["n_layers"] = net.n_layers
+            f.attrs["n_classes"] = net.n_classes
+            f.attrs["extra_steps"] = int(net.extra_steps)
+            f.attrs["delay_convention"] = DELAY_CONVENTION
+            f.attrs["prediction"] = "argmax over classes of sum over t of softmax(readout membrane[t])"
+            f.attrs["writer"] = f"neuromorphic_export {__version__}"
+            for k, v in net.attrs.items():
+                f.attrs[k] = v
+            for k, layer in enumerate(net.layers):
+                g = f.create_group(f"layer/{k}")
+                g.attrs["kind"] = layer.kind
+                g.attrs["n_in"] = layer.n_in
+                g.attrs["n_out"] = layer.n_out
+                if layer.weight_scale is not None:
+                    g.attrs["weight_scale"] = float(layer.weight_scale)
+                s = g.create_group("synapses")
+                s.create_dataset("pre", data=layer.pre, dtype=np.int32)
+                s.create_dataset("post", data=layer.post, dtype=np.int32)
+                wdt = np.int32 if layer.weight_scale is not None else np.float64
+                s.create_dataset("weight", data=layer.weight.astype(wdt), dtype=wdt)
+                s.create_dataset("delay", data=layer.delay, dtype=np.int32)
+                nrn = g.create_group("neurons")
+                for name in ("decay", "threshold", "bias"):
+                    nrn.create_dataset(name, data=getattr(layer, name), dtype=np.float64)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

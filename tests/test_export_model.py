@@ -140,3 +140,16 @@ def test_hardware_convention_changes_little(tmp_path):
     a = simulate(net, x.numpy(), convention="model").predictions
     b = simulate(net, x.numpy(), convention=Convention(1, ">", "float64")).predictions
     assert (a == b).mean() >= 0.5  # one step per hop shifts inputs against the bias: not identical
+
+
+def test_checkpoint_without_dt_ms_gets_the_config_default(tmp_path):
+    from snn_delays.config import DataConfig
+    from neuromorphic_export.checkpoint import DEFAULT_DT_MS, load_checkpoint
+
+    assert DEFAULT_DT_MS == DataConfig().dt_ms
+    cfg, model = _spiking_model()
+    d = config_to_dict(cfg)
+    del d["data"]["dt_ms"]
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.pt", {"config": d, "model": model.state_dict(), "epoch": 1, "metrics": []})
+    assert load_checkpoint(run).dt_ms == DataConfig().dt_ms
