@@ -15,8 +15,9 @@ What makes a DDP run give the same result as one process (up to floating-point o
   with per-rank statistics would train a different model; ``nn.SyncBatchNorm`` does not run on
   CPU, this does, on every backend);
 * time-shared dropout draws the mask of the whole global batch from the same seeded generator on
-  every rank and keeps its shard's rows (:class:`ShardedTimeSharedDropout`), so masks are those of
-  one process;
+  every rank and keeps its shard's rows: the trainer passes ``dropout_rows=(offset, global_batch)``
+  to the model's forward (:class:`snn_delays.model.TimeSharedDropout`), so masks are those of one
+  process;
 * each rank's loss is ``sum of its cross-entropies * world / global batch``; DDP averages the
   gradients over ranks, which gives the gradient of the global batch mean even when the shards
   have unequal sizes;
@@ -33,7 +34,9 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DistContext", "setup", "GlobalBatchNorm1d", "ShardedTimeSharedDropout", "convert_for_ddp"]
+from .backends.norm_lif import update_running_stats
+
+__all__ = ["DistContext", "setup", "GlobalBatchNorm1d", "convert_for_ddp"]
 
 
 @dataclass
@@ -146,14 +149,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                n = float(count)
-                unbiased = var * (n / max(n - 1.0, 1.0))
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+        update_running_stats(self, mean.detach(), var.detach(), float(count))
         return y
 
     @classmethod
@@ -164,44 +160,11 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return new.to(bn.weight.device if bn.affine else bn.running_mean.device)
 
 
-class ShardedTimeSharedDropout(nn.Module):
-    """Time-shared dropout (one mask per sample and neuron for all steps) that draws the mask of
-    the whole global batch and keeps this rank's rows, so masks equal those of one process.
-    The trainer sets ``shard = (offset, global_batch)`` before every training forward."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = float(p)
-        self.shard: tuple[int, int] | None = None
-
-    def forward(self, x: Tensor, channel_major: bool = False) -> Tensor:  # (T, b, N), or (T, N, b)
-        if not self.training or self.p == 0.0:
-            return x
-        b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
-        lo, total = self.shard if self.shard is not None else (0, b)
-        keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)[:, lo:lo + b]
-        keep = keep / (1 - self.p)
-        if channel_major:
-            keep = keep.permute(0, 2, 1)
-        return x * keep
-
-
 def convert_for_ddp(model: nn.Module) -> nn.Module:
-    """Replace BatchNorm1d by :class:`GlobalBatchNorm1d` and time-shared dropout by
-    :class:`ShardedTimeSharedDropout`, in place (state-dict keys unchanged). Returns ``model``."""
-    from .model import TimeSharedDropout
-
+    """Replace every BatchNorm1d by :class:`GlobalBatchNorm1d`, in place (state-dict keys
+    unchanged). Returns ``model``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.BatchNorm1d:
                 setattr(parent, name, GlobalBatchNorm1d.from_batchnorm(child))
-            elif isinstance(child, TimeSharedDropout):
-                setattr(parent, name, ShardedTimeSharedDropout(child.p))
     return model
-
-
-def set_shard(model: nn.Module, offset: int, total: int) -> None:
-    """Tell every sharded dropout which rows of the global batch this rank holds."""
-    for m in model.modules():
-        if isinstance(m, ShardedTimeSharedDropout):
-            m.shard = (offset, total)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import _norm_lif
+from .backends import fast_eval, norm_lif
 from .config import ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
 from .neuron import LIF
@@ -43,13 +43,18 @@ class TimeSharedDropout(nn.Module):
         super().__init__()
         self.p = float(p)
 
-    def forward(self, x: Tensor, channel_major: bool = False) -> Tensor:
-        """x (T, B, N), or (T, N, B) if ``channel_major`` (the same mask for the same seed)."""
+    def forward(self, x: Tensor, channel_major: bool = False, rows: tuple[int, int] | None = None) -> Tensor:
+        """x (T, B, N), or (T, N, B) if ``channel_major`` (the same mask for the same seed).
+
+        ``rows = (offset, global_batch)``: x holds rows offset .. offset + B of a global batch (one
+        rank's shard in data-parallel training); the mask of the whole global batch is drawn and
+        these rows kept, so every rank applies the masks one process would."""
         if not self.training or self.p == 0.0:
             return x
         b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
-        keep = torch.empty(1, b, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        keep /= 1 - self.p  # one product over x instead of two (the same values: 1 * s / q = s / q)
+        lo, total = rows if rows is not None else (0, b)
+        keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        keep = keep[:, lo:lo + b] / (1 - self.p)  # one product over x instead of two (s / q, the same values)
         if channel_major:
             keep = keep.permute(0, 2, 1)
         return x * keep
@@ -70,15 +75,16 @@ class HiddenBlock(nn.Module):
         a, s = self.forward_cm(x.permute(0, 2, 1))
         return a.permute(0, 2, 1), s.permute(0, 2, 1)
 
-    def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
+    def forward_cm(self, x: Tensor, dropout_rows: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B). ``dropout_rows``:
+        see :class:`TimeSharedDropout`."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
-        if torch.is_grad_enabled() and _norm_lif.supported(self.norm, self.lif):
-            s = _norm_lif.norm_lif(i, self.norm, self.lif)  # the same, keeping one tensor less
+        if torch.is_grad_enabled() and norm_lif.supported(self.norm, self.lif):
+            s = norm_lif.norm_lif(i, self.norm, self.lif)  # the same, keeping one tensor less
         else:
             i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
             s = self.lif(i)  # elementwise in time order: any layout
-        return self.dropout(s, channel_major=True), s
+        return self.dropout(s, channel_major=True, rows=dropout_rows), s
 
 
 class DelaySNN(nn.Module):
@@ -137,21 +143,21 @@ class DelaySNN(nn.Module):
             s.clamp_()
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, x: Tensor, return_spikes: bool = False):
+    def forward(self, x: Tensor, return_spikes: bool = False, dropout_rows: tuple[int, int] | None = None):
         """x (T, B, C) -> readout membrane (T + extra_steps, B, n_classes)
-        (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``)."""
+        (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``).
+        ``dropout_rows = (offset, global_batch)`` when x is one rank's shard of a global batch
+        (data-parallel training: the dropout masks are those of the global batch)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:
             raise UserError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
-        from . import _fast_eval
-
-        if _fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
-            return _fast_eval.fast_eval_forward(self, x, return_spikes, extra_steps=self.extra_steps)
+        if fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
+            return fast_eval.fast_eval_forward(self, x, return_spikes, extra_steps=self.extra_steps)
         if self.extra_steps:
             x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
         h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
         spikes = []
         for blk in self.hidden:
-            h, s = blk.forward_cm(h)
+            h, s = blk.forward_cm(h, dropout_rows)
             if return_spikes:  # otherwise s is freed as soon as the next layer has read it
                 spikes.append(s.permute(0, 2, 1))
             del s

@@ -11,7 +11,9 @@ Backward: dS/du = alpha / 2 / (1 + (pi/2 * alpha * (u - threshold))^2), the deri
 ``LIFNode(decay_input=False, v_reset=0, detach_reset=True, surrogate_function=ATan(alpha))``.
 A neuron with ``threshold=inf`` never spikes (the readout): it returns its membrane.
 
-Shapes: (T, B, N) time-major. No state is kept between calls.
+The step and the surrogate's derivative are written once, in :mod:`snn_delays.backends.lif`
+(``lif_step``, ``surrogate_grad``), and used here, by the fused nodes and (as numba twins) by the
+compiled loops. Shapes: (T, B, N) time-major. No state is kept between calls.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from .backends.lif import leaky_fused, lif_fused, lif_step, surrogate_grad
 
 __all__ = ["LIF", "lif_sequence", "leaky_integrate", "spike_atan", "atan_surrogate"]
 
@@ -39,8 +43,7 @@ class _SpikeATan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2) / (1 + (math.pi / 2 * a * x) ** 2), None
+        return surrogate_grad(grad, x, ctx.alpha), None
 
 
 def spike_atan(x: Tensor, alpha: float = 5.0) -> Tensor:
@@ -54,22 +57,19 @@ def lif_sequence(current: Tensor, tau: float, threshold: float = 1.0, alpha: flo
     (and, if ``return_membrane``, the membrane after reset, (T, B, N)).
 
     ``fused`` (default: whenever the membrane is not requested) runs the loop as one autograd
-    node with a hand-written backward (:mod:`snn_delays._lif_fused`), compiled on CPU: same
+    node with a hand-written backward (:mod:`snn_delays.backends.lif`), compiled on CPU: same
     spikes and gradients, far fewer stored intermediates. ``fused=False`` is the plain loop below,
     which autograd differentiates op by op (the reference the fused one is tested against)."""
     if fused is None:
         fused = not return_membrane
     if fused and not return_membrane:
-        from ._lif_fused import lif_fused
-
         return lif_fused(current, tau, threshold, alpha)
     decay = 1.0 - 1.0 / tau
     u = torch.zeros_like(current[0])
     spikes, membranes = [], []
     for t in range(current.shape[0]):
-        u = decay * u + current[t]
-        s = spike_atan(u - threshold, alpha)
-        u = u * (1.0 - s.detach())
+        v, _, u = lif_step(u, current[t], decay, threshold)
+        s = spike_atan(v - threshold, alpha)  # the same spikes, with the surrogate gradient
         spikes.append(s)
         if return_membrane:
             membranes.append(u)
@@ -86,8 +86,6 @@ def leaky_integrate(current: Tensor, tau: float, fused: bool = True) -> Tensor:
     if decay == 0.0:
         return current
     if fused:
-        from ._lif_fused import leaky_fused
-
         return leaky_fused(current, tau)
     u = torch.zeros_like(current[0])
     out = []

@@ -14,19 +14,9 @@ gradient (DCLS with Gaussian interpolation)::
 
 Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
 
-Backends (``backend=``), all computing the same sums:
-
-- ``"dense"``: build the (out, in, Td) kernel and run a direct causal convolution (the plain
-  formulation the others are tested against);
-- ``"fft"``: the same dense kernel applied by FFT (:mod:`snn_delays._fft_conv`): ~2.4 complex
-  multiply-adds per synapse and step instead of Td at SHD sizes, whatever sigma is; float error ~1e-6;
-- ``"sparse"``: only the taps that carry weight (:mod:`snn_delays._sparse_delay`): one per element at
-  the rounded delay in eval mode (the same sums as the dense rounded kernel), and P = 2R taps around
-  the delay in training mode (the dense Gaussian kernel's own values, normalised over the full range;
-  the dropped taps carry at most ``truncation_error(sigma)`` of each weight, 3.0e-4 at sigma = 0.5);
-- ``"auto"``: on CPU the cheapest of the three by a cost model measured on the 2-core CPU
-  (``COST``: per synapse and step, in units of a direct-convolution multiply-add); sparse only
-  where the compiled loops exist (numba). On CUDA, dense (cuDNN; the others are not measured there).
+The sums are computed by a backend (``backend=``: "dense", "fft", "sparse" or "auto", the
+cheapest here), all giving the same numbers up to float summation order; see
+:mod:`snn_delays.backends`.
 """
 
 from __future__ import annotations
@@ -34,8 +24,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .backends.choice import BACKENDS, choose_backend
+from .backends.compiled import fast_available
+from .backends.dense import causal_conv, causal_conv_cm
+from .backends.fft import fft_causal_conv_cm
+from .backends.gaussian import compiled_gaussian_kernel
+from .backends.taps import PlanCache, TapPlan, tap_product_cm
 
 __all__ = [
     "DelaySynapse",
@@ -51,13 +47,6 @@ __all__ = [
 ]
 
 KERNEL_EPS = 1e-7
-BACKENDS = ("auto", "dense", "fft", "sparse")
-# Relative costs for backend="auto" on CPU, in direct-convolution multiply-adds per synapse and
-# step (forward + backward in training, forward in eval), measured at SHD sizes on 2 cores
-# (benchmarks/README.md, "calibrating the backend choice"): one compiled tap (training: in groups
-# of four; eval: one rounded tap), and one complex multiply-add of the FFT path (x 4 (n/2 + 1) / T
-# per synapse and step).
-COST = {"tap_train": 1.6, "tap_eval": 3.5, "fft_train": 3.8, "fft_eval": 4.0}
 
 
 def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
@@ -75,64 +64,11 @@ def gaussian_kernel(weight: Tensor, delay: Tensor, sigma: float | Tensor, kernel
     return (weight.unsqueeze(-1) * g).sum(2)  # (out, in, Td)
 
 
-class _CompiledGaussianKernel(torch.autograd.Function):
-    """:func:`gaussian_kernel` as compiled loops with the analytic gradient: keeps only weight and
-    delay for the backward (autograd would keep five (out, in, m, Td) intermediates)."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, delay: Tensor, sigma: float, kernel_size: int, eps: float):
-        from . import _kernels
-
-        out_f, in_f, m = weight.shape
-        w = weight.detach().contiguous().reshape(-1, m)
-        d = delay.detach().contiguous().reshape(-1, m)
-        k = torch.empty(out_f * in_f, kernel_size, dtype=weight.dtype)
-        _kernels.gaussian_kernel_forward(w.numpy(), d.numpy(), sigma, kernel_size, eps, k.numpy())
-        ctx.save_for_backward(w, d)
-        ctx.args = (sigma, kernel_size, eps, weight.shape)
-        return k.view(out_f, in_f, kernel_size)
-
-    @staticmethod
-    def backward(ctx, gk: Tensor):
-        from . import _kernels
-
-        w, d = ctx.saved_tensors
-        sigma, kernel_size, eps, shape = ctx.args
-        gw, gd = torch.empty_like(w), torch.empty_like(d)
-        _kernels.gaussian_kernel_backward(w.numpy(), d.numpy(), sigma, kernel_size, eps,
-                                          gk.contiguous().reshape(-1, kernel_size).to(w.dtype).numpy(),
-                                          gw.numpy(), gd.numpy())
-        return gw.view(shape), gd.view(shape), None, None, None
-
-
-def _training_kernel(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int) -> Tensor:
-    """gaussian_kernel, compiled on CPU when numba is there (same values, tested), else PyTorch."""
-    from ._sparse_delay import fast_available
-
-    if fast_available(weight) and delay.dtype == weight.dtype:
-        return _CompiledGaussianKernel.apply(weight, delay, float(sigma), kernel_size, KERNEL_EPS)
-    return gaussian_kernel(weight, delay, sigma, kernel_size)
-
-
 def rounded_kernel(weight: Tensor, delay: Tensor, kernel_size: int) -> Tensor:
     """Evaluation kernel (out, in, Td): one tap per element at the rounded delay, full weight."""
     index = (kernel_size - 1 - round_delays(delay, kernel_size)).long()  # (out, in, m)
     k = weight.new_zeros(weight.shape[0], weight.shape[1], kernel_size)
     return k.scatter_add(2, index, weight)
-
-
-def causal_conv(x: Tensor, kernel: Tensor) -> Tensor:
-    """Dense causal convolution: x (T, B, C_in), kernel (C_out, C_in, Td) -> (T, B, C_out)."""
-    return causal_conv_cm(x.permute(0, 2, 1), kernel).permute(0, 2, 1)
-
-
-def causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:
-    """The same on channel-major tensors: x (T, C_in, B) -> (T, C_out, B)."""
-    td = kernel.shape[-1]
-    xb = x.permute(2, 1, 0)  # (B, C_in, T)
-    xb = F.pad(xb, (td - 1, 0))  # (B, C_in, T + Td - 1)
-    y = F.conv1d(xb, kernel)  # (B, C_out, T)
-    return y.permute(2, 1, 0)  # (T, C_out, B)
 
 
 def random_fanin_mask(out_features: int, in_features: int, fanin: int, generator: torch.Generator) -> Tensor:
@@ -191,7 +127,7 @@ class DelaySynapse(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         self.backend = backend
-        self._plans: dict = {}
+        self._plans = PlanCache()
         if mask is None:
             mask = torch.ones(out_features, in_features)
         if tuple(mask.shape) != (out_features, in_features):
@@ -220,11 +156,18 @@ class DelaySynapse(nn.Module):
     def masked_weight(self) -> Tensor:
         return self.weight * self.mask.unsqueeze(-1)
 
+    def rounded_delay(self) -> Tensor:
+        """(out, in, m) integer delays (steps) of evaluation and export."""
+        return round_delays(self.delay, self.kernel_size)
+
     def kernel(self) -> Tensor:
         """(out, in, Td): Gaussian-interpolated in training mode, one rounded tap in eval mode."""
-        if self.training:
-            return _training_kernel(self.masked_weight(), self.delay, float(self.sigma), self.kernel_size)
-        return rounded_kernel(self.masked_weight(), self.delay, self.kernel_size)
+        w = self.masked_weight()
+        if not self.training:
+            return rounded_kernel(w, self.delay, self.kernel_size)
+        if fast_available(w) and self.delay.dtype == w.dtype:  # the same values, compiled (tested)
+            return compiled_gaussian_kernel(w, self.delay, float(self.sigma), self.kernel_size, KERNEL_EPS)
+        return gaussian_kernel(w, self.delay, self.sigma, self.kernel_size)
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -237,40 +180,17 @@ class DelaySynapse(nn.Module):
         return per * (int(self.weight.requires_grad) + int(self.delay.requires_grad))
 
     # -- forward ---------------------------------------------------------------------------------
-    def _tap_sigma(self) -> float:
-        """The sigma of the tap form: 0 (one rounded tap) in eval mode."""
-        return float(self.sigma) if self.training else 0.0
-
     def resolved_backend(self, x: Tensor | None = None) -> str:
         """"dense", "fft" or "sparse": what ``forward`` runs for an input like ``x`` (T, ., .) in
         the current mode."""
-        if self.backend != "auto":
-            return self.backend
-        from ._fft_conv import fft_size
-        from ._sparse_delay import fast_available, taps_per_element
-
         probe = x if x is not None else self.weight
-        if probe.device.type != "cpu":
-            return "dense"
-        td = self.kernel_size
-        t_len = int(x.shape[0]) if x is not None else 4 * td
-        mode = "train" if self.training else "eval"
-        cost = {"dense": float(td),
-                "fft": COST["fft_" + mode] * 4 * (fft_size(t_len + td - 1) // 2 + 1) / max(1, t_len)}
-        if fast_available(probe):
-            taps = taps_per_element(self._tap_sigma(), td) * self.kernel_count
-            cost["sparse"] = taps * COST["tap_" + mode] * float(self.mask.mean())
-        return min(cost, key=cost.get)
+        t_len = int(x.shape[0]) if x is not None else 4 * self.kernel_size
+        return choose_backend(self.backend, probe, t_len, self.kernel_size, self.kernel_count, self.mask,
+                              self.sigma, self.training)
 
-    def _plan(self, taps: int):
-        from ._sparse_delay import TapPlan
-
-        key = (taps, self.kernel_count, self.mask.data_ptr(), self.mask._version)
-        plan = self._plans.get(taps)
-        if plan is None or plan[0] != key:
-            plan = (key, TapPlan(self.mask, self.kernel_count, taps))
-            self._plans[taps] = plan
-        return plan[1]
+    def tap_plan(self, taps: int) -> TapPlan:
+        """The static tap structure for ``taps`` taps per element (cached while the mask is unchanged)."""
+        return self._plans.get(self.mask, self.kernel_count, taps)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (T, B, in) -> (T, B, out)."""
@@ -281,20 +201,13 @@ class DelaySynapse(nn.Module):
         """The same on channel-major tensors, x (T, in, B) -> (T, out, B): the layout the model
         keeps between layers (the compiled loops run over the batch, innermost)."""
         _check_input(x, self.in_features, "DelaySynapse", channel_major=True)
-        if self.kernel_size == 1:
-            w = self.masked_weight().sum(-1)  # (out, in)
-            return torch.matmul(w, x)  # (T, out, B)
+        if self.kernel_size == 1:  # no delays: a matrix product
+            return torch.matmul(self.masked_weight().sum(-1), x)  # (T, out, B)
         backend = self.resolved_backend(x)
-        if backend == "sparse":
-            from ._sparse_delay import tap_conv_cm, tap_structure, taps_per_element
-
-            sigma = self._tap_sigma()
-            plan = self._plan(taps_per_element(sigma, self.kernel_size))
-            value, steps = tap_structure(self.masked_weight(), self.delay, plan, sigma, self.kernel_size)
-            return tap_conv_cm(x, value, steps, plan, self.kernel_size)
+        if backend == "sparse":  # only the taps that carry weight: Gaussian taps, or one rounded tap
+            sigma, delay = (float(self.sigma), self.delay) if self.training else (0.0, self.rounded_delay())
+            return tap_product_cm(x, self.masked_weight(), delay, self.mask, sigma, self.kernel_size, self._plans)
         if backend == "fft":
-            from ._fft_conv import fft_causal_conv_cm
-
             return fft_causal_conv_cm(x, self.kernel())
         return causal_conv_cm(x, self.kernel())
 
@@ -307,6 +220,8 @@ class DelaySynapse(nn.Module):
 
 class DenseConvSynapse(nn.Module):
     """Ablation "dense conv delays": an ordinary causal Conv1d with a free (out, in, Td) kernel."""
+
+    backend = "dense"  # always the direct convolution
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int,
                  mask: Tensor | None = None, generator: torch.Generator | None = None):

@@ -350,8 +350,7 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
         data_time += time.perf_counter() - td
         if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
             x, y, offset, n_global = dist.shard(x, y)
-            distributed.set_shard(model, offset, n_global)
-            scores = DelaySNN.scores(net(x))  # (b, K)
+            scores = DelaySNN.scores(net(x, dropout_rows=(offset, n_global)))  # (b, K); global-batch masks
             ce_sum = nn.functional.cross_entropy(scores, y, reduction="sum")
             loss = ce_sum * (dist.world / n_global)
         else:

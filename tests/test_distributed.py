@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from snn_delays import load_config
-from snn_delays.distributed import DistContext, GlobalBatchNorm1d, ShardedTimeSharedDropout, convert_for_ddp
+from snn_delays.distributed import DistContext, GlobalBatchNorm1d, convert_for_ddp
+from snn_delays.model import TimeSharedDropout
 from snn_delays.train import train
 
 TINY = [
@@ -88,12 +89,16 @@ def test_converted_modules_equal_originals_without_process_group():
     x = torch.randn(30, 5)
     assert torch.allclose(bn(x), g(x)) and torch.allclose(bn.running_var, g.running_var)
     assert g.state_dict().keys() == bn.state_dict().keys()
-    d = ShardedTimeSharedDropout(0.5)
-    d.shard = (2, 6)
+    d = TimeSharedDropout(0.5)
     torch.manual_seed(1)
     full = torch.empty(1, 6, 4).bernoulli_(0.5) / 0.5
     torch.manual_seed(1)
-    assert torch.equal(d(torch.ones(3, 2, 4)), full[:, 2:4].expand(3, 2, 4))
+    assert torch.equal(d(torch.ones(3, 2, 4), rows=(2, 6)), full[:, 2:4].expand(3, 2, 4))  # rows 2, 3 of 6
+    torch.manual_seed(1)
+    assert torch.equal(d(torch.ones(3, 6, 4)), full.expand(3, 6, 4))  # the whole batch: the same masks
+    torch.manual_seed(1)
+    assert torch.equal(d(torch.ones(3, 4, 2), channel_major=True, rows=(2, 6)),
+                       full[:, 2:4].permute(0, 2, 1).expand(3, 4, 2))
 
     from snn_delays.model import build_model
 

@@ -8,14 +8,16 @@ import torch
 
 from snn_delays import DelaySynapse, ModelConfig, build_model, calibrate_batchnorm, gaussian_kernel, rounded_kernel
 
-from snn_delays import _kernels
-from snn_delays._lif_fused import lif_backward_loop, lif_forward_loop
-from snn_delays._sparse_delay import (TapPlan, tap_conv, tap_conv_reference, tap_structure, taps_per_element,
+from snn_delays.backends import compiled, fast_eval, use_compiled
+from snn_delays.backends.kernels import groups as group_loops
+from snn_delays.backends.kernels import neuron as neuron_loops
+from snn_delays.backends.lif import lif_backward_loop, lif_forward_loop
+from snn_delays.backends.taps import (TapPlan, tap_conv, tap_conv_reference, tap_structure, taps_per_element,
                                       truncation_error)
 from snn_delays.neuron import lif_sequence
-from snn_delays.synapse import random_fanin_mask
+from snn_delays.synapse import random_fanin_mask, round_delays
 
-needs_numba = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
+needs_numba = pytest.mark.skipif(not compiled.compiled_enabled(), reason="numba is not installed or switched off")
 
 
 def _synapse(in_f=9, out_f=7, td=11, m=1, fanin=0, backend="sparse", seed=0):
@@ -24,9 +26,14 @@ def _synapse(in_f=9, out_f=7, td=11, m=1, fanin=0, backend="sparse", seed=0):
     return DelaySynapse(in_f, out_f, kernel_size=td, kernel_count=m, mask=mask, generator=g, backend=backend).double()
 
 
+def _tap_delay(syn, sigma):
+    """The delays the tap form takes: real in training (sigma > 0), rounded in evaluation."""
+    return syn.delay if sigma > 0 else round_delays(syn.delay, syn.kernel_size)
+
+
 def _dense_from_taps(syn, sigma):
     plan = TapPlan(syn.mask, syn.kernel_count, taps_per_element(sigma, syn.kernel_size))
-    value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, syn.kernel_size)
+    value, steps = tap_structure(syn.masked_weight(), _tap_delay(syn, sigma), plan, sigma, syn.kernel_size)
     out_f, in_f, m, p = plan.shape
     k = torch.zeros(out_f, in_f, syn.kernel_size, dtype=value.dtype)
     dst = torch.from_numpy(np.repeat(plan.rows.numpy(), m * p))
@@ -79,7 +86,7 @@ def _assert_tap_product_equals_twin(syn, plan, sigma, x):
     for fn in (tap_conv, tap_conv_reference):
         syn.zero_grad()
         xk = x.clone().requires_grad_()
-        value, steps = tap_structure(syn.masked_weight(), syn.delay, plan, sigma, syn.kernel_size)
+        value, steps = tap_structure(syn.masked_weight(), _tap_delay(syn, sigma), plan, sigma, syn.kernel_size)
         y = fn(xk, value, steps, plan, syn.kernel_size)
         (y * g).sum().backward()
         outs.append((y.detach(), xk.grad, syn.weight.grad.clone(), syn.delay.grad.clone() if sigma > 0 else None))
@@ -141,30 +148,30 @@ def test_compiled_lif_loops_equal_pytorch_loops():
     decay = 0.5
     s_ref, m_ref = lif_forward_loop(cur, decay, 1.0)
     s = np.empty((40, 30)), np.empty((40, 30))
-    _kernels.lif_forward(cur.reshape(40, -1).numpy(), decay, 1.0, s[0], s[1])
+    neuron_loops.lif_forward(cur.reshape(40, -1).numpy(), decay, 1.0, s[0], s[1])
     np.testing.assert_array_equal(s[0], s_ref.reshape(40, -1).numpy())
     np.testing.assert_allclose(s[1], m_ref.reshape(40, -1).numpy(), rtol=1e-14)
     g = torch.randn(40, 5, 6, dtype=torch.float64)
     want = lif_backward_loop(g, m_ref, decay, 1.0, 5.0)
     got = np.empty((40, 30))
-    _kernels.lif_backward(g.reshape(40, -1).numpy(), m_ref.reshape(40, -1).numpy(), decay, 1.0, 5.0, got)
+    neuron_loops.lif_backward(g.reshape(40, -1).numpy(), m_ref.reshape(40, -1).numpy(), decay, 1.0, 5.0, got)
     np.testing.assert_allclose(got, want.reshape(40, -1).numpy(), rtol=1e-12, atol=1e-14)
 
 
-def test_auto_backend_choice(monkeypatch):
+def test_auto_backend_choice():
     syn = _synapse(td=25, backend="auto").float()
     x = torch.zeros(5, 2, 9)
     syn.train()
     syn.sigma = 0.5
-    assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
+    assert syn.resolved_backend(x) == ("sparse" if compiled.compiled_enabled() else "dense")
     syn.sigma = 12.0
     assert syn.resolved_backend(x) == "dense"  # wide Gaussian, short input: the direct convolution
     assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"  # long input: the FFT
     syn.eval()
-    assert syn.resolved_backend(x) == ("sparse" if _kernels.AVAILABLE else "dense")
-    monkeypatch.setattr(_kernels, "AVAILABLE", False)
-    assert syn.resolved_backend(x) == "dense"
-    assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"
+    assert syn.resolved_backend(x) == ("sparse" if compiled.compiled_enabled() else "dense")
+    with use_compiled(False):
+        assert syn.resolved_backend(x) == "dense"
+        assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"
     with pytest.raises(ValueError, match="backend"):
         DelaySynapse(3, 2, 5, backend="fast")
 
@@ -202,7 +209,7 @@ def test_fused_leaky_integrator_equals_plain_loop():
 @pytest.mark.parametrize("sigma,t_len", [(0.5, 13), (1.0, 16), (0.25, 7)])
 def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values, band, monkeypatch):
     # delays at 0 and Td - 1 put taps of a group outside [0, Td - 1] (value 0) and rows outside [0, T)
-    monkeypatch.setattr(_kernels, "DELAY_BAND", band)
+    monkeypatch.setattr(group_loops, "DELAY_BAND", band)
     syn = _synapse(m=1)
     with torch.no_grad():
         syn.delay[:, :3, 0] = 0.0
@@ -222,9 +229,7 @@ def test_grouped_taps_at_the_range_ends_equal_pytorch_twin(sigma, t_len, values,
 @pytest.mark.parametrize("kw", [dict(kernel_size=9), dict(kernel_size=9, kernel_count=2),
                                 dict(kernel_size=9, fanin=5), dict(kernel_size=1), dict(kernel_size=9, n_layers=1)])
 def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch):
-    from snn_delays import _fast_eval
-
-    monkeypatch.setattr(_fast_eval, "EVENT_MAX_DENSITY", density_limit)
+    monkeypatch.setattr(fast_eval, "EVENT_MAX_DENSITY", density_limit)
     torch.manual_seed(7)
     kw = {"n_layers": 2, **kw}
     cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, **kw)
@@ -233,7 +238,7 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     plain.load_state_dict(fast.state_dict())
     x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float() * input_scale
     with torch.no_grad():
-        assert _fast_eval.applicable(fast, x) and not _fast_eval.applicable(plain, x)
+        assert fast_eval.applicable(fast, x) and not fast_eval.applicable(plain, x)
         u1, s1 = fast(x, return_spikes=True)
         u2, s2 = plain(x, return_spikes=True)
     assert all(float(s.mean()) > 0.05 for s in s1)  # there is activity in every layer
@@ -242,7 +247,7 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     torch.testing.assert_close(u1, u2, rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.predict(x), plain.predict(x))
     fast.readout.backend = "dense"  # with grad or a dense-forced synapse the plain path runs
-    assert not _fast_eval.applicable(fast, x)
+    assert not fast_eval.applicable(fast, x)
 
 
 @pytest.mark.parametrize("binary", [True, False])  # x kept as bytes for the backward, or as floats
@@ -290,7 +295,7 @@ def test_fft_model_training_step_matches_dense():
 @needs_numba
 @pytest.mark.parametrize("sigma,td", [(0.5, 25), (0.25, 11), (1.0, 11), (3.0, 25), (12.0, 25)])
 def test_compiled_tap_values_equal_pytorch(sigma, td):
-    from snn_delays._sparse_delay import _TapValues, tap_values
+    from snn_delays.backends.taps import _TapValues, tap_values
 
     g = torch.Generator().manual_seed(2)
     w1 = torch.randn(40, 2, dtype=torch.float64, generator=g).requires_grad_()
@@ -312,14 +317,14 @@ def test_compiled_tap_values_equal_pytorch(sigma, td):
 @needs_numba
 @pytest.mark.parametrize("sigma,td,m", [(12.0, 25, 1), (0.5, 25, 2), (3.0, 11, 1)])
 def test_compiled_gaussian_kernel_equals_pytorch(sigma, td, m):
-    from snn_delays.synapse import _CompiledGaussianKernel
+    from snn_delays.backends.gaussian import compiled_gaussian_kernel
 
     g = torch.Generator().manual_seed(5)
     w1 = torch.randn(6, 5, m, dtype=torch.float64, generator=g).requires_grad_()
     d1 = (torch.rand(6, 5, m, dtype=torch.float64, generator=g) * (td - 1)).requires_grad_()
     w2, d2 = w1.detach().clone().requires_grad_(), d1.detach().clone().requires_grad_()
     k1 = gaussian_kernel(w1, d1, sigma, td)
-    k2 = _CompiledGaussianKernel.apply(w2, d2, sigma, td, 1e-7)
+    k2 = compiled_gaussian_kernel(w2, d2, sigma, td, 1e-7)
     torch.testing.assert_close(k1, k2, rtol=1e-12, atol=1e-14)
     gk = torch.randn(k1.shape, dtype=torch.float64, generator=g)
     (k1 * gk).sum().backward()
@@ -328,14 +333,16 @@ def test_compiled_gaussian_kernel_equals_pytorch(sigma, td, m):
     torch.testing.assert_close(d1.grad, d2.grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_batchnorm_lif_node_equals_plain_block(compiled, monkeypatch):
-    from snn_delays import _norm_lif
-
-    if not compiled:
-        monkeypatch.setattr(_norm_lif, "_compiled", lambda y: False)
-    elif not _kernels.AVAILABLE:
+@pytest.mark.parametrize("compiled_loops", [True, False])
+def test_batchnorm_lif_node_equals_plain_block(compiled_loops):
+    if compiled_loops and not compiled.compiled_enabled():
         pytest.skip("numba is not installed")
+    with use_compiled(compiled_loops):
+        _check_batchnorm_lif_node()
+
+
+def _check_batchnorm_lif_node():
+    from snn_delays.backends.norm_lif import norm_lif
     from snn_delays.neuron import LIF
 
     torch.manual_seed(9)
@@ -351,7 +358,7 @@ def test_batchnorm_lif_node_equals_plain_block(compiled, monkeypatch):
     for k, norm in enumerate(norms):
         norm.train()
         yk = y.clone().requires_grad_()
-        s = _norm_lif.norm_lif(yk, norm, lif) if k == 0 else lif(norm(yk))
+        s = norm_lif(yk, norm, lif) if k == 0 else lif(norm(yk))
         (s * g).sum().backward()
         outs.append((s.detach(), yk.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var,
                      norm.num_batches_tracked))

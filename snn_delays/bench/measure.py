@@ -265,7 +265,7 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
         ours = runners["ours"].model
         result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
         if sigma is None:
-            from snn_delays import _fast_eval
+            from snn_delays.backends import fast_eval as _fast_eval
 
             with torch.no_grad():
                 if _fast_eval.applicable(ours, runners["ours"].x):  # the compiled eval: per-layer form
@@ -330,7 +330,7 @@ def run_scaling(base: BenchConfig, kernel_sizes=(25, 50, 100, 250), repeats: int
 
 
 def environment() -> dict[str, Any]:
-    import snn_delays._kernels as k
+    import snn_delays.backends.kernels.runtime as k
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
             "machine": platform.machine(), "numba": getattr(k.numba, "__version__", None)}

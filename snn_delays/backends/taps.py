@@ -1,4 +1,4 @@
-"""The tap ("sparse") form of the delay synapse: only the kernel taps that carry weight.
+"""The tap ("sparse") backend of the delay synapse: only the kernel taps that carry weight.
 
 The dense kernel k (out, in, Td) of :mod:`snn_delays.synapse` is, per kernel element e of a
 connection i <- j, a weight spread over integer delays. Here each element keeps only P taps:
@@ -15,7 +15,7 @@ neuron ``src[k]``, integer delay ``delay[k]`` and differentiable value ``value[k
 
     y[t, b, i] = sum_{k in row i} value[k] * x[t - delay[k], b, src[k]]     (0 where t < delay[k])
 
-runs as compiled loops (:mod:`snn_delays._kernels`) on CPU or, everywhere else, as
+runs as compiled loops (:mod:`.kernels.taps`, :mod:`.kernels.groups`) on CPU or, everywhere else, as
 :func:`tap_conv_reference`, a pure-PyTorch scatter into the dense kernel followed by the dense causal
 convolution (the plain path the fast one is tested against).
 """
@@ -29,10 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _kernels
+from .compiled import fast_available, set_threads
+from .dense import causal_conv
+from .kernels import gaussian as gaussian_loops
+from .kernels import groups as group_loops
+from .kernels import taps as tap_loops
+from .packing import as_scaled_bytes
 
-__all__ = ["TapPlan", "tap_structure", "tap_values", "tap_conv", "tap_conv_cm", "tap_conv_reference",
-           "truncation_error", "taps_per_element", "DEFAULT_TAIL"]
+__all__ = ["TapPlan", "PlanCache", "tap_structure", "tap_values", "tap_conv", "tap_conv_cm", "tap_conv_reference",
+           "tap_product_cm", "truncation_error", "taps_per_element", "DEFAULT_TAIL"]
 
 DEFAULT_TAIL = 4.0  # dropped taps lie >= 4 sigma from the centre: <= 3.4e-4 of the weight in all
 _NORM_TAIL = 9.0  # the normaliser is summed over +-9 sigma (exp(-40.5) ~ 3e-18 left out): = full sum
@@ -86,19 +91,16 @@ class TapPlan:
         self.shape = (out_f, in_f, m, p)
         self.rows = torch.from_numpy(rows.astype(np.int64))
         self.cols = torch.from_numpy(cols.astype(np.int64))
-        n_syn = len(rows)
         counts = np.bincount(rows, minlength=out_f) * per
         self.indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         src = np.repeat(cols, per).astype(np.int64)
         self.src = src
         dst = np.repeat(rows, per).astype(np.int64)
         order = np.argsort(src, kind="stable")  # taps grouped by input neuron
-        self.order = torch.from_numpy(order)
-        self.order_np = order
+        self.order = order
         counts_t = np.bincount(src, minlength=in_f)
         self.indptr_t = np.concatenate([[0], np.cumsum(counts_t)]).astype(np.int64)
         self.dst_t = dst[order]
-        self.n_taps = n_syn * per
         self.full = bool(keep.all())
         # groups of four consecutive taps (p a multiple of 4): the same rows, a quarter of the entries
         self.grouped = p % 4 == 0
@@ -118,7 +120,8 @@ def tap_structure(weight: Tensor, delay: Tensor, plan: TapPlan, sigma: float, ke
     the P taps are at ascending consecutive delays, possibly outside [0, Td - 1] with value 0.
 
     ``value`` is differentiable w.r.t. ``weight`` (already masked) and ``delay`` (out, in, m);
-    ``delay_steps`` is int64. sigma <= 0: one tap at the rounded delay with the full weight."""
+    ``delay_steps`` is int64. sigma <= 0: one tap per element with the full weight, at ``delay``,
+    which then holds the rounded delays (:func:`snn_delays.synapse.round_delays`)."""
     if plan.full:
         w = weight.reshape(-1, weight.shape[-1])  # (S, m) every synapse exists
         d = delay.reshape(-1, delay.shape[-1])
@@ -126,7 +129,7 @@ def tap_structure(weight: Tensor, delay: Tensor, plan: TapPlan, sigma: float, ke
         w = weight[plan.rows, plan.cols]  # (S, m) synapses that exist
         d = delay[plan.rows, plan.cols]
     if sigma <= 0:
-        steps = torch.round(d.detach().clamp(0, kernel_size - 1)).long()
+        steps = d.detach().long()  # integers already
         return w.reshape(-1), steps.reshape(-1)
     if fast_available(w):
         values, steps = _TapValues.apply(w, d, sigma, kernel_size, tail, eps)
@@ -153,8 +156,8 @@ class _TapValues(torch.autograd.Function):
         d = delay.detach().contiguous().reshape(-1)
         values = torch.empty(w.shape[0], 2 * r, dtype=weight.dtype)
         steps = torch.empty(w.shape[0], 2 * r, dtype=torch.int64)
-        _kernels.tap_values_forward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps, values.numpy(),
-                                    steps.numpy())
+        gaussian_loops.tap_values_forward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps,
+                                          values.numpy(), steps.numpy())
         ctx.save_for_backward(w, d)
         ctx.args = (sigma, kernel_size, r, rn, full, eps, weight.shape)
         ctx.mark_non_differentiable(steps)
@@ -165,8 +168,9 @@ class _TapValues(torch.autograd.Function):
         w, d = ctx.saved_tensors
         sigma, kernel_size, r, rn, full, eps, shape = ctx.args
         gw, gd = torch.empty_like(w), torch.empty_like(d)
-        _kernels.tap_values_backward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps,
-                                     gv.contiguous().reshape(-1, 2 * r).to(w.dtype).numpy(), gw.numpy(), gd.numpy())
+        gaussian_loops.tap_values_backward(w.numpy(), d.numpy(), sigma, kernel_size, r, rn, full, eps,
+                                           gv.contiguous().reshape(-1, 2 * r).to(w.dtype).numpy(), gw.numpy(),
+                                           gd.numpy())
         return gw.view(shape), gd.view(shape), None, None, None, None
 
 
@@ -204,8 +208,6 @@ def tap_values(weight: Tensor, delay: Tensor, sigma: float, kernel_size: int,
 def tap_conv_reference(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_size: int) -> Tensor:
     """Pure PyTorch: scatter the taps into the dense (out, in, Td) kernel, then the dense causal
     convolution. x (T, B, in) -> (T, B, out)."""
-    from .synapse import causal_conv
-
     out_f, in_f, m, p = plan.shape
     dst = torch.from_numpy(np.repeat(plan.rows.numpy(), m * p)).to(x.device)
     src = torch.from_numpy(plan.src).to(x.device)
@@ -225,8 +227,8 @@ class _TapConv(torch.autograd.Function):
         v = value.detach().contiguous()
         st = steps.contiguous()
         y = torch.empty(t_len, out_f, b_len, dtype=x.dtype)
-        _kernels.set_threads(torch.get_num_threads())
-        _kernels.tap_forward(xc.numpy(), plan.indptr, plan.src, st.numpy(), v.numpy(), y.numpy())
+        set_threads()
+        tap_loops.tap_forward(xc.numpy(), plan.indptr, plan.src, st.numpy(), v.numpy(), y.numpy())
         ctx.plan = plan
         ctx.save_for_backward(xc if value.requires_grad else None, v, st)
         ctx.needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
@@ -237,17 +239,17 @@ class _TapConv(torch.autograd.Function):
         xc, v, st = ctx.saved_tensors
         plan = ctx.plan
         gyc = gy.contiguous()  # (T, out, B)
-        _kernels.set_threads(torch.get_num_threads())
+        set_threads()
         gx = gv = None
         if ctx.needs[0]:
-            order = plan.order_np
+            order = plan.order
             gxc = torch.empty(gyc.shape[0], plan.shape[1], gyc.shape[2], dtype=gy.dtype)
-            _kernels.tap_backward_input(gyc.numpy(), plan.indptr_t, plan.dst_t, st.numpy()[order],
-                                        v.numpy()[order], gxc.numpy())
+            tap_loops.tap_backward_input(gyc.numpy(), plan.indptr_t, plan.dst_t, st.numpy()[order],
+                                         v.numpy()[order], gxc.numpy())
             gx = gxc
         if ctx.needs[1]:
             gv = torch.empty_like(v)
-            _kernels.tap_backward_values(gyc.numpy(), xc.numpy(), plan.indptr, plan.src, st.numpy(), gv.numpy())
+            tap_loops.tap_backward_values(gyc.numpy(), xc.numpy(), plan.indptr, plan.src, st.numpy(), gv.numpy())
         return gx, gv, None, None
 
 
@@ -261,11 +263,12 @@ class _GroupConv(torch.autograd.Function):
         v = v4.detach().contiguous()
         bs = base.contiguous()
         y = torch.empty(t_len, plan.shape[0], b_len, dtype=x.dtype)
-        _kernels.set_threads(torch.get_num_threads())
+        set_threads()
         # spikes, dropout-scaled spikes and counts are s * (small integers): read them as bytes with s
         # folded into the values (a quarter of the memory traffic; and of the memory kept for backward)
         saved, scale = as_scaled_bytes(xc)
-        _kernels.group_forward(saved.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), (v * scale).numpy(), y.numpy())
+        group_loops.group_forward(saved.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), (v * scale).numpy(),
+                                  y.numpy())
         ctx.plan = plan
         ctx.scale = scale
         ctx.save_for_backward(saved if v4.requires_grad else None, v, bs)
@@ -277,38 +280,21 @@ class _GroupConv(torch.autograd.Function):
         xc, v, bs = ctx.saved_tensors
         plan = ctx.plan
         gyc = gy.contiguous()  # (T, out, B)
-        _kernels.set_threads(torch.get_num_threads())
+        set_threads()
         gx = gv = None
         if ctx.needs[0]:
             order = plan.order_g
             gxc = torch.empty(gyc.shape[0], plan.shape[1], gyc.shape[2], dtype=gy.dtype)
-            _kernels.group_backward_input(gyc.numpy(), plan.indptr_tg, plan.dst_tg, bs.numpy()[order],
-                                          np.ascontiguousarray(v.numpy()[order]), gxc.numpy())
+            group_loops.group_backward_input(gyc.numpy(), plan.indptr_tg, plan.dst_tg, bs.numpy()[order],
+                                             np.ascontiguousarray(v.numpy()[order]), gxc.numpy())
             gx = gxc
         if ctx.needs[1]:
             gv = torch.empty_like(v)
-            _kernels.group_backward_values(gyc.numpy(), xc.numpy(), plan.indptr_g, plan.src_g, bs.numpy(), gv.numpy())
+            group_loops.group_backward_values(gyc.numpy(), xc.numpy(), plan.indptr_g, plan.src_g, bs.numpy(),
+                                              gv.numpy())
             if ctx.scale != 1.0:
                 gv *= ctx.scale  # x = scale * bytes
         return gx, gv, None, None
-
-
-def as_scaled_bytes(x: Tensor) -> tuple[Tensor, float]:
-    """(bytes, s) with x = s * bytes exactly when x holds spikes, dropout-scaled spikes or counts
-    (s = the maximum, then s = 1), else (x, 1.0). Needs the compiled loops (else returns x)."""
-    if not (fast_available(x) and x.numel()):
-        return x, 1.0
-    xc = x.detach().contiguous()
-    packed = torch.empty(x.shape, dtype=torch.uint8)
-    for s in dict.fromkeys((float(xc.max()), 1.0)):
-        if s > 0 and _kernels.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
-            return packed, s
-    return x, 1.0
-
-
-def fast_available(x: Tensor) -> bool:
-    """Whether the compiled loops can run on this tensor (CPU, float32/64, numba importable)."""
-    return _kernels.AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 def tap_conv(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_size: int) -> Tensor:
@@ -323,3 +309,29 @@ def tap_conv_cm(x: Tensor, value: Tensor, steps: Tensor, plan: TapPlan, kernel_s
             return _GroupConv.apply(x, value.to(x.dtype).view(-1, 4), steps.view(-1, 4)[:, 0].contiguous(), plan)
         return _TapConv.apply(x, value.to(x.dtype), steps, plan)
     return tap_conv_reference(x.permute(0, 2, 1), value, steps, plan, kernel_size).permute(0, 2, 1)
+
+
+class PlanCache:
+    """The :class:`TapPlan` of one synapse per taps per element, rebuilt when its mask changes
+    (a new tensor, or written in place) or when m does."""
+
+    def __init__(self):
+        self._plans: dict[int, tuple[tuple, TapPlan]] = {}
+
+    def get(self, mask: Tensor, m: int, p: int) -> TapPlan:
+        key = (p, m, mask.data_ptr(), mask._version)
+        entry = self._plans.get(p)
+        if entry is None or entry[0] != key:
+            entry = (key, TapPlan(mask, m, p))
+            self._plans[p] = entry
+        return entry[1]
+
+
+def tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, mask: Tensor, sigma: float, kernel_size: int,
+                   plans: PlanCache) -> Tensor:
+    """The synapse's product in tap form, channel-major: x (T, in, B) -> (T, out, B). ``weight``
+    (masked) and ``delay`` (out, in, m); sigma > 0: the Gaussian taps around each real delay;
+    sigma <= 0: one tap per element at ``delay``, the rounded delays."""
+    plan = plans.get(mask, weight.shape[-1], taps_per_element(sigma, kernel_size))
+    value, steps = tap_structure(weight, delay, plan, sigma, kernel_size)
+    return tap_conv_cm(x, value, steps, plan, kernel_size)

@@ -1,9 +1,9 @@
-"""Fast evaluation of a :class:`~snn_delays.model.DelaySNN` with rounded delays (CPU, no grad).
+"""The compiled evaluation of a :class:`~snn_delays.model.DelaySNN` with rounded delays (CPU, no grad).
 
 In evaluation every synapse element has one integer delay, BatchNorm is a fixed per-neuron affine
 map (``scale * x + shift``) and dropout is the identity, so each layer is one synaptic product
 followed by the LIF (or the readout's leaky integrator) with BatchNorm folded in, all compiled
-(:mod:`snn_delays._kernels`) and with no autograd bookkeeping. Each layer takes one of two forms,
+(:mod:`.kernels.eval`) and with no autograd bookkeeping. Each layer takes one of two forms,
 chosen from the density of its input (nonzero entries / all entries):
 
 - **event-driven** (density < ``EVENT_MAX_DENSITY``): for every input event (a nonzero count or a
@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _kernels
-from .synapse import DelaySynapse, round_delays
+from .compiled import fast_available, set_threads
+from .kernels import eval as eval_loops
+from .kernels import pack
+from .taps import tap_structure
 
 __all__ = ["applicable", "fast_eval_forward", "synapse_table", "EVENT_MAX_DENSITY"]
 
@@ -39,14 +41,13 @@ EVENT_MAX_DENSITY = 0.04
 
 
 def applicable(model, x: Tensor) -> bool:
-    """Whether :func:`fast_eval_forward` can run ``model`` on ``x`` (eval mode, no grad, CPU, numba,
-    delay synapses not forced to the dense backend, BatchNorm with running statistics)."""
-    if not _kernels.AVAILABLE or torch.is_grad_enabled() or model.training:
-        return False
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    """Whether :func:`fast_eval_forward` can run ``model`` on ``x`` (eval mode, no grad, compiled
+    loops on, CPU, delay synapses not forced to the dense backend (a dense-conv synapse's backend
+    is "dense"), BatchNorm with running statistics)."""
+    if not fast_available(x) or torch.is_grad_enabled() or model.training:
         return False
     for syn in model.synapses():
-        if not isinstance(syn, DelaySynapse) or syn.backend == "dense" or syn.weight.dtype != x.dtype:
+        if syn.backend == "dense" or syn.weight.dtype != x.dtype:
             return False
     for blk in model.hidden:
         norm = blk.norm
@@ -55,11 +56,11 @@ def applicable(model, x: Tensor) -> bool:
     return True
 
 
-def synapse_table(syn: DelaySynapse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synapse_table(syn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The synapse as lists per input neuron: (indptr (in + 1,), offset (E,), weight (E,)) with
     offset = rounded delay * out + target, one entry per existing element."""
     w = syn.masked_weight().detach()
-    d = round_delays(syn.delay.detach(), syn.kernel_size).long()
+    d = syn.rounded_delay().detach().long()
     inp, out = torch.nonzero(syn.mask.detach().t() != 0, as_tuple=True)  # (input, target), by input
     m = syn.kernel_count
     weight = w[out, inp].reshape(-1)  # (E,) = pairs x m
@@ -81,31 +82,30 @@ def _bn_affine(norm: torch.nn.BatchNorm1d | None, n: int, dtype) -> tuple[np.nda
     return scale.to(dtype).numpy().copy(), shift.to(dtype).numpy().copy()
 
 
-def _event_layer(x: Tensor, syn: DelaySynapse, scale, shift, lif) -> Tensor:
+def _event_layer(x: Tensor, syn, scale, shift, lif) -> Tensor:
     """x (T, B, in) -> spikes or membrane (T, B, out), event-driven."""
     indptr, offset, weight = synapse_table(syn)
     xs = x.contiguous().numpy()
     out = np.empty((xs.shape[0], xs.shape[1], syn.out_features), dtype=xs.dtype)
     spiking = lif.spiking
-    _kernels.event_layer(xs, indptr, offset, weight.astype(xs.dtype), scale, shift, 1.0 - 1.0 / lif.tau,
-                         lif.threshold if spiking else 0.0, spiking, max(1, syn.kernel_size), out)
+    eval_loops.event_layer(xs, indptr, offset, weight.astype(xs.dtype), scale, shift, 1.0 - 1.0 / lif.tau,
+                           lif.threshold if spiking else 0.0, spiking, max(1, syn.kernel_size), out)
     return torch.from_numpy(out)
 
 
-def _tap_layer(x_ctb: Tensor, syn: DelaySynapse, scale, shift, lif, dtype) -> Tensor:
+def _tap_layer(x_ctb: Tensor, syn, scale, shift, lif, dtype) -> Tensor:
     """x (in, T, B) -> uint8 spikes or membrane (out, T, B) of ``dtype``, one tap per element, the
     synaptic current never leaving the cache (compiled, one pass)."""
-    from ._sparse_delay import tap_structure
-
-    plan = syn._plan(1)
-    value, steps = tap_structure(syn.masked_weight().detach(), syn.delay.detach(), plan, 0.0, syn.kernel_size)
+    plan = syn.tap_plan(1)
+    value, steps = tap_structure(syn.masked_weight().detach(), syn.rounded_delay().detach(), plan, 0.0,
+                                 syn.kernel_size)
     xs = x_ctb.contiguous().numpy()  # float, or uint8 spikes/counts (4x less to read, exact)
     _, t_len, b_len = xs.shape
     spiking = lif.spiking
     out = torch.empty(syn.out_features, t_len, b_len, dtype=torch.uint8 if spiking else dtype)
-    _kernels.tap1_lif_ctb(xs, plan.indptr, plan.src, steps.contiguous().numpy(),
-                          value.to(dtype).contiguous().numpy(), scale, shift, 1.0 - 1.0 / lif.tau,
-                          lif.threshold if spiking else 0.0, spiking, out.numpy())
+    eval_loops.tap1_lif_ctb(xs, plan.indptr, plan.src, steps.contiguous().numpy(),
+                            value.to(dtype).contiguous().numpy(), scale, shift, 1.0 - 1.0 / lif.tau,
+                            lif.threshold if spiking else 0.0, spiking, out.numpy())
     return out
 
 
@@ -123,12 +123,12 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     its input density is below ``event_max_density`` (default ``EVENT_MAX_DENSITY``); the form
     taken by each layer ("event" or "taps") is appended to ``kinds`` if given."""
     limit = EVENT_MAX_DENSITY if event_max_density is None else event_max_density
-    _kernels.set_threads(torch.get_num_threads())
+    set_threads()
     h = x.detach().contiguous()
     t_in, b_len, c_in = h.shape
     packed = None  # the padded input as exact uint8 (C, T', B) when it holds counts 0..255
     packed_np = np.zeros((c_in, t_in + extra_steps, b_len), dtype=np.uint8)
-    nnz, exact = _kernels.pack_ctb_u8(h.numpy(), packed_np)
+    nnz, exact = pack.pack_ctb_u8(h.numpy(), packed_np)
     if exact:
         packed = torch.from_numpy(packed_np)
     if extra_steps:

@@ -1,4 +1,5 @@
-"""BatchNorm followed by the LIF loop as one autograd node that keeps only the BatchNorm input.
+"""BatchNorm followed by the LIF loop as one autograd node that keeps only the BatchNorm input;
+and the BatchNorm running-statistics update, written once.
 
 The plain block keeps two (T, C, B) tensors per layer for its backward (BatchNorm's input and the
 LIF's membrane) and makes several more in it. This node keeps the first and recomputes the membrane
@@ -12,16 +13,17 @@ gradients as ``lif(norm(y))`` (``tests/test_fast_paths.py``), running statistics
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _kernels
-from ._lif_fused import _LIFFused, lif_forward_values
+from .compiled import fast_available, set_threads
+from .kernels import norm_lif as norm_lif_loops
+from .lif import lif_backward_values, lif_forward_values
 
-__all__ = ["norm_lif", "supported"]
+__all__ = ["norm_lif", "supported", "update_running_stats"]
 
 
 def supported(norm: nn.Module, lif) -> bool:
+    """Whether the node applies: a plain affine ``nn.BatchNorm1d`` in training mode, a spiking LIF."""
     return type(norm) is nn.BatchNorm1d and norm.affine and norm.training and lif.spiking and (
         norm.track_running_stats or norm.running_mean is None)
 
@@ -31,7 +33,7 @@ class _NormLIF(torch.autograd.Function):
     def forward(ctx, y: Tensor, weight: Tensor, bias: Tensor, norm: nn.BatchNorm1d, decay: float,
                 threshold: float, alpha: float):
         ctx.constants = (norm.eps, decay, threshold, alpha)
-        ctx.compiled = _compiled(y)
+        ctx.compiled = fast_available(y)
         if not ctx.compiled:
             with torch.no_grad():
                 h = norm(y)  # batch statistics; the running statistics are updated here, once
@@ -42,10 +44,10 @@ class _NormLIF(torch.autograd.Function):
         spikes = torch.empty_like(yc)
         mean = torch.empty(yc.shape[1], dtype=torch.float64)
         var = torch.empty(yc.shape[1], dtype=torch.float64)
-        _kernels.set_threads(torch.get_num_threads())
-        _kernels.bn_lif_forward(yc.numpy(), weight.detach().double().numpy(), bias.detach().double().numpy(),
-                                norm.eps, decay, threshold, spikes.numpy(), mean.numpy(), var.numpy())
-        _update_running_stats(norm, mean, var, yc.numel() // yc.shape[1])
+        set_threads()
+        norm_lif_loops.bn_lif_forward(yc.numpy(), weight.detach().double().numpy(), bias.detach().double().numpy(),
+                                      norm.eps, decay, threshold, spikes.numpy(), mean.numpy(), var.numpy())
+        update_running_stats(norm, mean, var, yc.numel() // yc.shape[1])
         ctx.save_for_backward(yc, weight, bias, mean, var)
         return spikes
 
@@ -57,11 +59,11 @@ class _NormLIF(torch.autograd.Function):
             gy = torch.empty_like(y)
             gw = torch.empty(y.shape[1], dtype=torch.float64)
             gb = torch.empty(y.shape[1], dtype=torch.float64)
-            _kernels.set_threads(torch.get_num_threads())
-            _kernels.bn_lif_backward(y.numpy(), grad_spikes.contiguous().to(y.dtype).numpy(),
-                                     weight.detach().double().numpy(), bias.detach().double().numpy(),
-                                     mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
-                                     gw.numpy(), gb.numpy())
+            set_threads()
+            norm_lif_loops.bn_lif_backward(y.numpy(), grad_spikes.contiguous().to(y.dtype).numpy(),
+                                           weight.detach().double().numpy(), bias.detach().double().numpy(),
+                                           mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
+                                           gw.numpy(), gb.numpy())
             return gy, gw.to(weight.dtype), gb.to(bias.dtype), None, None, None, None
         y, weight, bias = ctx.saved_tensors
         # the forward's BatchNorm output and batch statistics, then the membrane; each transient
@@ -69,20 +71,17 @@ class _NormLIF(torch.autograd.Function):
         h, mean, invstd = torch.native_batch_norm(y, weight, bias, None, None, True, 0.0, eps)
         spikes, membrane = lif_forward_values(h, decay, threshold)
         del h, spikes
-        grad_h = _LIFFused.backward_values(grad_spikes, membrane, decay, threshold, alpha)
+        grad_h = lif_backward_values(grad_spikes, membrane, decay, threshold, alpha)
         del membrane
         gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
             grad_h, y, weight, None, None, mean, invstd, True, eps, [True, True, True])
         return gy, gw, gb, None, None, None, None
 
 
-def _compiled(y: Tensor) -> bool:
-    return _kernels.AVAILABLE and y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64)
-
-
 @torch.no_grad()
-def _update_running_stats(norm: nn.BatchNorm1d, mean: Tensor, var: Tensor, n: int) -> None:
-    """What ``nn.BatchNorm1d`` does in training mode with the batch's mean and biased variance."""
+def update_running_stats(norm: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor, n: float) -> None:
+    """What ``nn.BatchNorm1d`` does to its running statistics in training mode, given the batch's
+    mean and biased variance (C,) over ``n`` values per channel (momentum None: cumulative average)."""
     if not norm.track_running_stats:
         return
     norm.num_batches_tracked.add_(1)

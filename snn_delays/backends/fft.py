@@ -1,6 +1,6 @@
 """Causal convolution by FFT: the dense delay kernel applied in the frequency domain.
 
-The same operation as :func:`snn_delays.synapse.causal_conv_cm` (y[t] = sum_d h[d] x[t - d], with
+The same operation as :func:`snn_delays.backends.dense.causal_conv_cm` (y[t] = sum_d h[d] x[t - d], with
 h the kernel reversed, on channel-major (T, C, B) tensors), computed as, per frequency f,
 Y[f] = H[f] @ X[f] (a batched complex matrix product) with transforms of length n >= T + Td - 1,
 so that the circular convolution equals the linear one; the batch is processed in chunks of
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._sparse_delay import as_scaled_bytes
+from .packing import as_scaled_bytes
 
 __all__ = ["fft_causal_conv_cm", "fft_size"]
 
@@ -83,7 +83,7 @@ class _FFTConv(torch.autograd.Function):
             del spec_gk
         if ctx.needs_input_grad[0]:  # gx[s] = sum_d h[d]^T gy[s + d]
             spec_h_adj = _spectrum_of_kernel(kernel, n).conj().transpose(1, 2)  # (F, in, out)
-            gx = torch.empty(x.shape, dtype=x_dtype)
+            gx = torch.empty(x.shape, dtype=x_dtype, device=x.device)
             for b0 in range(0, b_len, CHUNK):
                 spec_gy = torch.fft.rfft(gy[:, :, b0:b0 + CHUNK], n=n, dim=0)
                 gx[:, :, b0:b0 + CHUNK] = torch.fft.irfft(torch.matmul(spec_h_adj, spec_gy), n=n, dim=0)[:t_len]
@@ -93,9 +93,9 @@ class _FFTConv(torch.autograd.Function):
 def _first_steps_of_irfft(spec: Tensor, n: int, steps: int) -> Tensor:
     """``torch.fft.irfft(spec, n, dim=0)[:steps]`` for spec (F, ...) as one small matrix product
     (steps x F), without the (n, ...) intermediate."""
-    f = torch.arange(spec.shape[0], dtype=torch.float64)
-    t = torch.arange(steps, dtype=torch.float64)
-    weight = torch.full((spec.shape[0],), 2.0, dtype=torch.float64)
+    f = torch.arange(spec.shape[0], dtype=torch.float64, device=spec.device)
+    t = torch.arange(steps, dtype=torch.float64, device=spec.device)
+    weight = torch.full((spec.shape[0],), 2.0, dtype=torch.float64, device=spec.device)
     weight[0] = 1.0
     if n % 2 == 0:
         weight[-1] = 1.0  # the Nyquist bin appears once
@@ -107,5 +107,5 @@ def _first_steps_of_irfft(spec: Tensor, n: int, steps: int) -> Tensor:
 
 def fft_causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:
     """x (T, C_in, B), kernel (C_out, C_in, Td) -> (T, C_out, B); tap index Td - 1 - d multiplies
-    the input d steps in the past (the layout of :func:`snn_delays.synapse.causal_conv_cm`)."""
+    the input d steps in the past (the layout of :func:`snn_delays.backends.dense.causal_conv_cm`)."""
     return _FFTConv.apply(x, kernel)

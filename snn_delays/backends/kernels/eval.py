@@ -1,0 +1,161 @@
+"""Compiled evaluation loops (rounded delays, no gradient): a whole layer (synaptic product,
+BatchNorm as a per-neuron affine map, LIF or the readout's integration) in one pass, either
+event-driven per sample on (T, B, C) or one rounded tap per element on (C, T, B) blocks. Used by
+:mod:`snn_delays.backends.fast_eval`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .neuron import lif_step
+from .runtime import n_threads, njit, prange
+
+__all__ = ["event_layer", "tap1_lif_ctb"]
+
+
+# -- event-driven evaluation (rounded delays): work proportional to the input events -------------
+@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out,
+                 n_chunks):  # pragma: no cover
+    # For every sample b: the current cur[t, i] = sum over events x[s, b, j] != 0 and synapses
+    # e of j (target i, delay d) with s + d = t of weight[e] * x[s, b, j]; offset[e] = d * out + i.
+    # Then v = decay * u + scale * cur + shift; spiking: out = (v >= threshold), u = v * (1 - out);
+    # else out = u = v (the readout's membrane). x (T, B, in), out (T, B, out).
+    t_len, b_len, n_in = x.shape
+    n_out = out.shape[2]
+    for c in prange(n_chunks):
+        b0 = c * b_len // n_chunks
+        b1 = (c + 1) * b_len // n_chunks
+        cur = np.empty((t_len + td) * n_out, dtype=out.dtype)
+        u = np.empty(n_out, dtype=out.dtype)
+        for b in range(b0, b1):
+            cur[:] = 0
+            for t in range(t_len):
+                row = x[t, b]
+                base = t * n_out
+                for j in range(n_in):
+                    xv = row[j]
+                    if xv != 0:
+                        for e in range(indptr[j], indptr[j + 1]):
+                            cur[base + offset[e]] += weight[e] * xv
+            u[:] = 0
+            for t in range(t_len):
+                o = out[t, b]
+                base = t * n_out
+                for i in range(n_out):
+                    current = scale[i] * cur[base + i] + shift[i]
+                    if spiking:
+                        _, o[i], u[i] = lif_step(u[i], current, decay, threshold)
+                    else:
+                        v = decay * u[i] + current
+                        o[i] = v
+                        u[i] = v
+
+
+# -- evaluation, one rounded tap per element, time-major blocks (C, T, B) -----------------------
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _lif_rows(acc, nq, out_i, t0, u, sc, sh, decay, threshold, spiking):  # pragma: no cover
+    # BatchNorm + LIF over the nq steps of one block of one neuron; u (B,) carries the membrane
+    n = u.shape[0]
+    for q in range(nq):
+        a = acc[q]
+        o = out_i[t0 + q]
+        if spiking:
+            for b in range(n):
+                _, o[b], u[b] = lif_step(u[b], sc * a[b] + sh, decay, threshold)  # vectorises
+        else:
+            for b in range(n):
+                v = decay * u[b] + (sc * a[b] + sh)
+                o[b] = v
+                u[b] = v
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out,
+                  n_split):  # pragma: no cover
+    # The layer in one pass: for every output i and block of 8 steps, the current (one rounded tap
+    # per element, four per pass) accumulates in a local (8, B) buffer, then BatchNorm + LIF
+    # (or the readout's integration) turn it into out[i, t0:t0 + 8] (uint8 spikes or the membrane).
+    # Each thread owns a slice of outputs, balanced by tap count, and walks time in order.
+    n_in, t_len, n = xt.shape
+    n_out = out.shape[0]
+    n_blk = (t_len + 7) // 8
+    cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
+    cut[0] = 0
+    cut[n_split] = n_out
+    for part in prange(n_split):
+        acc = np.empty((8, n), dtype=scale.dtype)
+        u = np.zeros((cut[part + 1] - cut[part], n), dtype=scale.dtype)
+        for blk in range(n_blk):
+            t0 = blk * 8
+            nq = min(8, t_len - t0)
+            for i in range(cut[part], cut[part + 1]):
+                acc[:] = 0
+                k = indptr[i]
+                k1 = indptr[i + 1]
+                while k + 4 <= k1:
+                    s0 = t0 - delay[k]
+                    s1 = t0 - delay[k + 1]
+                    s2 = t0 - delay[k + 2]
+                    s3 = t0 - delay[k + 3]
+                    x0 = xt[src[k]]
+                    x1 = xt[src[k + 1]]
+                    x2 = xt[src[k + 2]]
+                    x3 = xt[src[k + 3]]
+                    w0 = value[k]
+                    w1 = value[k + 1]
+                    w2 = value[k + 2]
+                    w3 = value[k + 3]
+                    if min(min(s0, s1), min(s2, s3)) >= 0 and nq == 8:
+                        for q in range(8):
+                            a = acc[q]
+                            r0 = x0[s0 + q]
+                            r1 = x1[s1 + q]
+                            r2 = x2[s2 + q]
+                            r3 = x3[s3 + q]
+                            for b in range(n):
+                                a[b] += w0 * r0[b] + w1 * r1[b] + w2 * r2[b] + w3 * r3[b]
+                    else:
+                        for q in range(nq):
+                            a = acc[q]
+                            if s0 + q >= 0:
+                                r0 = x0[s0 + q]
+                                for b in range(n):
+                                    a[b] += w0 * r0[b]
+                            if s1 + q >= 0:
+                                r1 = x1[s1 + q]
+                                for b in range(n):
+                                    a[b] += w1 * r1[b]
+                            if s2 + q >= 0:
+                                r2 = x2[s2 + q]
+                                for b in range(n):
+                                    a[b] += w2 * r2[b]
+                            if s3 + q >= 0:
+                                r3 = x3[s3 + q]
+                                for b in range(n):
+                                    a[b] += w3 * r3[b]
+                    k += 4
+                while k < k1:
+                    s0 = t0 - delay[k]
+                    x0 = xt[src[k]]
+                    w0 = value[k]
+                    for q in range(nq):
+                        if s0 + q >= 0:
+                            a = acc[q]
+                            r0 = x0[s0 + q]
+                            for b in range(n):
+                                a[b] += w0 * r0[b]
+                    k += 1
+                _lif_rows(acc, nq, out[i], t0, u[i - cut[part]], scale[i], shift[i], decay, threshold,
+                          spiking)
+
+
+def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out) -> None:
+    """One layer of event-driven evaluation; see ``_event_layer``. x (T, B, in), out (T, B, out)."""
+    n_chunks = max(1, min(x.shape[1], 8 * n_threads()))
+    _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out, n_chunks)
+
+
+def tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out) -> None:
+    """A whole eval layer: one rounded tap per element, BatchNorm as (scale, shift), LIF (or the
+    readout's integration); xt (in, T, B) float or uint8 -> out (out, T, B) uint8 spikes / membrane."""
+    _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out, n_threads())
