@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .backends.choice import BACKENDS
 from .errors import UserError
 
 __all__ = [
@@ -98,8 +99,8 @@ class ModelConfig:
             raise ConfigError("model.tau_steps and model.readout_tau_steps must be >= 1 (steps)")
         if self.fanin < 0:
             raise ConfigError(f"model.fanin must be >= 0 (0 = fully connected); got {self.fanin}")
-        if self.backend not in ("auto", "dense", "fft", "sparse"):
-            raise ConfigError(f"model.backend must be auto, dense, fft or sparse; got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
 
     @property
     def resolved_extra_steps(self) -> int:
