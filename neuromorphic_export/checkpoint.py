@@ -8,6 +8,7 @@ wherever a checkpoint was made); everything returned is numpy.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -18,12 +19,17 @@ import numpy as np
 
 from .errors import ExportError
 
-__all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path",
+__all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
            "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS"]
 
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSIONS = (1,)
 BN_EPS = 1e-5
+# Sizes a checkpoint's config may give before anything is allocated from them (the arrays stored in
+# the checkpoint are checked against the config): the model's rounded-delay kernels hold
+# out x in x kernel_size floats per layer, and every input gets extra_steps zero steps.
+MAX_KERNEL_BYTES = 8 * 2 ** 30
+MAX_EXTRA_STEPS = 1_000_000
 DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms: DataConfig.dt_ms's default
 
 
@@ -68,6 +74,24 @@ class Checkpoint:
     @property
     def dataset(self) -> str:
         return str(self.config.get("data", {}).get("dataset", ""))
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """[input, hidden..., classes]: the neurons of each layer, read from the weights."""
+        return [self.input_size] + [int(h.weight.shape[0]) for h in self.hidden] + [self.n_classes]
+
+    def sha256(self) -> str:
+        """Hex digest of the checkpoint file: exports record it so that verify can tell whose they are."""
+        return file_sha256(self.path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_checkpoint_path(path: str | os.PathLike, which: str = "best") -> Path:
@@ -160,11 +184,17 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
     if str(model_cfg.get("variant", "full")) == "dense-conv":
         raise ExportError(f"{p}: variant dense-conv has a free kernel per connection and cannot be exported")
+    if not 0 <= n_layers <= 1000:
+        raise ExportError(f"{p}: checkpoint config has model.n_layers = {n_layers}; expected 0..1000")
+    if kernel_size < 1:
+        raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}; must be >= 1")
     if extra < 0:  # the documented default, as ModelConfig.resolved_extra_steps computes it
         extra = (n_layers + 1) * ((kernel_size - 1) // 2)
     if not (tau >= 1 and readout_tau >= 1 and math.isfinite(threshold)):
         raise ExportError(f"{p}: invalid neuron constants tau={tau}, readout_tau={readout_tau}, "
                           f"threshold={threshold}")
+    if not (math.isfinite(dt_ms) and dt_ms > 0):
+        raise ExportError(f"{p}: checkpoint config has data.dt_ms = {dt_ms}; must be a positive number of ms")
     hidden = []
     for k in range(n_layers):
         w, d, mask = _read_synapse(state, f"hidden.{k}.synapse", p)
@@ -179,6 +209,32 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         nxt = (hidden[k] if k < n_layers else readout).weight.shape[1]
         if prev != nxt:
             raise ExportError(f"{p}: layer {k} expects {nxt} inputs but layer {k - 1} has {prev} neurons")
+    _check_config_sizes(p, model_cfg, hidden, readout, kernel_size, extra)
     return Checkpoint(path=p, config=config, hidden=hidden, readout=readout, kernel_size=kernel_size,
                       tau_steps=tau, readout_tau_steps=readout_tau, threshold=threshold,
                       extra_steps=extra, dt_ms=dt_ms, epoch=int(blob.get("epoch", 0) or 0))
+
+
+def _check_config_sizes(p: Path, model_cfg: dict, hidden: list[HiddenLayer], readout: HiddenLayer,
+                        kernel_size: int, extra_steps: int) -> None:
+    """The config's sizes against the arrays actually stored, before anyone allocates from them
+    (the model rebuilt by ``verify`` allocates out x in x kernel_size per layer, hidden_size neurons,
+    extra_steps zero steps per input)."""
+    weights = [h.weight for h in hidden] + [readout.weight]
+    stored = {"input_size": int(weights[0].shape[1]), "n_classes": int(readout.weight.shape[0])}
+    if not str(model_cfg.get("variant", "full")).startswith("no-delays"):  # those resolve their own sizes
+        stored["kernel_count"] = int(weights[0].shape[2])
+        if hidden:
+            stored["hidden_size"] = int(hidden[0].weight.shape[0])
+    for key, value in stored.items():
+        if key in model_cfg and model_cfg[key] != value:
+            raise ExportError(f"{p}: checkpoint config has model.{key} = {model_cfg[key]!r} but its weights have "
+                              f"{value}: config and weights disagree (a corrupted or edited checkpoint)")
+    kernel_bytes = sum(w.shape[0] * w.shape[1] for w in weights) * kernel_size * 8
+    if kernel_bytes > MAX_KERNEL_BYTES:
+        raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}: the model's delay kernels "
+                          f"would need {kernel_bytes / 2 ** 30:.0f} GiB (limit {MAX_KERNEL_BYTES / 2 ** 30:.0f} GiB); "
+                          "a corrupted or edited checkpoint")
+    if extra_steps > MAX_EXTRA_STEPS:
+        raise ExportError(f"{p}: model.extra_steps = {extra_steps} (from the checkpoint config) is beyond "
+                          f"{MAX_EXTRA_STEPS} zero steps per input; a corrupted or edited checkpoint")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,28 @@ __all__ = ["add_subcommand", "cmd_export", "cmd_verify"]
 def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(args):
+        from snn_delays.errors import UserError  # a leaf module: no training code
+
         try:
             return fn(args)
         except ExportError as e:
-            from snn_delays.errors import UserError  # a leaf module: no training code
-
             raise UserError(str(e)) from None
+        except OSError as e:  # a file that cannot be read or written (permissions, full disk)
+            where = f" {e.filename}" if e.filename else ""
+            raise UserError(f"cannot read or write{where}: {e.strerror or e}") from None
 
     return wrapper
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0 (a number of samples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: all), got {value}")
+    return value
 
 
 def add_subcommand(subparsers, name: str) -> None:
@@ -39,14 +54,18 @@ def add_subcommand(subparsers, name: str) -> None:
         p = subparsers.add_parser("export", help="export a trained run to network.h5 and a chip's format")
         p.add_argument("run_dir", help="run folder (best.pt) or a checkpoint file")
         p.add_argument("--target", default="generic", help=f"one of {', '.join(TARGETS)} (default generic)")
-        p.add_argument("--out", required=True, help="output folder (network.h5, format files, export.json)")
+        p.add_argument("--out", required=True,
+                       help="output folder (network.h5, format files, export.json); a previous export there is "
+                            "replaced as a whole")
+        p.add_argument("--force", action="store_true",
+                       help="replace --out even if it holds files that are not an export (they are deleted)")
         p.add_argument("--clip", action="store_true",
                        help="clip what breaks the target's limits instead of stopping; reports the accuracy "
                             "before and after on the run's test split")
         p.add_argument("--weight-bits", type=int, help="integer weight bits (default: the target's)")
         p.add_argument("--checkpoint", default="best", choices=["best", "last"])
         p.add_argument("--data-dir", help="dataset folder for the --clip accuracy report")
-        p.add_argument("--samples", type=int, default=0, help="test samples for the --clip report (0: all)")
+        p.add_argument("--samples", type=_count, default=0, help="test samples for the --clip report (0: all)")
         p.set_defaults(func=cmd_export)
     elif name == "verify":
         p = subparsers.add_parser("verify", help="run model and exported network(s) on a split; compare")
@@ -56,7 +75,7 @@ def add_subcommand(subparsers, name: str) -> None:
         p.add_argument("--data-dir")
         p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
         p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-        p.add_argument("--samples", type=int, default=0, help="use the first N samples (0: all)")
+        p.add_argument("--samples", type=_count, default=0, help="use the first N samples (0: all)")
         p.add_argument("--export-only", action="store_true",
                        help="skip the in-memory check of every target (quantised, clipped where needed)")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -94,9 +113,11 @@ def _load_split(run_dir: str, dataset: str | None, data_dir: str | None, split: 
 @_user_errors
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
-    from .targets import get_target
+    from .targets import check_weight_bits, get_target
 
-    get_target(args.target)  # unknown target: a clear message before anything is read
+    target = get_target(args.target)  # unknown target: a clear message before anything is read
+    if args.weight_bits is not None:
+        check_weight_bits(target, args.weight_bits)
     data = None
     if args.clip:
         try:
@@ -107,7 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - the export itself does not need the data
             print(f"note: accuracy before/after clipping not measured ({type(e).__name__}: {e})")
     rep = export_run(args.run_dir, args.target, args.out, clip=args.clip, weight_bits=args.weight_bits,
-                     which=args.checkpoint, data=data)
+                     which=args.checkpoint, data=data, force=args.force)
     print(f"exported {rep['source']} for {rep['target']} ({rep['description']}) into {args.out}")
     for f in rep["files"]:
         print(f"  {f}")
@@ -126,7 +147,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128):
+def _model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128, progress=None):
     """The PyTorch model in float64 eval mode: (predictions (N,), [hidden spikes (T', N, H)])."""
     import torch
 
@@ -141,32 +162,73 @@ def _model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128):
                          else u.softmax(-1).sum(0).argmax(-1).numpy())
             s = [v.numpy().astype(np.uint8) for v in s]
             spikes = s if spikes is None else [np.concatenate([a, b], 1) for a, b in zip(spikes, s)]
+            if progress is not None:
+                progress(min(batch, x.shape[1] - b0))
     return np.concatenate(preds), spikes or []
+
+
+def _sizes(net) -> str:
+    return " -> ".join(str(n) for n in [net.input_size] + [l.n_out for l in net.layers])
+
+
+def check_export_belongs(export_net, export_dir: Path, float_net, ckpt) -> None:
+    """Refuse an export made from another checkpoint: other layer sizes, or (when the export
+    recorded it) another SHA-256 of the source checkpoint file."""
+    source = export_net.attrs.get("source", "an unknown checkpoint")
+    fix = f"export this run first (snn-delays export {ckpt.path.parent} --out DIR), or verify the run it came from"
+    if _sizes(export_net) != _sizes(float_net):
+        raise ExportError(f"the export in {export_dir} does not belong to this run: its network is "
+                          f"{_sizes(export_net)} neurons (made from {source}), the checkpoint {ckpt.path} is "
+                          f"{_sizes(float_net)}; {fix}")
+    recorded = export_net.attrs.get("source_sha256")
+    if recorded and recorded != ckpt.sha256():
+        raise ExportError(f"the export in {export_dir} does not belong to this checkpoint: it was made from {source} "
+                          f"(sha256 {str(recorded)[:12]}...), not from {ckpt.path} (sha256 {ckpt.sha256()[:12]}...); "
+                          f"{fix}")
 
 
 @_user_errors
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ._progress import Progress
     from .checkpoint import load_checkpoint
     from .network import network_from_checkpoint, read_network
+    from .simulate import MEMORY_LIMIT_BYTES, simulation_bytes
     from .targets import prepare
     from .verify import format_table, verify_network
 
-    export_net = read_network(Path(args.export_dir))
-    float_net = network_from_checkpoint(load_checkpoint(args.run_dir, args.checkpoint))
+    export_dir = Path(args.export_dir)
+    export_net = read_network(export_dir)
+    ckpt = load_checkpoint(args.run_dir, args.checkpoint)
+    float_net = network_from_checkpoint(ckpt)
+    check_export_belongs(export_net, export_dir, float_net, ckpt)
+    print("verify: reading the data split", file=sys.stderr, flush=True)
     x, y, name = _load_split(args.run_dir, args.dataset, args.data_dir, args.split, args.samples, args.checkpoint)
-    model_pred, model_spikes = _model_outputs(args.run_dir, args.checkpoint, x)
-    results = [verify_network("float export (from checkpoint)", float_net, x, y, model_pred, model_spikes,
-                              "model"),
-               verify_network("export file, model convention", export_net, x, y, model_pred, model_spikes,
-                              "model")]
+    if x.shape[2] != ckpt.input_size:
+        raise ExportError(f"dataset {name} has {x.shape[2]} input channels; the run's model takes {ckpt.input_size} "
+                          "(pass the run's own --dataset, or none)")
+    if len(y) == 0:
+        raise ExportError(f"split {args.split} of {name} has no samples")
+    need = simulation_bytes(float_net, x.shape[0] + float_net.extra_steps + float_net.n_layers, x.shape[1], True, 128)
+    if need > MEMORY_LIMIT_BYTES:
+        raise ExportError(f"verifying {x.shape[1]} samples needs about {need / 2 ** 30:.0f} GiB; use --samples N")
+    others = [] if args.export_only else [t for t in TARGETS if t != "generic"]  # generic == the float export
+    n_runs = 1 + 2 + (export_net.target != "generic") + len(others)
+    progress = Progress(n_runs * len(y), "verify")
+    progress.phase("PyTorch model")
+    model_pred, model_spikes = _model_outputs(args.run_dir, args.checkpoint, x, progress=progress.update)
+
+    def run(label, net, convention):
+        progress.phase(f"simulating {label}")
+        return verify_network(label, net, x, y, model_pred, model_spikes, convention, progress=progress.update)
+
+    results = [run("float export (from checkpoint)", float_net, "model"),
+               run("export file, model convention", export_net, "model")]
     if export_net.target != "generic":
-        results.append(verify_network(f"export file as {export_net.target}", export_net, x, y, model_pred,
-                                      model_spikes, "target"))
-    if not args.export_only:
-        for t in [t for t in TARGETS if t != "generic"]:  # generic == the float export above
-            net, rep = prepare(float_net, t, clip=True)
-            label = f"target {t}{' (clipped)' if rep.changes else ''}"
-            results.append(verify_network(label, net, x, y, model_pred, model_spikes, "target"))
+        results.append(run(f"export file as {export_net.target}", export_net, "target"))
+    for t in others:
+        net, rep = prepare(float_net, t, clip=True)
+        results.append(run(f"target {t}{' (clipped)' if rep.changes else ''}", net, "target"))
+    progress.close()
     model_acc = float((model_pred == y).mean())
     if args.json:
         print(json.dumps({"dataset": name, "split": args.split, "n": int(len(y)), "model_accuracy": model_acc,

@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._folder import new_staging_folder, remove_stale_staging, swap_in
 from .checkpoint import load_checkpoint
-from .network import network_from_checkpoint, write_network
+from .errors import ExportError
+from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate
-from .targets import get_target, prepare
+from .targets import Target, get_target, prepare
 
-__all__ = ["export_run", "FORMATS"]
+__all__ = ["export_run", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
 
 # Files written for each target besides network.h5.
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -25,42 +29,97 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "spinnaker1": ("pynn",),
     "spinnaker2": ("nir",),
 }
+# Everything an export folder may hold: what any target writes. A folder with anything else is
+# not (only) an export, and is replaced only with ``force``.
+EXPORT_ENTRIES = ("network.h5", "netx.h5", "network.nir", "pynn", "export.json")
 
 
 def _accuracy(net, x: np.ndarray, y: np.ndarray, convention="target") -> float:
     return float((simulate(net, x, convention=convention, record_spikes=False).predictions == y).mean())
 
 
+def _writable(path: Path) -> bool:
+    """Writable by this process, and not marked read-only (root ignores the mode, we do not)."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & stat.S_IWUSR)
+
+
+def check_destination(out: Path, source: Path, force: bool = False) -> None:
+    """Refuse an ``--out`` that is a file, read-only, holds the checkpoint or the working directory,
+    or holds files that are not an export (unless ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder (it will hold network.h5 and the format files)")
+    resolved = out.resolve()
+    for inside, what in ((source.resolve(), f"the checkpoint {source}"), (Path.cwd().resolve(), "the current directory")):
+        if inside == resolved or resolved in inside.parents:
+            raise ExportError(f"--out {out} holds {what}; an export replaces the whole folder: choose a folder of "
+                              "its own (e.g. exports/<name>)")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not _writable(parent):
+        raise ExportError(f"cannot write into {parent}: it is read-only; choose another --out")
+    if not out.is_dir():
+        return
+    if not _writable(out):
+        raise ExportError(f"--out {out} is read-only; make it writable (chmod u+w) or choose another folder "
+                          "(nothing was changed)")
+    foreign = sorted(e.name for e in out.iterdir() if not _is_export_entry(e.name))
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ExportError(f"--out {out} holds files that are not an snn-delays export ({shown}); an export replaces "
+                          "the whole folder: choose a new or empty folder, or pass --force to replace it and "
+                          "everything in it")
+
+
+def _is_export_entry(name: str) -> bool:
+    """A file an export writes, or the leftover of an interrupted one (older versions)."""
+    return name in EXPORT_ENTRIES or name == "network.h5.tmp" or (
+        name.startswith(".network.h5.") and name.endswith(".part"))
+
+
+def _write_formats(chip: Network, t: Target, folder: Path) -> None:
+    """network.h5 and the target's format files, written into ``folder``."""
+    write_network(chip, folder / "network.h5")
+    for fmt in FORMATS[t.name]:
+        if fmt == "netx":
+            from .netx import write_netx
+            write_netx(chip, folder / "netx.h5")
+        elif fmt == "nir":
+            from .nir_format import write_nir
+            write_nir(chip, folder / "network.nir")
+        elif fmt == "pynn":
+            from .pynn import write_pynn
+            write_pynn(chip, folder / "pynn")
+
+
 def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, clip: bool = False,
                weight_bits: int | None = None, which: str = "best",
-               data: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+               data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False) -> dict[str, Any]:
     """Export a run folder (or checkpoint file) for ``target`` into folder ``out``.
 
     data: optional (x (T, B, C_in), labels (B,)) used, when ``--clip`` changed something, to report
     the accuracy before clipping (same target, limits lifted) and after. Returns the report that is
     also written to ``out/export.json``. Raises ExportError when a limit is broken and not clip.
+
+    The whole export is written into a temporary folder beside ``out`` and swapped in: ``out``
+    holds either its previous export or the complete new one, never a mixture (a previous export
+    of another target leaves nothing behind). A folder that holds other files is refused unless
+    ``force``; a read-only folder or a full disk raises ExportError and leaves ``out`` as it was.
     """
     t = get_target(target)
     ckpt = load_checkpoint(source, which)
+    out = Path(out)
+    check_destination(out, ckpt.path, force)
     float_net = network_from_checkpoint(ckpt)
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [write_network(chip, out / "network.h5")]
-    for fmt in FORMATS[t.name]:
-        if fmt == "netx":
-            from .netx import write_netx
-            files.append(write_netx(chip, out / "netx.h5"))
-        elif fmt == "nir":
-            from .nir_format import write_nir
-            files.append(write_nir(chip, out / "network.nir"))
-        elif fmt == "pynn":
-            from .pynn import write_pynn
-            files.append(write_pynn(chip, out / "pynn"))
+    digest = ckpt.sha256()
+    chip.attrs["source_sha256"] = digest
     report: dict[str, Any] = {
-        "source": str(ckpt.path), "epoch": ckpt.epoch, "target": t.name, "description": t.description,
+        "source": str(ckpt.path), "source_sha256": digest, "epoch": ckpt.epoch, "target": t.name,
+        "description": t.description,
         "conventions": {k: chip.attrs[k] for k in ("hop_latency_steps", "threshold_rule", "arithmetic")},
-        "files": [str(f) for f in files], "clipped": rep.changes, "notes": rep.notes,
+        "files": [str(out / name) for name in ("network.h5",) + _format_entries(t)],
+        "clipped": rep.changes, "notes": rep.notes,
         "synapses": [l.n_synapses for l in chip.layers],
         "max_delay_steps": [int(l.delay.max()) if l.n_synapses else 0 for l in chip.layers],
     }
@@ -74,5 +133,29 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
                               "float_model_convention": _accuracy(float_net, x, y, "model"),
                               "before_clipping": _accuracy(unclipped, x, y),
                               "after_clipping": _accuracy(chip, x, y)}
-    (out / "export.json").write_text(json.dumps(report, indent=1))
+    had_export = out.is_dir() and any(out.iterdir())
+    staging = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        staging = new_staging_folder(out)
+        _write_formats(chip, t, staging)
+        with open(staging / "export.json", "w") as f:
+            f.write(json.dumps(report, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        swap_in(staging, out)
+        staging = None
+    except OSError as e:
+        kept = f"the previous content of {out} is unchanged" if had_export else "nothing was exported"
+        raise ExportError(f"cannot write the export into {out}: {e.strerror or e} "
+                          f"({e.filename or out}); {kept}") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _format_entries(t: Target) -> tuple[str, ...]:
+    names = {"netx": "netx.h5", "nir": "network.nir", "pynn": "pynn"}
+    return tuple(names[fmt] for fmt in FORMATS[t.name])

@@ -28,9 +28,19 @@ from .checkpoint import BN_EPS, Checkpoint, HiddenLayer
 from .errors import ExportError
 
 __all__ = ["Layer", "Network", "network_from_checkpoint", "write_network", "read_network",
-           "round_delays", "FORMAT_VERSION", "DELAY_CONVENTION"]
+           "round_delays", "FORMAT_VERSION", "DELAY_CONVENTION", "THRESHOLD_RULES", "ARITHMETICS",
+           "MAX_EXTRA_STEPS", "INT32_MAX"]
 
 FORMAT_VERSION = 1
+THRESHOLD_RULES = (">=", ">")  # spike when u >= threshold (the model) or u > threshold (Loihi, NIR)
+ARITHMETICS = ("float64", "loihi")
+# Bounds a reader accepts before it allocates anything from a file's attributes (the arrays are
+# checked against them too): far beyond any trained model, far below a terabyte.
+MAX_NEURONS = 10_000_000  # per layer, and input channels
+MAX_LAYERS = 1_000
+MAX_EXTRA_STEPS = 1_000_000  # zero steps appended to every input
+MAX_HOP_LATENCY = 1_000  # steps per hop
+INT32_MAX = 2 ** 31 - 1  # integer weights are stored as int32
 DELAY_CONVENTION = (
     "steps; a spike of pre at step t is added to the input of post at step t + delay "
     "(delay 0 = the same step, as in the PyTorch model). A runtime with hop_latency_steps = h "
@@ -142,7 +152,7 @@ def _merge(layer: HiddenLayer, kernel_size: int, scale: np.ndarray) -> tuple[np.
     w = layer.weight * layer.mask[:, :, None]  # (out, in, m)
     d = round_delays(layer.delay, kernel_size)  # (out, in, m)
     n_out, n_in, m = w.shape
-    acc = np.zeros((n_out, n_in, kernel_size))
+    acc = np.zeros((n_out, n_in, int(d.max()) + 1 if d.size else 1))  # the taps in use, not kernel_size
     oi, ii = np.meshgrid(np.arange(n_out), np.arange(n_in), indexing="ij")
     for e in range(m):  # sequential adds keep the model's float order
         acc[oi, ii, d[:, :, e]] += w[:, :, e]
@@ -179,6 +189,10 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
     from ._version import __version__
 
     path = Path(path)
+    for k, layer in enumerate(net.layers):
+        if layer.weight_scale is not None and layer.n_synapses and np.abs(layer.weight).max() > INT32_MAX:
+            raise ExportError(f"layer {k}: integer weights up to {np.abs(layer.weight).max():.0f} do not fit "
+                              "network.h5's int32 weights (use at most 32 weight bits)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # written beside the target, then renamed: a crash leaves the old file or none. (Not
     # snn_delays._atomic: importing it runs snn_delays/__init__, i.e. torch and the model, and the
@@ -220,8 +234,79 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
     return path
 
 
+def _int_attr(attrs, name: str, where: str, low: int, high: int) -> int:
+    """An integer attribute in [low, high], or ExportError naming it and its value."""
+    if name not in attrs:
+        raise ExportError(f"{where} has no attribute {name!r}")
+    value = attrs[name]
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number == number and number == int(number) and low <= number <= high):  # NaN fails
+        raise ExportError(f"{where}: attribute {name} = {value!r} must be an integer in {low}..{high}")
+    return int(number)
+
+
+def _check_network(net: Network) -> None:
+    """Sizes chained layer to layer, per-neuron arrays of n_out entries, known conventions."""
+    sizes = [net.input_size] + [l.n_out for l in net.layers]
+    for k, layer in enumerate(net.layers):
+        if layer.n_in != sizes[k]:
+            raise ExportError(f"layer {k} has n_in = {layer.n_in} but feeds on "
+                              f"{'the input' if k == 0 else f'layer {k - 1}'} of {sizes[k]} neurons")
+        kind = "readout" if k == net.n_layers - 1 else "hidden"
+        if layer.kind != kind:
+            raise ExportError(f"layer {k} has kind {layer.kind!r}; expected {kind!r}")
+        if layer.weight_scale is not None and not (np.isfinite(layer.weight_scale) and layer.weight_scale > 0):
+            raise ExportError(f"layer {k} has weight_scale {layer.weight_scale}; must be finite and > 0")
+        if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))
+                and np.all((layer.decay >= 0) & (layer.decay <= 1)) and not np.isnan(layer.threshold).any()):
+            raise ExportError(f"layer {k} holds NaN/inf weights or biases, a decay outside [0, 1] or a NaN "
+                              "threshold")
+    rule, arithmetic = net.attrs.get("threshold_rule", ">="), net.attrs.get("arithmetic", "float64")
+    if rule not in THRESHOLD_RULES:
+        raise ExportError(f"threshold_rule {rule!r} is unknown; expected one of {', '.join(THRESHOLD_RULES)}")
+    if arithmetic not in ARITHMETICS:
+        raise ExportError(f"arithmetic {arithmetic!r} is unknown; expected one of {', '.join(ARITHMETICS)}")
+    if arithmetic == "loihi" and any(l.weight_scale is None for l in net.layers):
+        raise ExportError("arithmetic 'loihi' needs integer weights (weight_scale) in every layer")
+    if not (np.isfinite(net.dt_ms) and net.dt_ms > 0):
+        raise ExportError(f"dt_ms = {net.dt_ms} must be a positive number of milliseconds")
+
+
+def _read_layer(g, k: int, where: str) -> Layer:
+    """Layer k of an open network.h5, its sizes checked against the arrays actually stored."""
+    s, nrn = g["synapses"], g["neurons"]
+    arrays = {name: s[name][()] for name in ("pre", "post", "weight", "delay")}
+    arrays.update({name: nrn[name][()] for name in ("decay", "threshold", "bias")})
+    n_neurons = {name: np.shape(arrays[name]) for name in ("decay", "threshold", "bias")}
+    n_out = _int_attr(g.attrs, "n_out", f"{where} layer {k}", 1, MAX_NEURONS)
+    if any(shape != (n_out,) for shape in n_neurons.values()):
+        raise ExportError(f"{where} layer {k}: n_out = {n_out} but its neuron arrays have shapes "
+                          + ", ".join(f"{name} {shape}" for name, shape in n_neurons.items()))
+    n_in = _int_attr(g.attrs, "n_in", f"{where} layer {k}", 1, MAX_NEURONS)
+    scale = g.attrs.get("weight_scale")
+    try:
+        scale = None if scale is None else float(scale)
+    except (TypeError, ValueError):
+        raise ExportError(f"{where} layer {k}: weight_scale {scale!r} is not a number") from None
+    kind = g.attrs.get("kind", "hidden")
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    try:
+        return Layer(n_in, n_out, arrays["pre"], arrays["post"], np.asarray(arrays["weight"], dtype=np.float64),
+                     arrays["delay"], arrays["decay"], arrays["threshold"], arrays["bias"], kind=kind,
+                     weight_scale=scale)
+    except ExportError as e:
+        raise ExportError(f"{where} layer {k}: {e}") from None
+
+
 def read_network(path: str | os.PathLike) -> Network:
-    """Read a ``network.h5`` (or the ``network.h5`` inside a folder)."""
+    """Read a ``network.h5`` (or the ``network.h5`` inside a folder).
+
+    Every attribute and size is checked against the arrays actually stored before anything is
+    allocated from it: a corrupt or tampered file raises :class:`ExportError` naming the field.
+    """
     import h5py
 
     p = Path(path)
@@ -234,27 +319,36 @@ def read_network(path: str | os.PathLike) -> Network:
     except OSError as e:
         raise ExportError(f"{p} is not a readable HDF5 file: {e}") from None
     with f:
-        version = f.attrs.get("format_version")
-        if f.attrs.get("format") != "snn-delays-network" or version is None:
+        if f.attrs.get("format") != "snn-delays-network" or f.attrs.get("format_version") is None:
             raise ExportError(f"{p} is not an snn-delays network.h5 (no format attribute)")
-        if int(version) > FORMAT_VERSION:
-            raise ExportError(f"{p} has format_version {int(version)}; this reader knows <= {FORMAT_VERSION}")
+        version = _int_attr(f.attrs, "format_version", str(p), 1, 2 ** 31)
+        if version > FORMAT_VERSION:
+            raise ExportError(f"{p} has format_version {version}; this reader knows <= {FORMAT_VERSION}")
         try:
-            n_layers = int(f.attrs["n_layers"])
-            layers = []
-            for k in range(n_layers):
-                g = f[f"layer/{k}"]
-                s, nrn = g["synapses"], g["neurons"]
-                scale = g.attrs.get("weight_scale")
-                layers.append(Layer(
-                    int(g.attrs["n_in"]), int(g.attrs["n_out"]), s["pre"][()], s["post"][()],
-                    s["weight"][()].astype(np.float64), s["delay"][()], nrn["decay"][()],
-                    nrn["threshold"][()], nrn["bias"][()], kind=str(g.attrs.get("kind", "hidden")),
-                    weight_scale=None if scale is None else float(scale)))
+            n_layers = _int_attr(f.attrs, "n_layers", str(p), 1, MAX_LAYERS)
+            stored = len(f["layer"]) if "layer" in f else 0
+            if stored != n_layers:
+                raise ExportError(f"{p}: attribute n_layers = {n_layers} but the file holds {stored} layer groups")
+            layers = [_read_layer(f[f"layer/{k}"], k, str(p)) for k in range(n_layers)]
             known = {"format", "format_version", "dt_ms", "input_size", "n_layers", "n_classes",
                      "extra_steps", "delay_convention", "prediction", "writer"}
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k not in known}
-            return Network(layers, dt_ms=float(f.attrs["dt_ms"]), input_size=int(f.attrs["input_size"]),
-                           extra_steps=int(f.attrs["extra_steps"]), attrs=attrs)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+            attrs["hop_latency_steps"] = _int_attr(f.attrs, "hop_latency_steps", str(p), 0, MAX_HOP_LATENCY) \
+                if "hop_latency_steps" in f.attrs else 0
+            input_size = _int_attr(f.attrs, "input_size", str(p), 1, MAX_NEURONS)
+            n_classes = _int_attr(f.attrs, "n_classes", str(p), 1, MAX_NEURONS)
+            if n_classes != layers[-1].n_out:
+                raise ExportError(f"{p}: attribute n_classes = {n_classes} but the readout has "
+                                  f"{layers[-1].n_out} neurons")
+            net = Network(layers, dt_ms=float(f.attrs["dt_ms"]), input_size=input_size,
+                          extra_steps=_int_attr(f.attrs, "extra_steps", str(p), 0, MAX_EXTRA_STEPS), attrs=attrs)
         except KeyError as e:
             raise ExportError(f"{p} is incomplete: missing {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:  # a dataset of the wrong kind or type
+            raise ExportError(f"{p} is corrupt: {e}") from None
+    try:
+        _check_network(net)
+    except ExportError as e:
+        raise ExportError(f"{p}: {e}") from None
+    return net

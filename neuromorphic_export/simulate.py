@@ -25,19 +25,22 @@ A :class:`Convention` says how a runtime differs from the model:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .errors import ExportError
-from .network import Layer, Network
+from .network import ARITHMETICS, THRESHOLD_RULES, Layer, Network
 
-__all__ = ["Convention", "SimResult", "simulate", "predict_from_readout", "loihi_parameters"]
+__all__ = ["Convention", "SimResult", "simulate", "predict_from_readout", "loihi_parameters",
+           "simulation_bytes", "MEMORY_LIMIT_BYTES"]
 
 LOIHI_DECAY_UNITY = 4096
 LOIHI_ACT_SHIFT = 6
 LOIHI_MAX_UV = 2 ** 23
 EVENTS_PER_CHUNK = 4_000_000  # synapse activations scattered at once (bounds memory)
 DENSE_FRACTION = 0.3  # inputs denser than this (real-valued features) take one matmul per delay
+MEMORY_LIMIT_BYTES = 16 * 2 ** 30  # a simulation that would hold more is refused before it starts
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,9 @@ class Convention:
     arithmetic: str = "float64"  # or "loihi" (integer fixed point)
 
     def __post_init__(self) -> None:
-        if self.threshold_rule not in (">=", ">"):
+        if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be '>=' or '>'; got {self.threshold_rule!r}")
-        if self.arithmetic not in ("float64", "loihi"):
+        if self.arithmetic not in ARITHMETICS:
             raise ValueError(f"arithmetic must be 'float64' or 'loihi'; got {self.arithmetic!r}")
         if self.hop_latency_steps < 0:
             raise ValueError("hop_latency_steps must be >= 0")
@@ -202,12 +205,26 @@ def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarra
     return spikes, memb
 
 
+def simulation_bytes(net: Network, n_steps: int, n_samples: int, record_spikes: bool, batch_size: int) -> int:
+    """Bytes :func:`simulate` holds at its peak: per batch the padded input, currents and membranes
+    (float64, n_steps x batch x widest layer), and for all samples the readout and recorded spikes."""
+    widest = max([net.input_size] + [l.n_out for l in net.layers])
+    per_batch = 4 * n_steps * min(batch_size, n_samples) * widest * 8
+    kept = n_steps * n_samples * net.n_classes * 8
+    if record_spikes:
+        kept += n_steps * n_samples * sum(l.n_out for l in net.layers[:-1])
+    return per_batch + kept
+
+
 def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" = "target",
-             record_spikes: bool = True, batch_size: int = 64) -> SimResult:
+             record_spikes: bool = True, batch_size: int = 64,
+             progress: Callable[[int], None] | None = None) -> SimResult:
     """Run ``net`` on input x (T, B, C_in) and return readout, hidden spikes and predictions.
 
     convention: ``"model"`` (the PyTorch evaluation), ``"target"`` (the conventions stored in the
-    file; the default) or a :class:`Convention`. Samples are processed ``batch_size`` at a time.
+    file; the default) or a :class:`Convention`. Samples are processed ``batch_size`` at a time;
+    ``progress(n)`` is called after each batch with its number of samples. A run that would need
+    more than ``MEMORY_LIMIT_BYTES`` raises :class:`ExportError` before allocating.
     """
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[2] != net.input_size:
@@ -224,6 +241,12 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
         raise ExportError("Loihi arithmetic needs a quantised network (export with --target loihi1/loihi2)")
     hop = conv.hop_latency_steps
     n_steps = x.shape[0] + net.extra_steps + hop * net.n_layers
+    need = simulation_bytes(net, n_steps, x.shape[1], record_spikes, batch_size)
+    if need > MEMORY_LIMIT_BYTES:
+        raise ExportError(f"simulating {x.shape[1]} samples of {n_steps} steps (input {x.shape[0]} + extra_steps "
+                          f"{net.extra_steps} + latency) needs about {need / 2 ** 30:.0f} GiB (limit "
+                          f"{MEMORY_LIMIT_BYTES / 2 ** 30:.0f} GiB): check extra_steps and the layer sizes, or "
+                          "use fewer samples")
     fan = [_FanOut(l, l.weight if conv.arithmetic == "loihi" else l.real_weight) for l in net.layers]
     readouts, preds = [], []
     spikes: list[list[np.ndarray]] = [[] for _ in net.layers[:-1]]
@@ -245,6 +268,8 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
                 spikes[k].append(s)
         readouts.append(memb)
         preds.append(predict_from_readout(memb))
+        if progress is not None:
+            progress(batch)
     return SimResult(np.concatenate(readouts, axis=1),
                      [np.concatenate(v, axis=1) for v in spikes] if record_spikes else [],
                      np.concatenate(preds))

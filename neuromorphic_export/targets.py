@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ExportError
-from .network import Layer, Network
+from .network import INT32_MAX, Layer, Network
 
 __all__ = ["Target", "TARGETS", "get_target", "prepare", "quantise_layer", "Violation",
-           "PrepareReport"]
+           "PrepareReport", "check_weight_bits", "max_weight_bits"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,24 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
 ]}
 
 
+def max_weight_bits(t: Target) -> int:
+    """The most weight bits ``t`` carries: its chip's, or for float targets what network.h5's int32
+    integer weights hold in the target's weight mode (largest integer 2^(b-1) - 1 for 'signed')."""
+    if t.weight_bits is not None:
+        return t.weight_bits
+    return next(b for b in range(64, 1, -1) if max(abs(v) for v in _scale_for(1.0, b, t.weight_mode)[1:]) <= INT32_MAX)
+
+
+def check_weight_bits(t: Target, weight_bits: int) -> None:
+    """Refuse a ``--weight-bits`` that ``t`` (or network.h5's int32 weights) cannot carry."""
+    most = max_weight_bits(t)
+    if not 2 <= weight_bits <= most:
+        why = f"{t.name}'s weights have {most} bits, its default" if t.weight_bits is not None else \
+            "network.h5 stores integer weights as int32; omit --weight-bits for float weights"
+        amount = "too few" if weight_bits < 2 else f"more than target {t.name} can hold"
+        raise ExportError(f"--weight-bits {weight_bits} is {amount}: choose 2 to {most} ({why})")
+
+
 def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise ExportError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
@@ -81,7 +99,16 @@ class Violation:
 
     def __str__(self) -> str:
         where = f"layer {self.layer}" if self.layer is not None else "network"
-        return f"{where}: {self.count} {self.what} (limit: {self.limit})"
+        what = self.what
+        if self.count == 1:  # "1 synapse with ...", "1 neuron whose ...", "1 (pre, post) pair with ..."
+            for plural in ("synapses", "neurons", "pairs"):
+                what = what.replace(f"{plural} ", f"{plural[:-1]} ", 1)
+        return f"{where}: {self.count} {what} (limit: {self.limit})"
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 synapse', '3 synapses'."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 
 
 @dataclass
@@ -186,14 +213,8 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
     rep = PrepareReport(t.name)
     bits = t.weight_bits
     if weight_bits is not None:
-        if weight_bits < 2:
-            raise ExportError(f"--weight-bits must be >= 2; got {weight_bits}")
-        if t.weight_bits is not None and weight_bits > t.weight_bits:
-            rep.violations.append(Violation(None, f"weight bits requested ({weight_bits})", 1,
-                                            f"{t.weight_bits} bits on {t.name}"))
-            rep.changes.append(f"weight bits {weight_bits} -> {t.weight_bits}")
-        else:
-            bits = weight_bits
+        check_weight_bits(t, weight_bits)
+        bits = weight_bits
     hop = t.hop_latency_steps
     layers = []
     for k, layer in enumerate(net.layers):
@@ -203,34 +224,34 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
             n = int((D > t.max_delay_D).sum())
             rep.violations.append(Violation(k, f"synapses with effective delay up to {int(D.max())} steps",
                                             n, f"D <= {t.max_delay_D} steps ({t.notes or t.name})"))
-            rep.changes.append(f"layer {k}: {n} synapse delays clipped to D = {t.max_delay_D} steps")
+            rep.changes.append(f"layer {k}: {_count(n, 'synapse delay')} clipped to D = {t.max_delay_D} steps")
             layer.delay = np.minimum(layer.delay, t.max_delay_D - hop).astype(np.int32)
         if (D < t.min_delay_D).any():
             n = int((D < t.min_delay_D).sum())
             rep.violations.append(Violation(k, "synapses with too short a delay", n, f"D >= {t.min_delay_D}"))
-            rep.changes.append(f"layer {k}: {n} synapse delays raised to D = {t.min_delay_D}")
+            rep.changes.append(f"layer {k}: {_count(n, 'synapse delay')} raised to D = {t.min_delay_D}")
             layer.delay = np.maximum(layer.delay, t.min_delay_D - hop).astype(np.int32)
         if t.one_delay_per_pair:
             layer, n = _one_delay_per_pair(layer)
             if n:
                 rep.violations.append(Violation(k, "(pre, post) pairs with several delays", n,
                                                 "one delay per pair (2-D delay matrix)"))
-                rep.changes.append(f"layer {k}: {n} pairs merged onto the delay of their largest weight")
+                rep.changes.append(f"layer {k}: {_count(n, 'pair')} merged onto the delay of their largest weight")
         if t.delay_granularity == "per-axon":
             layer, n = _per_axon(layer)
             if n:
                 rep.violations.append(Violation(k, "pre-synaptic neurons with several delays", n,
                                                 "one delay per axon"))
-                rep.changes.append(f"layer {k}: {n} axons given one delay (their largest weight's)")
+                rep.changes.append(f"layer {k}: {_count(n, 'axon')} given one delay (their largest weight's)")
         if t.max_fanin is not None:
             layer, n = _fanin(layer, t.max_fanin)
             if n:
                 rep.violations.append(Violation(k, "neurons with too many inputs", n, f"fan-in <= {t.max_fanin}"))
-                rep.changes.append(f"layer {k}: {n} neurons pruned to their {t.max_fanin} largest inputs")
+                rep.changes.append(f"layer {k}: {_count(n, 'neuron')} pruned to their {t.max_fanin} largest inputs")
         if bits is not None:
             layer, zeroed = quantise_layer(layer, bits, t.weight_mode, integer_bias=t.arithmetic == "loihi")
             rep.notes.append(f"layer {k}: {bits}-bit weights, scale {layer.weight_scale:.6g}; "
-                             f"{zeroed} synapses rounded to 0 and dropped")
+                             f"{_count(zeroed, 'synapse')} rounded to 0 and dropped")
             _check_ranges(layer, k, t, rep)
         layers.append(layer)
     if rep.violations and not clip:
@@ -255,7 +276,7 @@ def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport) -> None:
         if n:
             rep.violations.append(Violation(k, "neurons whose integer bias is out of range", n,
                                             f"|bias| <= {lim} ({t.bias_bits}-bit mantissa)"))
-            rep.changes.append(f"layer {k}: {n} biases clipped to +-{lim}/scale")
+            rep.changes.append(f"layer {k}: {_count(n, 'bias', 'biases')} clipped to +-{lim}/scale")
             layer.bias = np.clip(b, -lim, lim) / s
     if t.threshold_bits is not None and layer.kind != "readout":
         lim = 2 ** t.threshold_bits - 1
@@ -264,5 +285,5 @@ def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport) -> None:
         if n:
             rep.violations.append(Violation(k, "neurons whose threshold mantissa is out of range", n,
                                             f"0 <= vThMant <= {lim}"))
-            rep.changes.append(f"layer {k}: {n} thresholds clipped into the mantissa range")
+            rep.changes.append(f"layer {k}: {_count(n, 'threshold')} clipped into the mantissa range")
             layer.threshold = (np.clip(th, 0, lim) + 1) / s

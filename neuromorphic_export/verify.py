@@ -60,9 +60,10 @@ def compare_runs(name: str, convention: Convention, labels: np.ndarray, model_pr
 
 def verify_network(name: str, net: Network, x: np.ndarray, labels: np.ndarray,
                    model_predictions: np.ndarray, model_spikes: list[np.ndarray] | None,
-                   convention: "Convention | str" = "target") -> VerifyResult:
-    """Simulate ``net`` on x (T, B, C_in) and compare it with the model's outputs."""
-    res = simulate(net, x, convention=convention, record_spikes=model_spikes is not None)
+                   convention: "Convention | str" = "target", progress=None) -> VerifyResult:
+    """Simulate ``net`` on x (T, B, C_in) and compare it with the model's outputs.
+    ``progress(n)``: called after every batch of n samples."""
+    res = simulate(net, x, convention=convention, record_spikes=model_spikes is not None, progress=progress)
     conv = Convention.model() if convention == "model" else (
         Convention.of(net) if convention == "target" else convention)
     return compare_runs(name, conv, labels, model_predictions, model_spikes, res.predictions,

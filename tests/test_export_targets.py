@@ -88,7 +88,7 @@ def test_weight_bits_option(tmp_path):
     net = _net(tmp_path)
     chip, _ = prepare(net, "generic", weight_bits=4)
     assert all(np.abs(l.weight).max() <= 7 for l in chip.layers)
-    with pytest.raises(ExportError, match="weight bits requested"):
+    with pytest.raises(ExportError, match="--weight-bits 12 is more than target loihi1 can hold: choose 2 to 8"):
         prepare(net, "loihi1", weight_bits=12)
 
 
