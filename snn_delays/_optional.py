@@ -14,7 +14,8 @@ from .errors import UserError
 __all__ = ["EXTRAS", "require"]
 
 # top-level package -> the extra of pyproject.toml that installs it
-EXTRAS = {"matplotlib": "plot", "optuna": "tune", "nir": "nir", "soundfile": "audio"}
+EXTRAS = {"matplotlib": "plot", "optuna": "tune", "nir": "nir", "soundfile": "audio",
+          "tensorboard": "tensorboard"}
 
 
 def require(module: str, purpose: str) -> ModuleType:

@@ -9,11 +9,13 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 
@@ -25,14 +27,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    result = train(cfg, out, resume=not args.restart)
+    try:
+        result = train(cfg, out, resume=not args.restart)
+    except KeyboardInterrupt:
+        raise _Interrupted(_resume_hint(out)) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run folder: {out}")
-    print(f"  config.toml, metrics.jsonl, best.pt, last.pt, summary.json")
-    print(f"  best valid accuracy {result['best_valid_acc']:.4f} (epoch {result['best_epoch']}), "
-          f"test accuracy at that epoch {result['test_acc']:.4f}")
+    files = [f for f in ("config.toml", "metrics.jsonl", "best.pt", "last.pt", "summary.json") if (out / f).exists()]
+    print(f"  {', '.join(files)}")
+    if result.get("best_epoch", -1) < 0:
+        print("  no epoch was evaluated on the validation set, so there is no best.pt")
+    else:
+        print(f"  best valid accuracy {result['best_valid_acc']:.4f} (epoch {result['best_epoch']}), "
+              f"test accuracy at that epoch {result['test_acc']:.4f}")
     return 0
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a command; the message says what was kept."""
+
+
+def _resume_hint(run_dir: Path) -> str:
+    if (run_dir / "last.pt").exists():
+        return f"{run_dir / 'last.pt'} holds the last finished epoch; run the same command to resume"
+    return "no epoch had finished, so there is nothing to resume; the same command starts over"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -50,10 +69,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snn-delays", description="Learn synaptic delays in SNNs (DCLS).")
+    parser.add_argument("--version", action="version", version=f"snn-delays {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model; writes a run folder")
-    p.add_argument("--dataset", default=None, help="synthetic, shd, ssc, gsc, fsdd (default: the config's)")
+    p.add_argument("--dataset", default=None, help="synthetic, shd, ssc, gsc or fsdd; alone, it also picks the "
+                   "config of that name (with --config: replaces the config's dataset)")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt and start over")
     add_config_args(p)
@@ -98,6 +119,10 @@ def _add_optional_commands(sub) -> None:
             hook(sub, name)
 
 
+# OS errors a user fixes outside the program (permissions, space, a read-only disk): one line, exit 2
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,8 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"snn-delays {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"snn-delays {args.command}: error: {e.strerror}{where}", file=sys.stderr)
+        return 2
+    except _Interrupted as e:
+        print(f"snn-delays {args.command}: interrupted; {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print(f"snn-delays {args.command}: interrupted; the last checkpoint is kept", file=sys.stderr)
+        print(f"snn-delays {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -15,6 +15,9 @@ the valid keys. Units are in the names: ``*_steps`` are time bins, ``*_ms`` mill
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import math
 import os
 import tomllib
 import typing
@@ -33,10 +36,15 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
+    "parse_override",
+    "is_config_path",
     "config_to_dict",
     "config_from_dict",
     "result_config",
     "experiments_dir",
+    "named_configs",
+    "config_differences",
+    "RUNTIME_ONLY_KEYS",
     "VARIANTS",
 ]
 
@@ -83,6 +91,7 @@ class ModelConfig:
     backend: str = "auto"
 
     def validate(self) -> None:
+        _refuse_non_finite(self, "model")
         if self.variant not in VARIANTS:
             raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
         if self.kernel_size < 1:
@@ -101,6 +110,15 @@ class ModelConfig:
             raise ConfigError(f"model.fanin must be >= 0 (0 = fully connected); got {self.fanin}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        if self.input_size < 0 or self.n_classes < 0:
+            raise ConfigError("model.input_size and model.n_classes must be >= 0 (0: take them from the dataset); "
+                              f"got {self.input_size} and {self.n_classes}")
+        if self.threshold <= 0:
+            raise ConfigError(f"model.threshold must be > 0; got {self.threshold}")
+        if self.surrogate_alpha <= 0:
+            raise ConfigError(f"model.surrogate_alpha must be > 0; got {self.surrogate_alpha}")
+        if self.extra_steps < -1:
+            raise ConfigError(f"model.extra_steps must be >= 0 (steps), or -1 for the default; got {self.extra_steps}")
 
     @property
     def resolved_extra_steps(self) -> int:
@@ -136,6 +154,7 @@ class DataConfig:
     split_seed: int = 0
 
     def validate(self) -> None:
+        _refuse_non_finite(self, "data")
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1; got {self.batch_size}")
         if self.protocol not in ("clean", "paper"):
@@ -146,6 +165,20 @@ class DataConfig:
             raise ConfigError("data.frame_convention must be 'uniform' or 'first_spike'")
         if self.input not in ("mel", "spikes"):
             raise ConfigError(f"data.input must be 'mel' or 'spikes'; got {self.input!r}")
+        for key in ("num_workers", "n_steps", "synthetic_seed", "split_seed"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} must be >= 0; got {getattr(self, key)}")
+        for key in ("synthetic_train", "synthetic_valid", "synthetic_test"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1 (samples in that split); got {getattr(self, key)}")
+        for key in ("dt_ms", "f_max_hz"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"data.{key} must be > 0; got {getattr(self, key)}")
+        if self.pool < 1:
+            raise ConfigError(f"data.pool must be >= 1; got {self.pool}")
+        for key in ("synthetic_p_fire", "synthetic_noise"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"data.{key} must be in [0, 1] (a probability); got {getattr(self, key)}")
 
     def dataset_options(self) -> dict[str, Any]:
         """Every option an ``open_dataset`` opener may accept (openers take what they know)."""
@@ -179,18 +212,29 @@ class TrainConfig:
     eval_every: int = 1
     kernel_snapshot_neurons: int = 4
     progress: bool = True
+    tensorboard: bool = False  # also write RUN/tensorboard/ event files (extra "tensorboard")
 
     def validate(self) -> None:
+        _refuse_non_finite(self, "train")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1; got {self.epochs}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"train.device must be auto, cpu or cuda; got {self.device!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not (
+                self.device.startswith("cuda:") and self.device[5:].isdigit()):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         if not 0.0 < self.sigma_decay_fraction <= 1.0:
             raise ConfigError("train.sigma_decay_fraction must be in (0, 1]")
         if self.sigma_final <= 0:
             raise ConfigError("train.sigma_final must be > 0 (steps)")
         if self.eval_every < 1:
             raise ConfigError(f"train.eval_every must be >= 1 (epochs); got {self.eval_every}")
+        for key in ("lr_weights", "lr_delays", "weight_decay", "sigma_init"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0; got {getattr(self, key)}")
+        if not 0.0 < self.one_cycle_pct_start < 1.0:
+            raise ConfigError(f"train.one_cycle_pct_start must be in (0, 1); got {self.one_cycle_pct_start}")
+        for key in ("seed", "threads", "kernel_snapshot_neurons"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0; got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -201,9 +245,14 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "ExperimentConfig":
+        _check_name(self.name)
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        if self.model.kernel_size > 1 and self.train.sigma_final > self.sigma_init():
+            raise ConfigError(
+                f"train.sigma_final ({self.train.sigma_final}) is larger than the initial sigma "
+                f"({self.sigma_init()} steps, train.sigma_init or model.kernel_size // 2); sigma only decays")
         return self
 
     def sigma_init(self) -> float:
@@ -212,12 +261,34 @@ class ExperimentConfig:
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
+# keys that change how a run executes but not its results: a run may resume with other values
+RUNTIME_ONLY_KEYS = ("train.device", "train.threads", "train.progress", "train.tensorboard", "data.num_workers")
+
+
+def _refuse_non_finite(section_cfg: Any, section: str) -> None:
+    """Refuse NaN and infinities in every float field (NaN != NaN breaks resuming, and breaks runs)."""
+    for f in fields(section_cfg):
+        value = getattr(section_cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{f.name} must be a finite number; got {value}")
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        raise ConfigError("name must not be empty (it labels the run and its default folder runs/NAME)")
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise ConfigError(f"name must be one line of printable text; got {name!r}")
+
 
 def valid_keys() -> list[str]:
     keys = ["name"]
     for section, cls in _SECTIONS.items():
         keys += [f"{section}.{f.name}" for f in fields(cls)]
     return keys
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -250,17 +321,34 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(f"{key} expects a value of type {getattr(typ, '__name__', typ)}; got {value!r}")
+    raise ConfigError(f"{key} expects {_TYPE_WORDS.get(typ, typ)}; got {value!r}")
+
+
+def _did_you_mean(word: str, choices: "list[str]") -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _field_type(key: str) -> Any:
+    """The type of the config field ``key`` (``name`` or ``section.field``); unknown keys refused
+    with the valid ones."""
+    if key == "name":
+        return str
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or not name:
+        raise ConfigError(f"unknown key {key!r}{_did_you_mean(key, valid_keys())}; keys look like section.key "
+                          f"(sections model, data, train) or name; valid keys: {', '.join(valid_keys())}")
+    hints = typing.get_type_hints(_SECTIONS[section])
+    if name not in hints:
+        known = [f.name for f in fields(_SECTIONS[section])]
+        raise ConfigError(f"unknown key {key!r}{_did_you_mean(key, [f'{section}.{k}' for k in known])}; "
+                          f"valid keys of [{section}]: " + ", ".join(known))
+    return hints[name]
 
 
 def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = [k for k in values if k not in known]
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(section + '.' + k for k in unknown)}; valid keys of [{section}]: "
-            + ", ".join(known)
-        )
+    for k in values:
+        _field_type(f"{section}.{k}")  # refuses unknown keys
     hints = typing.get_type_hints(cls)
     return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
 
@@ -288,10 +376,25 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _get(cfg: ExperimentConfig, key: str) -> Any:
+    if key == "name":
+        return cfg.name
+    section, name = key.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """The keys (``section.key``, in :func:`valid_keys` order) whose values differ between ``a`` and ``b``."""
+    return [k for k in valid_keys() if _get(a, k) != _get(b, k)]
+
+
 def result_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` without the settings that cannot change the results (torch threads, progress bar):
-    two configs with equal ``result_config`` describe the same run, which may resume the other."""
-    return replace(cfg, train=replace(cfg.train, threads=0, progress=False))
+    """``cfg`` with the :data:`RUNTIME_ONLY_KEYS` (device, torch threads, data workers, progress bar,
+    TensorBoard) set to fixed values: two configs with equal ``result_config`` describe the same
+    run, which may resume the other."""
+    neutral = {"train.device": "auto", "train.threads": 0, "train.progress": False, "train.tensorboard": False,
+               "data.num_workers": 0}
+    return apply_overrides(cfg, {k: v for k, v in neutral.items() if k in valid_keys()})
 
 
 def experiments_dir() -> Path:
@@ -309,25 +412,60 @@ def experiments_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "experiments"  # a source checkout
 
 
-def _resolve_path(name_or_path: str | os.PathLike) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        return p
-    candidate = experiments_dir() / f"{name_or_path}.toml"
-    if candidate.exists():
+def named_configs() -> list[str]:
+    """The names ``load_config`` accepts: the stems of ``experiments_dir()/*.toml``, sorted."""
+    return sorted(p.stem for p in experiments_dir().glob("*.toml") if p.is_file())
+
+
+def is_config_path(source: "str | os.PathLike") -> bool:
+    """Whether ``source`` names a file rather than a config in ``experiments/``: a path object, or a
+    string that contains a folder separator or ends in ``.toml``. A file or folder in the current
+    directory that happens to be called like a config (``shd``) never shadows the named one."""
+    if not isinstance(source, str):
+        return True
+    separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
+    return source.endswith(".toml") or any(sep in source for sep in separators)
+
+
+def _resolve_path(source: "str | os.PathLike") -> Path:
+    if is_config_path(source):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give a TOML file or a name from "
+                              f"{', '.join(named_configs())}")
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    candidate = experiments_dir() / f"{source}.toml"
+    if candidate.is_file():
         return candidate
-    names = sorted(x.stem for x in experiments_dir().glob("*.toml"))
-    raise ConfigError(f"no config named {name_or_path!r}; known names: {', '.join(names)} (or give a .toml path)")
+    hint = f"; for the file ./{source} write ./{source}" if source and Path(source).is_file() else ""
+    raise ConfigError(f"no config named {source!r}{_did_you_mean(source, named_configs())} in {experiments_dir()}; "
+                      f"named configs: {', '.join(named_configs())} (or give a path ending in .toml){hint}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in ``path``; unreadable, invalid (line and column) or empty files refused."""
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (is it a TOML file?)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if not data:
+        raise ConfigError(f"config file {path} is empty (no name, [model], [data] or [train] keys)")
+    return data
 
 
 def load_config(
     source: "str | os.PathLike | ExperimentConfig | dict | None" = None,
-    overrides: "list[str] | dict[str, Any] | None" = None,
+    overrides: "list[str] | list[tuple[str, Any]] | dict[str, Any] | None" = None,
 ) -> ExperimentConfig:
-    """Load a config from a name in ``experiments/``, a TOML path, a dict or a config object,
-    then apply ``overrides`` (``["model.kernel_size=31", ...]`` or ``{"model.kernel_size": 31}``)."""
+    """Load a config from a name in ``experiments/`` or a TOML path (see :func:`is_config_path`), a
+    dict or a config object, then apply ``overrides`` (``["model.kernel_size=31", ...]`` or
+    ``{"model.kernel_size": 31}``)."""
     if source is None:
         cfg = ExperimentConfig()
     elif isinstance(source, ExperimentConfig):
@@ -336,11 +474,7 @@ def load_config(
         cfg = config_from_dict(source)
     else:
         path = _resolve_path(source)
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        data = _read_toml(path)
         try:
             cfg = config_from_dict(data)
         except ConfigError as e:
@@ -350,33 +484,35 @@ def load_config(
     return cfg.validate()
 
 
-def apply_overrides(cfg: ExperimentConfig, overrides: "list[str] | dict[str, Any]") -> ExperimentConfig:
-    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied (values parsed as TOML
-    scalars when possible, otherwise taken as strings)."""
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        items = []
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            k, v = item.split("=", 1)
-            items.append((k.strip(), _parse_scalar(v.strip())))
-    for key, value in items:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"section.key=value"`` -> ``(key, value)`` typed as the field: the value is read as a TOML
+    scalar (``31``, ``0.05``, ``true``, ``"a string"``); a string field also takes bare text, as
+    is. Unknown keys and wrong types are refused, naming the key."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} must look like section.key=value (e.g. model.kernel_size=31)")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    typ = _field_type(key)
+    if typ is str:
+        quoted = _parse_scalar(raw) if raw[:1] in ('"', "'") else None
+        return key, quoted if isinstance(quoted, str) else raw
+    return key, _coerce(_parse_scalar(raw), typ, key)
+
+
+def apply_overrides(
+    cfg: ExperimentConfig, overrides: "list[str] | list[tuple[str, Any]] | dict[str, Any]"
+) -> ExperimentConfig:
+    """Return a copy of ``cfg`` with overrides applied in order: ``"section.key=value"`` strings (see
+    :func:`parse_override`), ``(key, value)`` pairs or a ``{key: value}`` dict of typed values.
+    A key given twice takes its last value."""
+    items = overrides.items() if isinstance(overrides, dict) else overrides
+    for item in items:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        value = _coerce(value, _field_type(key), key)
         if key == "name":
-            cfg = replace(cfg, name=_coerce(value, str, key))
+            cfg = replace(cfg, name=value)
             continue
-        if "." not in key or key.split(".", 1)[0] not in _SECTIONS:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(valid_keys())}")
         section, name = key.split(".", 1)
-        cls = _SECTIONS[section]
-        hints = typing.get_type_hints(cls)
-        if name not in hints:
-            raise ConfigError(
-                f"unknown key {key!r}; valid keys of [{section}]: " + ", ".join(f.name for f in fields(cls))
-            )
-        sub = replace(getattr(cfg, section), **{name: _coerce(value, hints[name], key)})
-        cfg = replace(cfg, **{section: sub})
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
     return cfg
 
 
@@ -403,4 +539,5 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # a TOML basic string: JSON's escapes (\", \\, \n, \uXXXX) are TOML's, plus DEL, which TOML forbids raw
+    return json.dumps(str(v), ensure_ascii=False).replace("\x7f", "\\u007f")

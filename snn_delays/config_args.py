@@ -2,14 +2,19 @@
 
 Every sub-command that trains (``train``, ``ablate``, ``tune``) adds these with
 :func:`add_config_args` and turns the parsed arguments into an :class:`ExperimentConfig` with
-:func:`config_from_args`; the shortcuts are ``--set`` overrides applied after the explicit ones.
+:func:`config_from_args`. Values travel as typed values, never pasted into TOML text. A shortcut
+(``--epochs``, ``--seed``, ...) and a ``--set`` of the same key must agree: a conflict is refused
+rather than one silently winning.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from .config import ExperimentConfig, load_config
+from .config import VARIANTS, ExperimentConfig, load_config, named_configs, parse_override
+from .data import available_datasets
+from .errors import UserError
 
 __all__ = ["add_config_args", "config_from_args"]
 
@@ -24,46 +29,85 @@ _SHORTCUTS = [
     ("protocol", "data.protocol"),
     ("input", "data.input"),
     ("test_speakers", "data.test_speakers"),
+    ("tensorboard", "train.tensorboard"),
 ]
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """Add ``--config``, ``--set`` and the shortcut options to ``p``."""
-    p.add_argument("--config", help="a TOML file or a name in experiments/ (default: the dataset's name)")
+    p.add_argument("--config", help="a name in experiments/ (shd, synthetic, ...) or a TOML file: a path "
+                   "with a / or ending in .toml (default: the config named like --dataset)")
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set model.kernel_size=31 (repeatable)",
+        help="override one config value, e.g. --set model.kernel_size=31 (repeatable; a key given twice "
+             "takes the last value)",
     )
-    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N (a shortcut and a --set "
+                   "of the same key must agree, else the command is refused)")
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=S")
-    p.add_argument("--device", help="cpu, cuda or auto (shortcut for --set train.device=...)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (shortcut for --set train.device=...)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (shortcut for --set data.root=DIR)")
-    p.add_argument("--variant", help="full | constant-sigma | fixed-delays | fixed-weights | no-delays-wider | "
-                   "no-delays-deeper | dense-conv")
+    p.add_argument("--variant", help=" | ".join(VARIANTS))
     p.add_argument("--fanin", type=int, help="keep K random incoming synapses per neuron (0: all)")
     p.add_argument("--protocol", choices=["clean", "paper"], help="SHD validation protocol (see README)")
     p.add_argument("--input", choices=["mel", "spikes"], help="FSDD input kind")
     p.add_argument("--test-speakers", help="FSDD: comma-separated speakers held out as the test set")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard event files into RUN/tensorboard/ (shortcut for "
+                   "--set train.tensorboard=true; needs the tensorboard extra)")
 
 
-def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
+def _shortcut_overrides(args: argparse.Namespace) -> list[tuple[str, Any, str]]:
+    """``(config key, value, flag)`` for every shortcut option given on the command line."""
     out = []
     for attr, key in _SHORTCUTS:
         v = getattr(args, attr, None)
         if v is not None:
-            out.append(f'{key}="{v}"' if isinstance(v, str) else f"{key}={v}")
+            out.append((key, v, "--" + attr.replace("_", "-")))
     return out
 
 
+def _refuse_conflicts(explicit: list[tuple[str, Any]], shortcuts: list[tuple[str, Any, str]]) -> None:
+    for key, value, flag in shortcuts:
+        for set_key, set_value in explicit:
+            if set_key == key and set_value != value:
+                raise UserError(f"{flag} {value} and --set {key}={set_value} disagree; give one of them")
+
+
+def _check_dataset(name: str) -> None:
+    datasets = available_datasets()
+    if name not in datasets:
+        raise UserError(f"unknown dataset {name!r}; datasets: {', '.join(datasets)} "
+                        f"(named configs for --config: {', '.join(named_configs())})")
+
+
+def _check_fanin(cfg: ExperimentConfig) -> None:
+    """Refuse a fan-in that keeps every input of every layer (it would silently mean fully connected)."""
+    m = cfg.model
+    widest = max(m.input_size, m.hidden_size)
+    if m.fanin > 0 and m.input_size > 0 and m.fanin >= widest:
+        raise UserError(f"model.fanin={m.fanin} keeps every input of every layer (the layers have "
+                        f"{m.input_size} and {m.hidden_size} inputs); use a smaller fan-in, or 0 for fully connected")
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The config named by ``--config`` (or ``--dataset``), then ``--dataset``, ``--set`` and the
-    shortcuts applied in that order."""
-    source = args.config or args.dataset
-    overrides = list(args.overrides)
-    if args.dataset and args.config:
-        overrides.insert(0, f'data.dataset="{args.dataset}"')
-    return load_config(source, overrides + _shortcut_overrides(args))
+    """The config named by ``--config`` (or ``--dataset``), then ``--dataset``, the ``--set``
+    overrides in order, and the shortcuts (which must agree with any ``--set`` of the same key)."""
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None:
+        _check_dataset(dataset)
+    if not args.config and not dataset:
+        raise UserError(f"say what to train on: --dataset NAME (one of {', '.join(available_datasets())}) "
+                        f"or --config NAME_OR_FILE (named configs: {', '.join(named_configs())})")
+    explicit = [parse_override(text) for text in args.overrides]
+    shortcuts = _shortcut_overrides(args)
+    if dataset and args.config:
+        shortcuts.insert(0, ("data.dataset", dataset, "--dataset"))
+    _refuse_conflicts(explicit, shortcuts)
+    cfg = load_config(args.config or dataset, explicit + [(key, value) for key, value, _ in shortcuts])
+    _check_fanin(cfg)
+    return cfg

@@ -34,8 +34,10 @@ from .config import ExperimentConfig, config_from_dict, config_to_dict, load_con
 from .data import open_dataset
 from . import distributed
 from .errors import TrainingDiverged, UserError
+from .measure import SplitMeasure, measure_batches, progress
 from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse
+from .tensorboard_log import TensorBoardLog, open_log, require_tensorboard
 
 __all__ = [
     "train",
@@ -44,6 +46,7 @@ __all__ = [
     "sigma_at_epoch",
     "iterate_batches",
     "evaluate_accuracy",
+    "measure_split",
     "resolve_device",
     "run_info",
 ]
@@ -107,17 +110,20 @@ def iterate_batches(dataset, batch_size: int, shuffle: bool = False, seed: int =
         yield x.to(device=device, dtype=torch.float32).transpose(0, 1), y.to(device)
 
 
-@torch.no_grad()
+def measure_split(model: DelaySNN, dataset, batch_size: int = 256, device="cpu", show_progress: bool = False,
+                  desc: str = "evaluating") -> SplitMeasure:
+    """One pass of ``model`` in eval mode (rounded delays) over ``dataset``: accuracy, loss, confusion
+    matrix and hidden-layer spike rates (see :class:`snn_delays.measure.SplitMeasure`). With
+    ``show_progress``, a bar on a terminal or a line every 30 s in a log (:func:`snn_delays.measure.progress`)."""
+    n_batches = math.ceil(len(dataset) / batch_size)
+    batches = progress(iterate_batches(dataset, batch_size, device=device), n_batches, desc, enabled=show_progress)
+    return measure_batches(model, batches, model.config.n_classes)
+
+
 def evaluate_accuracy(model: DelaySNN, dataset, batch_size: int = 256, device="cpu") -> tuple[float, int, int]:
     """Accuracy with rounded delays (eval mode); returns (accuracy, correct, n)."""
-    was_training = model.training
-    model.eval()
-    correct = n = 0
-    for x, y in iterate_batches(dataset, batch_size, device=device):
-        correct += int((model.predict(x) == y).sum())
-        n += len(y)
-    model.train(was_training)
-    return (correct / n if n else float("nan")), correct, n
+    m = measure_split(model, dataset, batch_size, device)
+    return m.accuracy, m.correct, m.n
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,13 +261,14 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     r = start_or_resume(config, run_dir, resume)
     total = r.cfg.train.epochs
     stop = total if max_epochs is None else min(total, r.start_epoch + max_epochs)
-    for epoch in range(r.start_epoch, stop):
-        t0 = time.perf_counter()
-        stats = train_one_epoch(r, epoch)
-        valid_acc, test_acc = evaluate_splits(r, epoch)
-        row = write_epoch(r, epoch, stats, valid_acc, test_acc, t0)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+    with open_log(r.folder, r.start_epoch, r.metrics, enabled=r.cfg.train.tensorboard and r.dist.is_main) as tb:
+        for epoch in range(r.start_epoch, stop):
+            t0 = time.perf_counter()
+            stats = train_one_epoch(r, epoch)
+            evaluation = evaluate_splits(r, epoch)
+            row = write_epoch(r, epoch, stats, evaluation, t0, tb)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
     return finish(r)
 
 
@@ -270,6 +277,8 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
     build the model and optimiser, and either load ``last.pt`` (``resume``; a different config is
     refused) or clear a previous run's files; writes ``config.toml``."""
     cfg = load_config(config) if not isinstance(config, ExperimentConfig) else config.validate()
+    if cfg.train.tensorboard:
+        require_tensorboard()  # before any work: one line naming the pip install
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads > 0:
@@ -380,28 +389,37 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
             "data_time_s": data_time}
 
 
-def evaluate_splits(r: _Run, epoch: int) -> tuple[float | None, float | None]:
-    """Step 3: (valid, test) accuracy with rounded delays, every ``train.eval_every`` epochs and
-    after the last epoch; (None, None) on the epochs in between."""
+def evaluate_splits(r: _Run, epoch: int) -> dict[str, Any]:
+    """Step 3: with rounded delays, every ``train.eval_every`` epochs and after the last epoch:
+    ``valid_acc``, ``valid_loss`` (mean cross-entropy), ``spike_rate`` (per hidden layer, the
+    fraction of (step, neuron) entries that spike, measured on the validation split in the same
+    pass) and ``test_acc``; all None on the epochs in between."""
     done = epoch + 1
     if done % r.cfg.train.eval_every and done != r.cfg.train.epochs:
-        return None, None
-    valid_acc = evaluate_accuracy(r.model, r.splits["valid"], r.cfg.data.batch_size, r.device)[0]
-    test_acc = evaluate_accuracy(r.model, r.splits["test"], r.cfg.data.batch_size, r.device)[0]
-    return valid_acc, test_acc
+        return {"valid_acc": None, "valid_loss": None, "spike_rate": None, "test_acc": None}
+    show = r.cfg.train.progress and r.dist.is_main
+    size = r.cfg.data.batch_size
+    valid = measure_split(r.model, r.splits["valid"], size, r.device, show, f"epoch {done} valid")
+    test = measure_split(r.model, r.splits["test"], size, r.device, show, f"epoch {done} test")
+    return {"valid_acc": valid.accuracy, "valid_loss": valid.loss, "spike_rate": valid.spike_rate,
+            "test_acc": test.accuracy}
 
 
-def write_epoch(r: _Run, epoch: int, stats: dict[str, float], valid_acc: float | None,
-                test_acc: float | None, t0: float) -> dict[str, Any]:
-    """Step 4: record the epoch (its ``metrics.jsonl`` row, a kernel snapshot), write ``last.pt``
-    and, when validation improved on an evaluated epoch, ``best.pt``. Returns the row."""
+def write_epoch(r: _Run, epoch: int, stats: dict[str, float], evaluation: dict[str, Any], t0: float,
+                tensorboard: TensorBoardLog | None = None) -> dict[str, Any]:
+    """Step 4: record the epoch (its ``metrics.jsonl`` row, a kernel snapshot, the TensorBoard step
+    when ``tensorboard``), write ``last.pt`` and, when validation improved on an evaluated epoch,
+    ``best.pt``. ``evaluation`` is what :func:`evaluate_splits` returned. Returns the row."""
     cfg, model = r.cfg, r.model
+    valid_acc, test_acc = evaluation["valid_acc"], evaluation["test_acc"]
     row = {
         "epoch": epoch + 1,
         "train_loss": stats["train_loss"],
+        "valid_loss": evaluation["valid_loss"],
         "train_acc": stats["train_acc"],
         "valid_acc": valid_acc,
         "test_acc": test_acc,
+        "spike_rate": evaluation["spike_rate"],
         "sigma": stats["sigma"],
         "lr_weights": stats["lr_weights"],
         "lr_delays": stats["lr_delays"],
@@ -420,14 +438,18 @@ def write_epoch(r: _Run, epoch: int, stats: dict[str, float], valid_acc: float |
              "sigma": stats["sigma"], "metrics": r.metrics, "best": r.best, "kernel_history": r.snapshots,
              "run_info": r.info}
     if r.dist.is_main:
+        if tensorboard is not None:  # before last.pt: a resume from the previous epoch purges this step
+            tensorboard.write_epoch(row, model)
         if improved:
             save_checkpoint(r.best_path, state)
         save_checkpoint(r.last_path, {**state, "optimizer": r.optimizer.state_dict()})
         with open(r.folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        acc = lambda v: "-" if v is None else f"{v:.3f}"
-        _say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
-             f"valid {acc(valid_acc)}  test {acc(test_acc)}  sigma {stats['sigma']:.2f}  {row['epoch_time_s']:.1f}s")
+        num = lambda v, digits=3: "-" if v is None else f"{v:.{digits}f}"
+        rates = "-" if row["spike_rate"] is None else "/".join(f"{v:.3f}" for v in row["spike_rate"])
+        _say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  valid loss "
+             f"{num(row['valid_loss'], 4)}  train {row['train_acc']:.3f}  valid {num(valid_acc)}  "
+             f"test {num(test_acc)}  spike rate {rates}  sigma {stats['sigma']:.2f}  {row['epoch_time_s']:.1f}s")
     return row
 
 
