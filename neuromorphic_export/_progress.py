@@ -3,7 +3,7 @@
 On a terminal a tqdm bar (tqdm is a core dependency; without it, lines); otherwise (logs, pipes)
 one line when the phase changes and at most one every ``interval_s`` seconds, e.g.::
 
-    verify: simulating target loihi1: 640/2000 samples (32%), 12 s elapsed, about 25 s left
+    verify: simulating target loihi1: 640/2000 sample runs (32%), 12 s elapsed, about 25 s left
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ __all__ = ["Progress"]
 
 
 def _seconds(s: float) -> str:
+    if s < 1:
+        return "under 1 s"
     s = int(round(s))
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
 

@@ -213,7 +213,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ExportError(f"verifying {x.shape[1]} samples needs about {need / 2 ** 30:.0f} GiB; use --samples N")
     others = [] if args.export_only else [t for t in TARGETS if t != "generic"]  # generic == the float export
     n_runs = 1 + 2 + (export_net.target != "generic") + len(others)
-    progress = Progress(n_runs * len(y), "verify")
+    print(f"verify: {len(y)} samples through the PyTorch model and {n_runs - 1} simulated networks",
+          file=sys.stderr, flush=True)
+    progress = Progress(n_runs * len(y), "verify", unit="sample runs")
     progress.phase("PyTorch model")
     model_pred, model_spikes = _model_outputs(args.run_dir, args.checkpoint, x, progress=progress.update)
 

@@ -123,6 +123,10 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "synapses": [l.n_synapses for l in chip.layers],
         "max_delay_steps": [int(l.delay.max()) if l.n_synapses else 0 for l in chip.layers],
     }
+    if data is not None and data[0].shape[2] != float_net.input_size:
+        rep.notes.append(f"accuracy before/after clipping not measured: the test data has {data[0].shape[2]} input "
+                         f"channels, the model takes {float_net.input_size}")
+        data = None
     if data is not None and rep.changes:
         lifted = dataclasses.replace(t, max_delay_D=None, min_delay_D=0, max_fanin=None,
                                      one_delay_per_pair=False, delay_granularity="per-synapse",
