@@ -133,7 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for f in rep["files"]:
         print(f"  {f}")
     c = rep["conventions"]
-    print(f"  conventions: {c['hop_latency_steps']} step(s) latency per hop, spike when u "
+    hop = c["hop_latency_steps"]
+    print(f"  conventions: {hop} step{'' if hop == 1 else 's'} of latency per hop, spike when u "
           f"{c['threshold_rule']} threshold, {c['arithmetic']} arithmetic")
     print(f"  synapses per layer {rep['synapses']}, max delay per layer (steps) {rep['max_delay_steps']}")
     for n in rep["notes"]:
