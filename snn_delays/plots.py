@@ -19,7 +19,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,9 +45,12 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
     if not f.exists():
         raise UserError(f"{f} not found: {run} is not a run folder")
     rows = []
-    for line in f.read_text().splitlines():
+    for number, line in enumerate(f.read_text().splitlines(), 1):
         if line.strip():
-            rows.append(json.loads(line))
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{f}, line {number}: not a JSON object (a damaged metrics file)") from None
     return rows
 
 
@@ -70,6 +73,18 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+def _integer_epoch_axis(axes, epochs: Sequence[int]) -> None:
+    """Whole-number epoch ticks, and room around the points when there are only one or two epochs."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        if len(epochs) <= 2:
+            ax.set_xticks(list(epochs))
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 # -- training curves ---------------------------------------------------------------------------------
 def plot_curves(run: Path, out: Path) -> Path:
     plt = _plt()
@@ -82,32 +97,34 @@ def plot_curves(run: Path, out: Path) -> Path:
     ax = axes[0]
     ax.plot(ep, [r["train_loss"] for r in rows], "-o", ms=3, color="black")
     ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax.set_yscale("log")
+    losses = [r["train_loss"] for r in rows if r["train_loss"] and r["train_loss"] > 0]
+    if losses and max(losses) > 10 * min(losses):  # a log axis only where it spans a decade
+        ax.set_yscale("log")
     ax = axes[1]
     evaluated = [r for r in rows if r["valid_acc"] is not None]  # every train.eval_every epochs
     for key, c in (("train_acc", "tab:blue"), ("valid_acc", "tab:orange"), ("test_acc", "tab:green")):
         shown = rows if key == "train_acc" else evaluated
         ax.plot([r["epoch"] for r in shown], [100 * r[key] for r in shown], "-o", ms=3, color=c,
                 label=key.replace("_acc", ""))
-    if evaluated:
+    title = "accuracy (eval: rounded delays)"
+    if evaluated:  # the best epoch named in the title: an annotation can fall outside the axes
         best = max(evaluated, key=lambda r: r["valid_acc"])
         ax.axvline(best["epoch"], color="grey", ls=":", lw=1)
-        ax.annotate(f"best valid: epoch {best['epoch']}\ntest {100 * best['test_acc']:.1f} %",
-                    (best["epoch"], 100 * best["test_acc"]), textcoords="offset points", xytext=(-10, -35),
-                    ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "grey"})
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (eval: rounded delays)")
+        title += f"\nbest valid at epoch {best['epoch']} (dotted): test {100 * best['test_acc']:.1f} %"
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[2]
-    ax.plot(ep, [r["sigma"] for r in rows], "-", color="tab:purple", label="sigma (steps)")
+    ax.plot(ep, [r["sigma"] for r in rows], "-o", ms=3, color="tab:purple", label="sigma (steps)")
     ax.set(xlabel="epoch", ylabel="sigma (steps)", title="schedules")
     ax2 = ax.twinx()
-    ax2.plot(ep, [r["lr_weights"] for r in rows], "--", color="tab:red", label="lr weights")
-    ax2.plot(ep, [r["lr_delays"] for r in rows], ":", color="tab:brown", label="lr delays")
+    ax2.plot(ep, [r["lr_weights"] for r in rows], "--s", ms=3, color="tab:red", label="lr weights")
+    ax2.plot(ep, [r["lr_delays"] for r in rows], ":^", ms=3, color="tab:brown", label="lr delays")
     ax2.set_yscale("log")
     ax2.set_ylabel("learning rate")
     lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right")
+    ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="best")
+    _integer_epoch_axis(axes, ep)
     fig.suptitle(f"{_run_name(run)}: training curves", fontsize=10)
     path = out / "curves.png"
     fig.savefig(path, dpi=130)
@@ -150,16 +167,30 @@ def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width
     return {"kernel_size": td, "bin_width": bin_width, "edges": edges.tolist(), "layers": layers}
 
 
+def why_no_delay_figures(model_config: dict[str, Any]) -> str | None:
+    """Why a run with this ``[model]`` config has no delays to draw (None: it has)."""
+    variant = str(model_config.get("variant", "full"))
+    if variant.startswith("no-delays"):
+        return f"variant {variant} has no delays"
+    if variant == "dense-conv":
+        return "variant dense-conv learns a dense kernel per connection, not delays"
+    if int(model_config.get("kernel_size", 1)) <= 1:
+        return "model.kernel_size is 1, so every delay is 0"
+    return None
+
+
 def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Path | None:
+    """``delays.png`` (+ csv, json) of ``checkpoint``; None when the run has no delays."""
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run, checkpoint)
-    td = int(ckpt["config"]["model"]["kernel_size"])
-    if ckpt["config"]["model"]["variant"].startswith("no-delays") or td <= 1 or not any(
-            k.endswith(".delay") for k in ckpt["model"]):
+    model_cfg = ckpt["config"]["model"]
+    td = int(model_cfg["kernel_size"])
+    if why_no_delay_figures(model_cfg) or not any(k.endswith(".delay") for k in ckpt["model"]):
         return None
+    dt_ms = float(ckpt["config"].get("data", {}).get("dt_ms", 0.0) or 0.0)
     h = delay_histograms(ckpt["model"], td)
-    h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=ckpt["config"]["model"]["variant"])
+    h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=model_cfg["variant"], dt_ms=dt_ms)
     (out / "delays.json").write_text(json.dumps(h, indent=1))
     edges = np.asarray(h["edges"])
     with open(out / "delays.csv", "w", newline="") as f:
@@ -169,7 +200,7 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
             w.writerow([f"{edges[i]:.2f}", f"{edges[i + 1]:.2f}", *(h["layers"][n]["counts"][i] for n in h["layers"])])
     plt = _plt()
     names = list(h["layers"])
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.9 + 1.7 * len(names)), sharex=True, squeeze=False,
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.3 + 1.7 * len(names)), sharex=True, squeeze=False,
                              layout="constrained")
     for ax, name in zip(axes[:, 0], names):
         L = h["layers"][name]
@@ -183,6 +214,10 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
                      f"to {td - 1}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
     axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [0, {td - 1}] (red)")
     axes[-1, 0].set_xticks(range(0, td, max(1, td // 12)))
+    if dt_ms > 0:  # the same axis in milliseconds, above the first panel
+        top = axes[0, 0].secondary_xaxis("top", functions=(lambda s: s * dt_ms, lambda ms: ms / dt_ms))
+        top.set_xlabel(f"delay (ms; data.dt_ms = {dt_ms:g} ms per step)", fontsize=8)
+        top.tick_params(labelsize=7)
     fig.suptitle(f"{_run_name(run)}: learned delays ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
                  fontsize=10)
     path = out / "delays.png"
@@ -199,28 +234,29 @@ def _pick_epochs(available: Sequence[int], n: int) -> list[int]:
     return [available[i] for i in idx]
 
 
-def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, epochs: int = 5,
+def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns: int = 5,
                  synapses: int = 24, checkpoint: str = "last") -> Path | None:
+    """``kernels.png`` (+ json): ``neurons`` neurons of synapse layer ``layer`` at ``columns`` epochs
+    spread over training. None when the run has no delays or its checkpoint keeps no kernel history."""
     from .checkpoint import load_checkpoint
     from .synapse import gaussian_kernel
 
     ckpt = load_checkpoint(run, checkpoint)
     hist = ckpt.get("kernel_history") or []
     hist = [h for h in hist if len(h["layers"]) > layer]
-    if not hist:
+    if not hist or why_no_delay_figures(ckpt["config"]["model"]):
         return None
     td = int(ckpt["config"]["model"]["kernel_size"])
-    if td <= 1 or ckpt["config"]["model"]["variant"].startswith("no-delays"):
-        return None  # no delays to draw
-    chosen = _pick_epochs([h["epoch"] for h in hist], epochs)
+    chosen = _pick_epochs([h["epoch"] for h in hist], columns)
     snaps = [next(h for h in hist if h["epoch"] == e) for e in chosen]
     n_neur = min(neurons, snaps[0]["layers"][layer]["weight"].shape[0])
     w_last = snaps[-1]["layers"][layer]["weight"]  # (n, in, m)
     data = {"layer": layer, "kernel_size": td, "checkpoint": checkpoint, "epochs": [], "note":
-            "kernel[n] = sum_e w_e / c_e * exp(-0.5 * ((n - Td + d_e + 1) / sigma)^2), see snn_delays.synapse"}
+            "kernel[n] = sum_e w_e / c_e * exp(-0.5 * ((n - Td + d_e + 1) / sigma)^2), see snn_delays.synapse; "
+            "sigma in steps"}
     plt = _plt()
-    fig, axes = plt.subplots(n_neur, len(snaps), figsize=(1.9 * len(snaps) + 1.2, 2.6 * n_neur), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(n_neur, len(snaps), figsize=(1.9 * len(snaps) + 2.2, 2.6 * n_neur + 0.6),
+                             squeeze=False, layout="constrained")
     for i in range(n_neur):
         # the `synapses` strongest existing synapses at the last epoch, sorted by their final delay
         strength = w_last[i].abs().sum(-1)  # (in,)
@@ -228,54 +264,94 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, epochs:
         rows = rows[strength[rows].argsort(descending=True)[:synapses]]
         d_last = snaps[-1]["layers"][layer]["delay"][i][rows, 0]
         rows = rows[d_last.argsort()]
-        for j, s in enumerate(snaps):
+        panels = []
+        for s in snaps:
             w = s["layers"][layer]["weight"][i][rows].float()  # (k, m)
             d = s["layers"][layer]["delay"][i][rows].float()
             k = gaussian_kernel(w[None], d[None], max(float(s["sigma"]), 1e-3), td)[0]  # (k, Td)
-            k = k.flip(-1)  # column = delay in steps (tap Td-1-d holds delay d)
+            panels.append(k.flip(-1).numpy())  # column = delay in steps (tap Td-1-d holds delay d)
+        # one colour scale per neuron (row), shown by its colour bar: a wide Gaussian early in
+        # training spreads the weight thinly over many taps, a narrow one concentrates it
+        vmax = max(float(np.abs(p).max()) for p in panels) or 1.0
+        for j, (s, k) in enumerate(zip(snaps, panels)):
             ax = axes[i, j]
-            vmax = float(k.abs().max()) or 1.0  # per panel: a wide Gaussian spreads the weight thinly
-            ax.imshow(k.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
-                      extent=(-0.5, td - 0.5, len(rows) - 0.5, -0.5))
+            im = ax.imshow(k, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+                           extent=(-0.5, td - 0.5, len(rows) - 0.5, -0.5))
             if i == 0:
-                ax.set_title(f"epoch {s['epoch']}\nσ = {float(s['sigma']):.2f}", fontsize=9)
+                ax.set_title(f"epoch {s['epoch']}\nσ = {float(s['sigma']):.2f} steps", fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"neuron {i}\n{len(rows)} strongest synapses\n(sorted by final delay)", fontsize=8)
             ax.set_yticks([])
             if i == n_neur - 1:
                 ax.set_xlabel("delay (steps)", fontsize=8)
             ax.tick_params(labelsize=7)
+        bar = fig.colorbar(im, ax=axes[i, :], shrink=0.9, pad=0.02)
+        bar.set_label("weight per delay tap", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     for s in snaps:
         lay = s["layers"][layer]
         data["epochs"].append({"epoch": s["epoch"], "sigma": float(s["sigma"]),
                                "weight": lay["weight"][:n_neur].tolist(), "delay": lay["delay"][:n_neur].tolist()})
     (out / "kernels.json").write_text(json.dumps(data))
     name = "readout" if layer == len(snaps[0]["layers"]) - 1 else f"hidden layer {layer}"
-    fig.suptitle(f"{_run_name(run)}: kernels of {n_neur} neurons of {name} during training "
-                 f"(red +, blue -, colour scaled per panel)", fontsize=10)
+    fig.suptitle(f"{_run_name(run)}: kernels of {n_neur} neuron{'s' if n_neur != 1 else ''} of {name} during "
+                 f"training (red +, blue -; one colour scale per neuron)", fontsize=10)
     path = out / "kernels.png"
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
 
+def _check_figure_options(layer: int, neurons: int, columns: int, synapses: int, n_synapse_layers: int) -> None:
+    for flag, value, what in (("--neurons", neurons, "neurons in the kernel figure"),
+                              ("--columns", columns, "epochs shown as columns in the kernel figure; old name --epochs"),
+                              ("--synapses", synapses, "input synapses per neuron in the kernel figure")):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1 ({what}); got {value}")
+    if not 0 <= layer < n_synapse_layers:
+        names = ", ".join([f"{k} = hidden layer {k}" for k in range(n_synapse_layers - 1)]
+                          + [f"{n_synapse_layers - 1} = readout"])
+        raise UserError(f"--layer {layer}: this run has {n_synapse_layers} synapse layers ({names})")
+
+
 def plot_run(run_dir: "str | os.PathLike", out: "str | os.PathLike | None" = None, layer: int = 0,
-             neurons: int = 3, epochs: int = 5, checkpoint: str = "best", synapses: int = 24) -> list[Path]:
-    """All figures of a run folder; returns the PNG paths written."""
+             neurons: int = 3, columns: int = 5, checkpoint: str = "best", synapses: int = 24,
+             log: "Callable[[str], None] | None" = print) -> list[Path]:
+    """All figures of a run folder; returns the PNG paths written. A figure the run cannot have
+    (no delays, no kernel history) is skipped and ``log`` says why."""
+    from .checkpoint import load_checkpoint
+
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist")
+    last = load_checkpoint(run, "last")
+    model_cfg = last["config"]["model"]
+    _check_figure_options(layer, neurons, columns, synapses, int(model_cfg["n_layers"]) + 1)
     dest = Path(out) if out else run / "plots"
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--out {dest} is a file, not a folder")
     dest.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda message: None)
     made = [plot_curves(run, dest)]
-    for p in (plot_delay_histograms(run, dest, checkpoint), plot_kernels(run, dest, layer, neurons, epochs, synapses)):
-        if p is not None:
-            made.append(p)
-    return made
+    reason = why_no_delay_figures(model_cfg)
+    if reason:
+        say(f"delays.png and kernels.png skipped: {reason}")
+        return made
+    made.append(plot_delay_histograms(run, dest, checkpoint))
+    kept = int(last["config"].get("train", {}).get("kernel_snapshot_neurons", neurons))
+    kernels = plot_kernels(run, dest, layer, neurons, columns, synapses)
+    if kernels is None:
+        say("kernels.png skipped: the checkpoint keeps no kernel history (train.kernel_snapshot_neurons = 0)")
+    else:
+        made.append(kernels)
+        if neurons > kept:
+            say(f"kernels.png shows {kept} of the {neurons} neurons asked: checkpoints keep the first {kept} "
+                f"of every layer (train.kernel_snapshot_neurons)")
+    return [p for p in made if p is not None]
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    made = plot_run(args.run_dir, args.out, args.layer, args.neurons, args.epochs, args.checkpoint, args.synapses)
+    made = plot_run(args.run_dir, args.out, args.layer, args.neurons, args.columns, args.checkpoint, args.synapses)
     for p in made:
         print(p)
     return 0
@@ -287,9 +363,12 @@ def add_subcommand(subparsers, name: str) -> None:
     p = subparsers.add_parser("plot", help="training curves, delay histograms and kernels of a run (PNG + data)")
     p.add_argument("run_dir")
     p.add_argument("--out", help="folder for the figures (default RUN_DIR/plots)")
-    p.add_argument("--layer", type=int, default=0, help="synapse layer whose kernels are drawn (0 = first hidden)")
-    p.add_argument("--neurons", type=int, default=3, help="neurons in the kernel figure")
-    p.add_argument("--epochs", type=int, default=5, help="epochs (columns) in the kernel figure")
+    p.add_argument("--layer", type=int, default=0,
+                   help="synapse layer whose kernels are drawn (0 = first hidden, n_layers = readout)")
+    p.add_argument("--neurons", type=int, default=3, help="neurons (rows) in the kernel figure")
+    p.add_argument("--columns", type=int, default=5,
+                   help="epochs shown as columns in the kernel figure, spread over training (not training epochs)")
+    p.add_argument("--epochs", dest="columns", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     p.add_argument("--synapses", type=int, default=24, help="strongest input synapses per neuron in the kernel figure")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint for the delay histogram")
     p.set_defaults(func=cmd_plot)

@@ -2,12 +2,15 @@
 
 import csv
 import json
+import pathlib
+import subprocess
 
 import pytest
 import torch
 
 from snn_delays import load_config
-from snn_delays.plots import delay_histograms, plot_run
+from snn_delays.cli import build_parser, main
+from snn_delays.plots import delay_histograms, plot_curves, plot_run
 from snn_delays.train import train
 
 TINY = [
@@ -51,7 +54,87 @@ def test_delay_diagnostics():
     assert L["at_upper_limit"] == pytest.approx(1 / 3) and L["exactly_at_limits"] == pytest.approx(2 / 3)
 
 
-def test_no_delay_variant_has_curves_only(tmp_path):
-    d = tmp_path / "nd"
-    train(load_config("synthetic", TINY + ["model.variant=\"no-delays-wider\"", "train.epochs=1"]), d)
-    assert [p.name for p in plot_run(d)] == ["curves.png"]
+def test_no_delay_variant_has_curves_only_and_says_why(tmp_path):
+    for variant in ("no-delays-wider", "dense-conv"):
+        d = tmp_path / variant
+        train(load_config("synthetic", TINY + [f"model.variant=\"{variant}\"", "train.epochs=1"]), d)
+        notes = []
+        assert [p.name for p in plot_run(d, log=notes.append)] == ["curves.png"]
+        assert len(notes) == 1 and "kernels.png skipped" in notes[0] and variant in notes[0]
+
+
+def _cli(capsys, *args):
+    """``snn-delays plot ARGS`` in this process (a subprocess would spend seconds importing torch)."""
+    try:
+        code = main(["plot", *map(str, args)])
+    except SystemExit as e:  # argparse (--help)
+        code = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--neurons", "0"], "--neurons"), (["--neurons", "-2"], "--neurons"), (["--epochs", "0"], "--columns"),
+    (["--columns", "0"], "--columns"), (["--synapses", "0"], "--synapses"), (["--layer", "7"], "--layer 7"),
+    (["--layer", "-1"], "--layer -1")])
+def test_bad_figure_options_are_one_clear_line(run, args, named, capsys):
+    r = _cli(capsys, run, "--out", run / "bad", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (run / "bad" / "kernels.png").exists()
+
+
+def test_columns_flag_and_its_old_name(run, tmp_path, capsys):
+    assert _cli(capsys, run, "--out", tmp_path, "--epochs", "2").returncode == 0
+    assert len(json.loads((tmp_path / "kernels.json").read_text())["epochs"]) == 2
+    assert build_parser().parse_args(["plot", "R", "--columns", "3"]).columns == 3
+    assert "--epochs" not in _cli(capsys, "--help").stdout  # the old name is hidden (plot --help)
+
+
+def test_figures_state_their_units(run, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, *a, **k):
+        captured[pathlib.Path(path).name] = fig
+        return real_savefig(fig, path, *a, **k)
+
+    close = plt.close
+    try:
+        matplotlib.figure.Figure.savefig = keep
+        plt.close = lambda *a: None
+        plot_run(run, tmp_path, log=None)
+    finally:
+        matplotlib.figure.Figure.savefig = real_savefig
+        plt.close = close
+    texts = lambda fig: " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    kernels = captured["kernels.png"]
+    assert any(ax.get_label() == "<colorbar>" for ax in kernels.axes), "kernels.png has a colour bar"
+    assert "steps" in " ".join(ax.get_title() for ax in kernels.axes if ax.get_title().startswith("epoch"))
+    assert "ms" in texts(captured["delays.png"]) and "dt_ms = 10" in texts(captured["delays.png"])
+    assert all(fig.get_layout_engine() is not None for fig in captured.values())  # constrained: no cut titles
+
+
+def test_one_epoch_curves_have_markers(tmp_path):
+    d = tmp_path / "one"
+    train(load_config("synthetic", TINY + ["train.epochs=1"]), d)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real_close = plt.close
+    figs = []
+    plt.close = lambda fig=None: figs.append(fig)
+    try:
+        plot_curves(d, tmp_path)
+    finally:
+        plt.close = real_close
+    lines = [l for ax in figs[0].axes for l in ax.get_lines() if len(l.get_xdata()) == 1]
+    assert lines and all(l.get_marker() not in (None, "", "None") for l in lines)
+    real_close(figs[0])
