@@ -116,6 +116,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .targets import check_weight_bits, get_target
 
     target = get_target(args.target)  # unknown target: a clear message before anything is read
+    unused = [flag for flag, given in (("--data-dir", args.data_dir), ("--samples", args.samples)) if given]
+    if unused and not args.clip:
+        raise ExportError(f"{' and '.join(unused)} only choose the data of the --clip accuracy report; add --clip "
+                          "or leave them out")
     if args.weight_bits is not None:
         check_weight_bits(target, args.weight_bits)
     data = None
@@ -175,6 +179,8 @@ def _sizes(net) -> str:
 def check_export_belongs(export_net, export_dir: Path, float_net, ckpt) -> None:
     """Refuse an export made from another checkpoint: other layer sizes, or (when the export
     recorded it) another SHA-256 of the source checkpoint file."""
+    from .checkpoint import file_sha256
+
     source = export_net.attrs.get("source", "an unknown checkpoint")
     fix = f"export this run first (snn-delays export {ckpt.path.parent} --out DIR), or verify the run it came from"
     if _sizes(export_net) != _sizes(float_net):
@@ -183,6 +189,9 @@ def check_export_belongs(export_net, export_dir: Path, float_net, ckpt) -> None:
                           f"{_sizes(float_net)}; {fix}")
     recorded = export_net.attrs.get("source_sha256")
     if recorded and recorded != ckpt.sha256():
+        sibling = ckpt.path.with_name(Path(str(source)).name)
+        if sibling != ckpt.path and sibling.exists() and file_sha256(sibling) == recorded:
+            fix = f"it was made from this run's {sibling.name}: add --checkpoint {sibling.stem}"
         raise ExportError(f"the export in {export_dir} does not belong to this checkpoint: it was made from {source} "
                           f"(sha256 {str(recorded)[:12]}...), not from {ckpt.path} (sha256 {ckpt.sha256()[:12]}...); "
                           f"{fix}")

@@ -310,3 +310,20 @@ def test_verify_shows_progress_in_logs(tmp_path, capsys):
     assert any("PyTorch model" in l for l in lines) and any("simulating target spinnaker1" in l for l in lines)
     assert "12 samples through the PyTorch model and 7 simulated networks" in captured.err
     assert "left" in captured.err and lines[-1].startswith("verify: done:") and "96/96 sample runs (100%)" in lines[-1]
+
+
+def test_verify_of_an_export_of_last_pt_suggests_the_checkpoint_flag(tmp_path, capsys):
+    import shutil
+
+    run = _run(tmp_path)
+    other = _run(tmp_path, "other", seed=3)
+    shutil.copy(other / "best.pt", run / "last.pt")  # a last.pt with other weights of the same sizes
+    export_run(run, "generic", tmp_path / "exp", which="last")
+    code, err = _cli(capsys, "verify", run, tmp_path / "exp")
+    assert code == 2 and "--checkpoint last" in err
+
+
+def test_report_data_flags_without_clip_are_refused(tmp_path, capsys):
+    run = _run(tmp_path)
+    code, err = _cli(capsys, "export", run, "--out", tmp_path / "o", "--samples", 10)
+    assert code == 2 and "--samples" in err and "--clip" in err and not (tmp_path / "o").exists()
