@@ -104,3 +104,66 @@ def test_encode_audio_bad_input(tmp_path, capsys):
     assert main(["encode-audio", str(tmp_path / "e"), str(tmp_path / "o.h5")]) == 2
     err = capsys.readouterr().err
     assert "1_a_0.wav" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
+    """SIGKILL of a 2-worker encoding: its busy workers end within a few seconds, not after their chunks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    for k in range(6):  # 2 s clips, one per chunk: each worker is busy for several seconds
+        soundfile.write(tmp_path / f"{k}_amy_{k}.wav", tone(300.0 + 100 * k, 2.0, 8000), 8000, subtype="PCM_16")
+    script = ("import glob, sys\nfrom snn_delays.data.cochlea import encode_files\n"
+              "if __name__ == '__main__':\n"
+              f"    encode_files(sorted(glob.glob({str(tmp_path)!r} + '/*.wav')), workers=2, batch=1, progress=True)\n")
+    env = {**os.environ, "SNN_DELAYS_PROGRESS_INTERVAL": "0"}  # a line per finished file
+    parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+    workers: list[int] = []
+    try:
+        first = parent.stderr.readline()  # one file done: both workers are up and encoding
+        assert "1/6 files" in first, first
+        workers = _children(parent.pid)
+        assert len(workers) == 2, "the encoding did not run two workers"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 2.0  # each has 2 s clips left to encode
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)], "workers outlived the killed encoding"
+    finally:
+        for w in workers:  # only the processes this test started
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import shutil
+import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -240,3 +241,58 @@ def test_wrong_layouts(shd_root, tmp_path, capsys):
 def test_missing_files_say_where_to_get_them(tmp_path, capsys):
     _expect_error(capsys, tmp_path, tmp_path, "shd_train.h5.zip", "https://zenkelab.org/datasets/shd_train.h5.zip",
                   str(tmp_path))
+
+
+def test_labels_out_of_range_name_the_file_and_values(shd_root, tmp_path, capsys):
+    root, data = shd_root
+    p = root / "shd_test.h5"
+    times, units, labels = data["test"]
+    bad = np.array(labels)
+    bad[4], bad[7] = 23, 41  # 20 classes (and 20 keys)
+    write_real_layout(p, times, units, bad, np.arange(len(bad)) % 6)
+    _expect_error(capsys, root, tmp_path, str(p), "23, 41", "0..19")
+    write_real_layout(p, times, units, bad, np.arange(len(bad)) % 6, keys=[])  # no keys: the class count decides
+    _expect_error(capsys, root, tmp_path, str(p), "23, 41", "20 classes")
+
+
+def test_a_spike_hours_late_is_refused_without_allocating(shd_root, tmp_path, capsys):
+    root, data = shd_root
+    p = root / "shd_train.h5"
+    times, units, labels = data["train"]
+    times = list(times)
+    times[5] = np.append(times[5][:-1], np.float16(60000.0)).astype(np.float16)  # 60,000 s: 156 GiB binned
+    write_real_layout(p, times, units, labels, np.arange(len(labels)) % 6)
+    start = time.perf_counter()
+    _expect_error(capsys, root, tmp_path, str(p), "sample 5", "60000")
+    assert time.perf_counter() - start < 10
+
+
+def test_binned_size_limit_names_the_sample_that_sets_the_length(shd_root, tmp_path, monkeypatch):
+    from snn_delays.data import spikefile
+
+    root, data = shd_root
+    times, units, labels = data["test"]
+    times = list(times)
+    times[2] = np.array([0.1, 300.0], dtype=np.float16)  # within the format's limit, 30,000 steps at 10 ms
+    units = list(units)
+    units[2] = np.array([3, 4], dtype=np.uint16)
+    write_real_layout(root / "shd_test.h5", times, units, labels, np.arange(len(labels)) % 6)
+    monkeypatch.setattr(spikefile, "MAX_BINNED_BYTES", 100 << 20)
+    with pytest.raises(DatasetError, match=r"sample 2 of .*shd_test.h5.*data.n_steps"):
+        open_dataset("shd", str(root), "train", cache_dir="off")
+    assert open_dataset("shd", str(root), "test", cache_dir="off", n_steps=150).x.shape[1] == 150
+
+
+def test_empty_file_and_splits_too_small_for_validation(shd_root, tmp_path, capsys):
+    root, data = shd_root
+    p = root / "shd_train.h5"
+    write_real_layout(p, [], [], np.zeros(0), np.zeros(0), meta=False)
+    _expect_error(capsys, root, tmp_path, str(p), "no samples")
+    times, units, _ = data["train"]
+    write_real_layout(p, times[:20], units[:20], np.arange(20), np.zeros(20))  # one sample per class
+    assert len(open_dataset("shd", str(root), "train", cache_dir=str(tmp_path / "c"))) == 20
+    with pytest.raises(DatasetError, match="train 20, valid 0, test 20"):
+        open_dataset("shd", str(root), "valid", cache_dir=str(tmp_path / "c"))
+    assert len(open_dataset("shd", str(root), "valid", protocol="paper", cache_dir=str(tmp_path / "c"))) == 20
+    with pytest.raises(DatasetError, match="valid_fraction"):
+        open_dataset("shd", str(root), "train", valid_fraction=-0.1, cache_dir=str(tmp_path / "c"))

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "stratified_split", "fit_steps"]
+from .registry import DatasetError
+
+__all__ = ["ArrayDataset", "stratified_split", "fit_steps", "require_samples"]
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -55,6 +57,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     """Seeded, stratified hold-out: ``round(fraction * n_c)`` samples of every class c go to the
     second part (at least one where a class has two or more). Returns sorted index arrays
     (kept, held_out); the same labels, fraction and seed always give the same split."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise DatasetError(f"valid_fraction must be in [0, 1); got {fraction}")
     labels = np.asarray(labels)
     kept, held = [], []
     for c in np.unique(labels):
@@ -78,3 +82,13 @@ def fit_steps(x: np.ndarray, n_steps: int, fill: float) -> np.ndarray:
         return x[:, :n_steps]
     pad = np.full((x.shape[0], n_steps - x.shape[1], x.shape[2]), fill, dtype=x.dtype)
     return np.concatenate([x, pad], axis=1)
+
+
+def require_samples(split: str, sizes: dict[str, int], source: str,
+                    fix: str = "use more recordings, or change data.valid_fraction or the split options") -> None:
+    """Raise DatasetError unless split ``split`` holds samples; the message gives every split's size
+    (``sizes``, e.g. {"train": 9, "valid": 0, "test": 4}), where they come from (``source``) and ``fix``."""
+    if (sum(sizes.values()) if split == "all" else sizes.get(split, 0)) > 0:
+        return
+    listed = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    raise DatasetError(f"split {split!r} would hold no samples ({source}: {listed}); {fix}")

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .progress import Progress
 from .registry import DatasetError
 
-__all__ = ["read_wav", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
+__all__ = ["read_wav", "check_audio", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
            "power_spectrogram", "log_mel", "front_end", "front_end_params", "wav_features"]
 
 SAMPLE_RATE = 8000  # the front end works on 8 kHz audio
@@ -39,18 +40,48 @@ DB_FLOOR = 1e-10
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a mono (or first-channel) audio file with soundfile: (float32 samples in [-1, 1], rate)."""
+    """Read an audio file with soundfile: (float32 samples (S,), rate in Hz). Several channels are
+    mixed down to one (their mean). Raises DatasetError naming the file when it cannot be read, holds
+    no samples, or holds audio no recording can (see :func:`check_audio`)."""
     from .._optional import require
 
     soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
 
     try:
-        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S, channels)
     except (RuntimeError, OSError, ValueError, soundfile.LibsndfileError) as e:
         raise DatasetError(f"{path} cannot be read as audio ({e}): it is truncated, corrupt or not a WAV file") from None
     if data.shape[0] == 0:
-        raise DatasetError(f"{path} holds no audio samples")
-    return data[:, 0].copy(), int(sr)
+        raise DatasetError(f"{path} holds no audio samples (0 samples long)")
+    mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
+    return check_audio(mono, int(sr), path), int(sr)
+
+
+# Float WAV/FLAC samples may exceed full scale (1.0) a little after processing, never by this much:
+# beyond it the file is damaged (or not audio) and would poison every feature computed from it.
+MAX_ABS_SAMPLE = 16.0
+MIN_SAMPLE_RATE_HZ = 1000
+MAX_SAMPLE_RATE_HZ = 768_000
+
+
+def check_audio(samples: np.ndarray, sample_rate: int, path: str | os.PathLike) -> np.ndarray:
+    """``samples`` (S,) unchanged if they are audio: finite, ``|x| <= MAX_ABS_SAMPLE`` (16 x full scale)
+    and a rate between 1 kHz and 768 kHz; else DatasetError naming ``path``, the sample and the value."""
+    if not MIN_SAMPLE_RATE_HZ <= sample_rate <= MAX_SAMPLE_RATE_HZ:
+        raise DatasetError(f"{path}: sample rate {sample_rate} Hz is not an audio rate (expected "
+                           f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz); the file header is damaged")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DatasetError(f"{path} holds {bad.size} non-finite sample(s) (first: sample {bad[0]} = "
+                           f"{samples[bad[0]]}, at {bad[0] / sample_rate:.3f} s); the file is damaged: "
+                           "replace or remove it")
+    peak_at = int(np.argmax(np.abs(samples)))
+    if abs(float(samples[peak_at])) > MAX_ABS_SAMPLE:
+        raise DatasetError(f"{path}: sample {peak_at} = {float(samples[peak_at]):.4g} is far beyond full scale "
+                           f"(|x| <= 1; refused above {MAX_ABS_SAMPLE:g}); the file is damaged or not audio: "
+                           "replace or remove it")
+    return samples
 
 
 def pad_or_cut(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -60,34 +91,87 @@ def pad_or_cut(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
 
 
+WIDTH_ZEROS = 6  # zero crossings of the sinc on each side of an output sample
+ROLLOFF = 0.99  # cut-off as a fraction of the lower Nyquist frequency
+# The polyphase kernel holds (new x (2 width + orig)) taps for a rate ratio orig/new in lowest terms: a
+# few thousand for 16 -> 8 kHz or 44.1 -> 8 kHz, but 380 million for 48,001 -> 8,000 Hz. Above this many
+# taps the resampler computes the same windowed sinc directly, tap by tap, in chunks of output samples.
+MAX_POLYPHASE_TAPS = 1 << 20
+_DIRECT_CHUNK_ELEMENTS = 1 << 22  # (rows x output samples x taps) per chunk of the direct path
+
+
+def _windowed_sinc(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """The interpolation kernel at ``t`` (in periods of the cut-off): Hann-windowed sinc, zero beyond
+    +-WIDTH_ZEROS, times ``scale``."""
+    t = t.clamp(-WIDTH_ZEROS, WIDTH_ZEROS)
+    return torch.sinc(t) * torch.cos(t * (math.pi / WIDTH_ZEROS / 2)) ** 2 * scale
+
+
 @lru_cache(maxsize=8)
-def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99) -> tuple[torch.Tensor, int]:
+def _sinc_kernel(orig: int, new: int) -> tuple[torch.Tensor, int]:
     # Polyphase windowed-sinc kernel (new, 1, K): output phase j at time j/new (in input samples
-    # times orig/new); Hann window cos^2 over +-width_zeros zero crossings of the low-pass sinc.
-    base = min(orig, new) * rolloff
-    width = math.ceil(width_zeros * orig / base)
+    # times orig/new); Hann window cos^2 over +-WIDTH_ZEROS zero crossings of the low-pass sinc.
+    base = min(orig, new) * ROLLOFF
+    width = math.ceil(WIDTH_ZEROS * orig / base)
     idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
     t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
-    t = (t * base).clamp(-width_zeros, width_zeros)
-    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    return (sinc * window * (base / orig)).float(), width
+    return _windowed_sinc(t * base, base / orig).float(), width
+
+
+def _resample_polyphase(flat: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """(B, S) -> (B, ceil(S * new / orig)) with one strided convolution (orig/new in lowest terms)."""
+    kernel, width = _sinc_kernel(orig, new)
+    length = flat.shape[-1]
+    padded = torch.nn.functional.pad(flat, (width, width + orig))
+    out = torch.nn.functional.conv1d(padded[:, None], kernel.to(flat.device, flat.dtype), stride=orig)  # (B, new, L)
+    return out.transpose(1, 2).reshape(flat.shape[0], -1)[:, : math.ceil(new * length / orig)]
+
+
+def _resample_direct(flat: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
+    """(B, S) -> (B, ceil(S * sr_out / sr_in)): the same kernel as the polyphase path, evaluated per output
+    sample n on the input samples m within WIDTH_ZEROS zero crossings of it, with
+    t = (m / sr_in - n / sr_out) * min(sr_in, sr_out) * ROLLOFF. Memory is bounded by the chunk size,
+    whatever the rates."""
+    base_hz = min(sr_in, sr_out) * ROLLOFF
+    half_taps = math.ceil(WIDTH_ZEROS * sr_in / base_hz)  # input samples on each side of an output sample
+    length = flat.shape[-1]
+    n_out = math.ceil(length * sr_out / sr_in)
+    offsets = torch.arange(-half_taps, half_taps + 2, device=flat.device)  # (K,)
+    chunk = max(1, _DIRECT_CHUNK_ELEMENTS // (offsets.numel() * max(flat.shape[0], 1)))
+    out = []
+    for n0 in range(0, n_out, chunk):
+        n = torch.arange(n0, min(n0 + chunk, n_out), device=flat.device, dtype=torch.int64)  # (N,)
+        m = (n * sr_in) // sr_out  # input sample at or before each output time, exact in integers
+        taps = m[:, None] + offsets[None, :]  # (N, K)
+        t = (taps * sr_out - n[:, None] * sr_in).to(torch.float64) / (sr_in * sr_out) * base_hz
+        weights = _windowed_sinc(t, base_hz / sr_in)  # (N, K)
+        inside = (taps >= 0) & (taps < length)  # samples beyond the clip are zeros
+        weights = torch.where(inside, weights, torch.zeros_like(weights)).to(flat.dtype)
+        gathered = flat[:, taps.clamp(0, max(length - 1, 0))]  # (B, N, K)
+        out.append((gathered * weights).sum(-1))
+    return torch.cat(out, dim=1) if out else flat[:, :0]
 
 
 def resample(x: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
-    """Band-limited resampling of (..., S) from ``sr_in`` to ``sr_out`` Hz; ceil(S * sr_out / sr_in) samples."""
+    """Band-limited resampling of (..., S) from ``sr_in`` to ``sr_out`` Hz; ceil(S * sr_out / sr_in) samples.
+
+    Windowed sinc (Hann, 6 zero crossings, cut-off 0.99 x the lower Nyquist frequency, as torchaudio's
+    default). Memory and time grow with the number of samples only, whatever the ratio of the rates.
+    """
+    sr_in, sr_out = int(sr_in), int(sr_out)
+    if sr_in <= 0 or sr_out <= 0:
+        raise DatasetError(f"sample rates must be > 0 Hz; got {sr_in} -> {sr_out}")
     if sr_in == sr_out:
         return x
-    g = math.gcd(int(sr_in), int(sr_out))
-    orig, new = int(sr_in) // g, int(sr_out) // g
-    kernel, width = _sinc_kernel(orig, new)
+    g = math.gcd(sr_in, sr_out)
+    orig, new = sr_in // g, sr_out // g
     shape = x.shape
-    flat = x.reshape(-1, shape[-1])
-    length = flat.shape[-1]
-    padded = torch.nn.functional.pad(flat, (width, width + orig))
-    out = torch.nn.functional.conv1d(padded[:, None], kernel.to(x.device, x.dtype), stride=orig)  # (B, new, L)
-    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[:, : math.ceil(new * length / orig)]
+    flat = x.reshape(-1, shape[-1])  # (B, S)
+    width = math.ceil(WIDTH_ZEROS * orig / (min(orig, new) * ROLLOFF))
+    if new * (2 * width + orig) <= MAX_POLYPHASE_TAPS:
+        out = _resample_polyphase(flat, orig, new)
+    else:
+        out = _resample_direct(flat, sr_in, sr_out)
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
@@ -153,15 +237,19 @@ def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dic
             "resampler": "sinc-hann-6-0.99"}
 
 
-def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512) -> np.ndarray:
-    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, 140) float32."""
+def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512,
+                 desc: str = "log-mel features", progress: bool = True) -> np.ndarray:
+    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, 140) float32.
+    ``progress``: files done and time left on stderr (:class:`.progress.Progress`)."""
     out = []
-    for s in range(0, len(rel_paths), chunk):
-        clips = [read_wav(base / rel) for rel in rel_paths[s:s + chunk]]
-        feats = [None] * len(clips)
-        for sr in sorted({r for _, r in clips}):  # normally a single rate
-            idx = [i for i, (_, r) in enumerate(clips) if r == sr]
-            for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz)):
-                feats[i] = f
-        out.append(np.stack(feats))
+    with Progress(len(rel_paths), desc, "files", enabled=progress) as bar:
+        for s in range(0, len(rel_paths), chunk):
+            clips = [read_wav(base / rel) for rel in rel_paths[s:s + chunk]]
+            feats = [None] * len(clips)
+            for sr in sorted({r for _, r in clips}):  # normally a single rate
+                idx = [i for i, (_, r) in enumerate(clips) if r == sr]
+                for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz)):
+                    feats[i] = f
+            out.append(np.stack(feats))
+            bar.update(len(clips))
     return np.concatenate(out) if out else front_end([], 8000, f_max_hz)

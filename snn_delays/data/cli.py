@@ -32,7 +32,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode_audio(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .cochlea import encode_folder
+    from .registry import DatasetError
+
+    if args.workers < 1:
+        raise DatasetError(f"--workers must be >= 1; got {args.workers}")
+    if args.seed < 0:
+        raise DatasetError(f"--seed must be >= 0; got {args.seed}")
+    if Path(args.out).is_dir():
+        raise DatasetError(f"{args.out} is a folder; give the output file, e.g. {Path(args.out) / 'spikes.h5'}")
 
     res = encode_folder(args.in_dir, args.out, label_pattern=args.label_pattern, seed=args.seed,
                         workers=args.workers, progress=True)
@@ -50,11 +60,12 @@ def add_subcommand(sub, name: str) -> None:
         dsub = p.add_subparsers(dest="data_command", required=True)
         q = dsub.add_parser("download", help="fetch the official files, verify checksums, unpack")
         q.add_argument("name", choices=["shd", "ssc", "gsc"])
-        q.add_argument("--root", help="folder for the files (default: datasets/ of the source tree)")
+        q.add_argument("--data-dir", "--root", dest="root",
+                       help="folder for the files (default: datasets/ of the source tree); --root is an alias")
         q.set_defaults(func=cmd_download)
         q = dsub.add_parser("info", help="open every split of a dataset and print its shapes")
         q.add_argument("name")
-        q.add_argument("--root", "--data-dir", dest="root")
+        q.add_argument("--data-dir", "--root", dest="root", help="the dataset's folder; --root is an alias")
         q.add_argument("--input", default="mel", choices=["mel", "spikes"], help="FSDD input kind")
         q.add_argument("--cache-dir", help="binned cache folder (default $SNN_DELAYS_CACHE or ./data_cache)")
         q.set_defaults(func=cmd_info)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .audio import read_wav
+from .progress import Progress
 from .registry import DatasetError
 from .spikefile import write_spike_file
 
@@ -221,33 +223,75 @@ def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
     return [encode([w], sr, seed=seed)[0] for w, sr in clips]
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initialiser: end this process when its parent ends, even by SIGKILL (which runs no clean-up).
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere: a
+    daemon thread checks the parent's pid once a second."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # no prctl: the thread below still does it
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
-                 progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Encode audio files into spikes, in batches of similar length (``workers`` processes)."""
+                 progress: bool = False, desc: str = "encoding with the cochlea") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Encode audio files into spikes, in batches of similar length (``workers`` processes, which end
+    with this one even when it is killed). ``progress``: what is done, how far, time left on stderr
+    (:class:`.progress.Progress`; with several workers this process counts the finished files of all)."""
+    if workers < 1:
+        raise DatasetError(f"workers must be >= 1; got {workers}")
     order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
     chunks = [order[s:s + batch] for s in range(0, len(order), batch)]
     jobs = [([paths[i] for i in ch], seed * 1_000_003 + k) for k, ch in enumerate(chunks)]
     out: list = [None] * len(paths)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    with Progress(len(paths), desc, "files", enabled=progress) as bar:
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            results = ex.map(_encode_chunk, jobs)
-            for ch, res in zip(chunks, results):
-                for i, r in zip(ch, res):
+            ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                     initializer=_die_with_parent, initargs=(os.getpid(),))
+            try:
+                pending = {ex.submit(_encode_chunk, job): ch for job, ch in zip(jobs, chunks)}
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                    for fut in finished:
+                        ch = pending.pop(fut)
+                        for i, r in zip(ch, fut.result()):  # re-raises a worker's error here
+                            out[i] = r
+                        bar.update(len(ch))
+            except BaseException:  # a worker's error, Ctrl-C: stop the others now, not after their chunks
+                ex.shutdown(wait=False, cancel_futures=True)
+                for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                    proc.terminate()
+                raise
+            ex.shutdown(wait=True)
+        else:
+            for ch, job in zip(chunks, jobs):
+                for i, r in zip(ch, _encode_chunk(job)):
                     out[i] = r
-    else:
-        for k, (ch, job) in enumerate(zip(chunks, jobs)):
-            for i, r in zip(ch, _encode_chunk(job)):
-                out[i] = r
-            if progress and k % 20 == 0:
-                print(f"  encoded {sum(len(c) for c in chunks[:k + 1])}/{len(paths)} files", flush=True)
+                bar.update(len(ch))
     return out
 
 
 def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, seed: int = 0, workers: int = 1,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, desc: str = "encoding with the cochlea") -> dict:
     """Every ``*.wav``/``*.flac`` under ``in_dir`` -> an SHD-layout HDF5 file ``out_h5`` (times float16 s,
     units uint16 0..699 with unit 0 the highest frequency, labels and speakers from the file names).
     Returns a summary (files, seconds of audio, seconds taken)."""
@@ -260,7 +304,7 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
     rel = [p.relative_to(in_dir).with_suffix("").as_posix() for p in files]
     labels, speakers, keys, speaker_names = parse_names(rel, label_pattern)
     t0 = time.perf_counter()
-    spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress)
+    spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress, desc=desc)
     elapsed = time.perf_counter() - t0
     from .._optional import require
 

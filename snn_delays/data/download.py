@@ -86,7 +86,7 @@ def missing_message(remote: RemoteFile, folder: Path, reason: str = "") -> str:
     lines = [f"{remote.name} is needed in {folder}" + (f" ({reason})" if reason else "") + "."]
     lines.append(f"Get it from {remote.urls[0]}" + (f" (mirror {', '.join(remote.urls[1:])})" if remote.urls[1:] else ""))
     lines.append(f"and put it in {folder} ({algo.upper()} {hexd}); or run "
-                 f"`snn-delays data download {_dataset_of(remote)} --root {folder}` where a network exists.")
+                 f"`snn-delays data download {_dataset_of(remote)} --data-dir {folder}` where a network exists.")
     return "\n".join(lines)
 
 

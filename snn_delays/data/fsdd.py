@@ -20,11 +20,12 @@ recording for spikes).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from .arrays import ArrayDataset, fit_steps, stratified_split
+from .arrays import ArrayDataset, fit_steps, require_samples, stratified_split
 from .audio import DB_FLOOR, front_end_params, wav_features
 from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
 from .cochlea import encode_folder
@@ -80,11 +81,11 @@ def _select(split: str, digits, speakers, takes, test_speakers: str, valid_fract
         is_test = takes < N_TEST_TAKES
         note = (f"fsdd take split: test = takes 0-{N_TEST_TAKES - 1}; valid = seeded stratified "
                 f"{valid_fraction:.0%} slice of takes {N_TEST_TAKES}+ (split_seed {split_seed})")
-    if split == "test":
-        return np.flatnonzero(is_test), note
     rest = np.flatnonzero(~is_test)
     keep, held = stratified_split(digits[rest], valid_fraction, split_seed)
-    return rest[keep if split == "train" else held], note
+    parts = {"train": rest[keep], "valid": rest[held], "test": np.flatnonzero(is_test)}
+    require_samples(split, {k: len(v) for k, v in parts.items()}, f"fsdd, {n} recordings")
+    return parts[split], note
 
 
 @register("fsdd")
@@ -98,19 +99,20 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
     root = Path(root) if root else default_fsdd_root()
     folder, names, digits, speakers, takes = fsdd_files(root)
     cdir = resolve_cache_dir(cache_dir)
+    if input not in ("mel", "spikes"):
+        raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
+    idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed)  # before any work
     fingerprint = folder_fingerprint([folder / n for n in names], folder)
     if input == "mel":
         params = {"dataset": "fsdd-mel", "source": fingerprint, **front_end_params(f_max_hz)}
         arrays, _ = load_or_build(cdir, "fsdd-mel", params,
-                                  lambda: ({"x": wav_features(folder, names, f_max_hz)}, {"n": len(names)}))
+                                  lambda: ({"x": wav_features(folder, names, f_max_hz, desc="fsdd: log-mel features")},
+                                          {"n": len(names)}))
         x_all = arrays["x"]
         fill = 10.0 * np.log10(DB_FLOOR)
-    elif input == "spikes":
+    else:
         x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention)
         fill = 0
-    else:
-        raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
-    idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed)
     x = fit_steps(np.asarray(x_all[idx]), n_steps, fill)
     return ArrayDataset(x, digits[idx], 10, speakers=[speakers[i] for i in idx], files=[names[i] for i in idx],
                         keys=[str(d) for d in range(10)], protocol_note=note, input=input)
@@ -124,8 +126,8 @@ def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | 
     h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"  # the recordings in SHD layout
     if not h5.exists():
         print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
-              flush=True)
-        encode_folder(folder, h5, seed=0, workers=2)
+              file=sys.stderr, flush=True)
+        encode_folder(folder, h5, seed=0, workers=2, progress=True, desc="fsdd: encoding with the cochlea")
     encoded = str(read_spike_file_attrs(h5).get("files", "")).split("\n")
     if encoded != [n[: -len(".wav")] for n in names]:
         raise DatasetError(f"{h5} does not hold the recordings of {folder} in order; delete it to re-encode")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ArrayDataset, fit_steps
+from .arrays import ArrayDataset, fit_steps, require_samples
 from .audio import DB_FLOOR, front_end_params, wav_features
 from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
 from .download import REMOTE, default_root, missing_message
@@ -83,6 +83,7 @@ def open_gsc(root=None, split: str = "train", f_max_hz: float = 14000.0, n_steps
         import warnings
 
         warnings.warn(f"{base}: found {len(classes)} word folders, GSC v0.02 has {N_CLASSES}", stacklevel=2)
+    require_samples(split, {k: len(v) for k, v in files.items()}, f"gsc folder {base}")
     parts = ["train", "valid", "test"] if split == "all" else [split]
     rel = [r for p in parts for r in files[p]]
     cdir = resolve_cache_dir(cache_dir)
@@ -90,7 +91,7 @@ def open_gsc(root=None, split: str = "train", f_max_hz: float = 14000.0, n_steps
               "classes": classes, **front_end_params(f_max_hz)}
 
     def build():
-        x = wav_features(base, rel, f_max_hz)
+        x = wav_features(base, rel, f_max_hz, desc=f"gsc {split}: log-mel features")
         y = np.array([classes.index(r.split("/")[0]) for r in rel], dtype=np.int64)
         return {"x": x, "y": y}, {"n": len(rel)}
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ArrayDataset, stratified_split
+from .arrays import ArrayDataset, require_samples, stratified_split
 from .cache import load_or_build, resolve_cache_dir, source_checksum
 from .download import REMOTE, default_root, missing_message, unpack
+from .progress import Progress
 from .registry import DatasetError, register
-from .spikefile import N_UNITS, bin_spikes, natural_steps, read_spike_file
+from .spikefile import N_UNITS, bin_spikes, check_labels, check_natural_length, read_spike_file
 
 __all__ = ["open_heidelberg", "open_shd", "open_ssc", "locate_file", "SPLIT_FILES", "N_CLASSES"]
 
@@ -86,9 +87,13 @@ def open_heidelberg(name: str, root=None, split: str = "train", dt_ms: float = 1
     }
 
     def build():
-        records = {p: read_spike_file(path) for p, path in paths.items()}
-        T = int(n_steps) if n_steps > 0 else max(
-            max(natural_steps(r.times, dt_ms, frame_convention) for r in records.values()), 1)
+        with Progress(len(paths), f"{name}: reading the spike files", "files") as bar:
+            records = {}
+            for p, path in paths.items():
+                records[p] = read_spike_file(path)
+                bar.update()
+        T = int(n_steps) if n_steps > 0 else check_natural_length(
+            {str(paths[p]): r.times for p, r in records.items()}, dt_ms, frame_convention, -(-N_UNITS // pool))
         arrays, keys = {}, []
         for p, r in records.items():
             arrays[f"{p}_x"] = bin_spikes(r.times, r.units, dt_ms, pool, frame_convention, T)
@@ -103,6 +108,8 @@ def open_heidelberg(name: str, root=None, split: str = "train", dt_ms: float = 1
 
     arrays, info = load_or_build(cdir, name, params, build)
     n_classes = max(N_CLASSES[name], len(info["keys"]))
+    for p, path in info["files"].items():  # checked at every open: a cached entry may predate the check
+        check_labels(np.asarray(arrays[f"{p}_y"]), n_classes, path)
     note = _protocol_note(name, protocol, valid_fraction, split_seed)
     common = dict(keys=info["keys"], protocol_note=note, source_files=info["files"], dt_ms=float(dt_ms))
 
@@ -112,6 +119,15 @@ def open_heidelberg(name: str, root=None, split: str = "train", dt_ms: float = 1
             x, y, spk = x[idx], y[idx], spk[idx]
         return ArrayDataset(x, np.asarray(y), n_classes, speakers=np.asarray(spk), **common)
 
+    sizes = {p: len(arrays[f"{p}_y"]) for p in SPLIT_FILES[name]}
+    if name == "shd" and protocol == "paper":
+        sizes = {"train": sizes["train"], "valid": sizes["test"], "test": sizes["test"]}
+    elif name == "shd":
+        keep, held = stratified_split(np.asarray(arrays["train_y"]), valid_fraction, split_seed)
+        sizes = {"train": len(keep), "valid": len(held), "test": sizes["test"]}
+    require_samples(split, sizes, f"{name} files in {root}" + (
+        f", valid = {valid_fraction:g} of {Path(info['files']['train']).name}" if name == "shd" and protocol == "clean"
+        else ""))
     if split == "all":
         ps = SPLIT_FILES[name]
         return ArrayDataset(np.concatenate([arrays[f"{p}_x"] for p in ps]),
@@ -121,7 +137,6 @@ def open_heidelberg(name: str, root=None, split: str = "train", dt_ms: float = 1
         return part(split)
     if protocol == "paper":
         return part("train" if split == "train" else "test")
-    keep, held = stratified_split(np.asarray(arrays["train_y"]), valid_fraction, split_seed)
     return part("train", keep if split == "train" else held)
 
 

@@ -37,9 +37,15 @@ from .._atomic import atomic_path
 from .registry import DatasetError
 
 __all__ = ["SpikeRecords", "read_spike_file", "read_spike_file_attrs", "write_spike_file", "bin_spikes",
-           "natural_steps", "N_UNITS", "LAYOUT_HELP"]
+           "natural_steps", "check_natural_length", "check_labels", "N_UNITS", "MAX_SPIKE_TIME_S", "LAYOUT_HELP"]
 
 N_UNITS = 700
+# Recordings in this format are clips of seconds (SHD <= 1.4 s, SSC <= 1 s); a spike later than this is
+# a damaged file, and binning it would allocate (samples x its time / dt x channels) counts.
+MAX_SPIKE_TIME_S = 600.0
+# The largest binned array built without n_steps (bytes of uint8 counts): beyond it the longest sample
+# sets a length nothing else needs, and data.n_steps (or a larger dt_ms) must say how much to keep.
+MAX_BINNED_BYTES = 8 << 30
 LAYOUT_HELP = ("expected the Heidelberg layout: spikes/times (vlen float16, seconds), spikes/units "
                "(vlen uint16, 0..699), labels, extra/speaker, extra/keys")
 
@@ -88,6 +94,8 @@ def read_spike_file(path: str | os.PathLike) -> SpikeRecords:
         raise DatasetError(f"{path} cannot be read ({type(e).__name__}: {e}): it is truncated or corrupt. "
                            "Delete it and fetch it again.") from None
     n = len(times_raw)
+    if n == 0:
+        raise _fail(path, "the file holds no samples (spikes/times is empty)")
     if len(units_raw) != n:
         raise _fail(path, f"spikes/times has {n} samples but spikes/units has {len(units_raw)}")
     if labels.ndim != 1 or len(labels) != n or labels.dtype.kind not in "iu":
@@ -104,10 +112,31 @@ def read_spike_file(path: str | os.PathLike) -> SpikeRecords:
         all_u = np.concatenate(units)
         if all_t.size and (not np.all(np.isfinite(all_t)) or all_t.min() < 0):
             raise _fail(path, "spike times must be finite and >= 0 (seconds)")
+        late = [i for i, t in enumerate(times) if t.size and t.max() > MAX_SPIKE_TIME_S]
+        if late:
+            raise _fail(path, f"sample {late[0]} has a spike at {times[late[0]].max():g} s, beyond the "
+                              f"{MAX_SPIKE_TIME_S:g} s any recording of this format lasts ({len(late)} such "
+                              "sample(s)); the file is damaged")
         if all_u.size and (all_u.min() < 0 or all_u.max() >= N_UNITS):
             raise _fail(path, f"units must be in 0..{N_UNITS - 1}; found {all_u.min()}..{all_u.max()}")
+    check_labels(labels, len(keys) if keys else None, path)
     return SpikeRecords(times, units, labels.astype(np.int64),
                         speakers.astype(np.int64) if speakers is not None else np.full(n, -1, np.int64), keys)
+
+
+def check_labels(labels: np.ndarray, n_classes: int | None, source) -> None:
+    """Raise DatasetError naming ``source`` and the offending values unless every label (N,) lies in
+    0..n_classes-1 (only >= 0 when ``n_classes`` is None)."""
+    labels = np.asarray(labels)
+    bad = (labels < 0) if n_classes is None else ((labels < 0) | (labels >= n_classes))
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        values = sorted({int(v) for v in labels[idx]})
+        allowed = ">= 0" if n_classes is None else f"0..{n_classes - 1} ({n_classes} classes)"
+        raise DatasetError(f"{source}: {idx.size} label(s) out of range: value(s) "
+                           f"{', '.join(map(str, values[:8]))}{' ...' if len(values) > 8 else ''} "
+                           f"(first at sample {idx[0]}); labels must be {allowed}. The file is damaged or "
+                           "belongs to another dataset")
 
 
 def _open(path: Path):
@@ -182,10 +211,41 @@ def _spike_bins(times: list[np.ndarray], dt_ms: float, frame_convention: str) ->
     return sample, b
 
 
+def check_binned_size(n_samples: int, n_steps: int, n_channels: int, sample: np.ndarray, bins: np.ndarray,
+                      dt_ms: float, source: str = "") -> None:
+    """Refuse a binned array (n_samples, n_steps, n_channels) above MAX_BINNED_BYTES, naming the sample
+    (of ``source``) whose latest spike (``bins`` per spike of ``sample``) sets the length."""
+    size = n_samples * n_steps * n_channels
+    if size <= MAX_BINNED_BYTES:
+        return
+    detail = ""
+    if bins.size:
+        last = int(np.argmax(bins))
+        detail = (f"; sample {int(sample[last])}{' of ' + source if source else ''} has a spike in bin {int(bins[last])} "
+                  f"({(int(bins[last]) + 1) * dt_ms / 1000:g} s)")
+    raise DatasetError(f"binning {n_samples} samples x {n_steps} steps of {dt_ms:g} ms x {n_channels} channels "
+                       f"would need {size / 2**30:.1f} GiB (limit {MAX_BINNED_BYTES / 2**30:.0f} GiB){detail}. "
+                       "Set data.n_steps to the steps to keep (later spikes are dropped) or a larger data.dt_ms")
+
+
 def natural_steps(times: list[np.ndarray], dt_ms: float, frame_convention: str = "uniform") -> int:
     """The number of bins that holds every spike of these samples (0 if there are none)."""
     _, b = _spike_bins(times, dt_ms, frame_convention)
     return int(b.max()) + 1 if b.size else 0
+
+
+def check_natural_length(files: dict[str, list[np.ndarray]], dt_ms: float, frame_convention: str,
+                         n_channels: int) -> int:
+    """The common length (steps) of every sample of several files ({name: per-sample spike times}), the
+    longest one's; DatasetError naming the file and sample that set it if the binned arrays of all
+    files together would exceed MAX_BINNED_BYTES."""
+    n_total = sum(len(t) for t in files.values())
+    steps = {name: _spike_bins(t, dt_ms, frame_convention) for name, t in files.items()}
+    longest = max(steps, key=lambda name: int(steps[name][1].max()) if steps[name][1].size else -1)
+    sample, bins = steps[longest]
+    T = max(int(bins.max()) + 1 if bins.size else 0, 1)
+    check_binned_size(n_total, T, n_channels, sample, bins, dt_ms, longest)
+    return T
 
 
 def bin_spikes(times: list[np.ndarray], units: list[np.ndarray], dt_ms: float = 10.0, pool: int = 5,
@@ -204,6 +264,7 @@ def bin_spikes(times: list[np.ndarray], units: list[np.ndarray], dt_ms: float = 
     n_ch = math.ceil(n_units / pool)
     sample, b = _spike_bins(times, dt_ms, frame_convention)
     T = int(n_steps) if n_steps > 0 else (int(b.max()) + 1 if b.size else 1)
+    check_binned_size(n, T, n_ch, sample, b, dt_ms)
     ch = np.concatenate(units).astype(np.int64) // pool if sample.size else sample.copy()
     keep = b < T
     sample, b, ch = sample[keep], b[keep], ch[keep]

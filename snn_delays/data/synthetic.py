@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .registry import register
+from .arrays import require_samples
+from .registry import DatasetError, register
 
 __all__ = ["SyntheticDelayTask", "open_synthetic"]
 
@@ -111,5 +112,18 @@ def open_synthetic(
         "test": synthetic_test,
         "all": synthetic_train + synthetic_valid + synthetic_test,
     }
-    return SyntheticDelayTask(sizes[split], split=split, n_steps=n_steps or 100, task_seed=synthetic_seed,
-                              p_fire=synthetic_p_fire, p_noise=synthetic_noise)
+    if any(v < 0 for v in sizes.values()):
+        raise DatasetError(f"synthetic split sizes must be >= 0; got train {synthetic_train}, valid {synthetic_valid}, "
+                           f"test {synthetic_test}")
+    require_samples(split, {k: v for k, v in sizes.items() if k != "all"}, "data.synthetic_train/valid/test",
+                    f"set data.synthetic_{'train' if split == 'all' else split} to 1 or more")
+    if synthetic_seed < 0:
+        raise DatasetError(f"data.synthetic_seed must be >= 0; got {synthetic_seed}")
+    for name, p in (("synthetic_p_fire", synthetic_p_fire), ("synthetic_noise", synthetic_noise)):
+        if not 0.0 <= p <= 1.0:
+            raise DatasetError(f"data.{name} is a probability in [0, 1]; got {p}")
+    try:
+        return SyntheticDelayTask(sizes[split], split=split, n_steps=n_steps or 100, task_seed=synthetic_seed,
+                                  p_fire=synthetic_p_fire, p_noise=synthetic_noise)
+    except ValueError as e:  # n_steps too short for the task
+        raise DatasetError(f"synthetic task: {e}") from None
