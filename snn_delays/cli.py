@@ -55,15 +55,11 @@ def _resume_hint(run_dir: Path) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_run, format_report
 
     res = evaluate_run(args.run_dir, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                        checkpoint=args.checkpoint, device=args.device)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['dataset']} / {res['split']}: accuracy {res['accuracy']:.4f} "
-              f"({res['correct']}/{res['n']}) with rounded delays")
+    print(json.dumps(res) if args.json else format_report(res))
     return 0
 
 
@@ -83,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of a trained run with rounded delays")
     p.add_argument("run_dir")
     p.add_argument("--dataset", help="evaluate on another dataset than the run's")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="folder holding the dataset's files (default: the run's data.root)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print a JSON object with 'accuracy'")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: accuracy, loss, confusion (rows = "
+                   "true class), per_class_accuracy, spike_rate (per hidden layer), ...")
     p.set_defaults(func=cmd_evaluate)
 
     _add_optional_commands(sub)

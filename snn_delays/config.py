@@ -265,12 +265,20 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 RUNTIME_ONLY_KEYS = ("train.device", "train.threads", "train.progress", "train.tensorboard", "data.num_workers")
 
 
+MAX_SEED = 2**32 - 1  # what every random generator used here accepts
+
+
 def _refuse_non_finite(section_cfg: Any, section: str) -> None:
-    """Refuse NaN and infinities in every float field (NaN != NaN breaks resuming, and breaks runs)."""
+    """Refuse NaN and infinities in every float field (NaN != NaN breaks resuming, and breaks runs),
+    integers beyond 64 bits, and seeds beyond :data:`MAX_SEED`."""
     for f in fields(section_cfg):
         value = getattr(section_cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{section}.{f.name} must be a finite number; got {value}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            limit = MAX_SEED if f.name.endswith("seed") else 2**63 - 1
+            if abs(value) > limit:
+                raise ConfigError(f"{section}.{f.name} must be at most {limit} in size; got {value}")
 
 
 def _check_name(name: str) -> None:

@@ -28,8 +28,10 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= res["accuracy"] <= 1.0 and res["n"] == 20
+    assert {"loss", "confusion", "per_class_accuracy", "spike_rate"} <= set(res)
     assert main(["evaluate", str(out), "--split", "all"]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "loss" in text and "spike rate" in text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -103,6 +105,7 @@ def test_shortcut_values_are_values_not_toml(tmp_path):
     (["--dataset", "synthetic", "--seed", "3", "--set", "train.seed=4"], ["--seed 3", "train.seed=4"]),
     (["--config", "synthetic", "--dataset", "shd", "--set", 'data.dataset="gsc"'], ["--dataset shd", "gsc"]),
     (["--dataset", "synthetic", "--epochs", "-1"], ["train.epochs must be >= 1"]),
+    (["--dataset", "synthetic", "--seed", "99999999999999999999"], ["train.seed must be at most"]),
     (["--dataset", "synthetic", "--set", "train.epochs"], ["train.epochs", "section.key=value"]),
     (["--dataset", "synthetic", "--set", "model.kernel_sise=3"], ["did you mean model.kernel_size?", "hidden_size"]),
     (["--dataset", "synthetic", "--set", "model.kernel_size=big"], ["model.kernel_size expects an integer", "big"]),

@@ -149,6 +149,9 @@ def test_set_parses_by_the_field_type():
     ("data.dt_ms=0", "data.dt_ms must be > 0"),
     ('train.device="cuda:x"', "train.device must be auto, cpu, cuda or cuda:N"),
     ("model.extra_steps=-2", "model.extra_steps must be >= 0"),
+    ("train.seed=99999999999999999999", "train.seed must be at most 4294967295"),
+    ("data.split_seed=4294967296", "data.split_seed must be at most 4294967295"),
+    ("data.batch_size=9223372036854775808", "data.batch_size must be at most"),
 ])
 def test_bad_values_are_refused(override, message):
     extra = ["train.sigma_final=2.5"] if override.startswith("train.sigma_init") else []
