@@ -29,6 +29,7 @@ def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_
     "per_class_accuracy" (K values, null for a class without samples), "spike_rate" (per hidden layer,
     the fraction of (step, neuron) entries that spike), "dataset", "split", "checkpoint", "epoch"}.
     ``show_progress``: a bar on a terminal, a line every 30 s otherwise (stderr)."""
+    dev = resolve_device(device, "evaluate --device")
     ckpt = load_checkpoint(run_dir, checkpoint)
     cfg = config_from_dict(ckpt["config"])
     data = cfg.data
@@ -45,7 +46,6 @@ def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_
                         f"{cfg.model.n_classes} outputs")
     if len(ds) == 0:
         raise UserError(f"split {split!r} of dataset {data.dataset!r} holds no samples; nothing to evaluate")
-    dev = resolve_device(device)
     model = DelaySNN(cfg.model, seed=cfg.train.seed)
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()

@@ -114,3 +114,9 @@ def test_progress_lines_when_not_a_terminal(monkeypatch):
     err.truncate(0)
     list(progress(range(4), total=4, desc="quiet", every_s=30.0))  # short work: no lines in a log
     assert err.getvalue() == ""
+
+
+def test_evaluate_device_error_names_the_option(run, capsys):
+    assert main(["evaluate", str(run), "--device", "cuda:99"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "evaluate --device" in err and "train.device" not in err
