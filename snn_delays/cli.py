@@ -120,6 +120,14 @@ def _add_optional_commands(sub) -> None:
 _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
+def _silence_stdout() -> None:
+    """Point stdout at os.devnull so that the flush at exit does not fail on a closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured output)
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"snn-delays {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (| head): no traceback, the shell's code
+        _silence_stdout()
+        return 128 + 13  # as if killed by SIGPIPE
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             raise

@@ -447,6 +447,9 @@ def _resolve_path(source: "str | os.PathLike") -> Path:
     candidate = experiments_dir() / f"{source}.toml"
     if candidate.is_file():
         return candidate
+    if not experiments_dir().is_dir():
+        raise ConfigError(f"no config named {source!r}: the folder of named configs {experiments_dir()} does not exist "
+                          "(is $SNN_DELAYS_EXPERIMENTS right?); or give a path ending in .toml")
     hint = f"; for the file ./{source} write ./{source}" if source and Path(source).is_file() else ""
     raise ConfigError(f"no config named {source!r}{_did_you_mean(source, named_configs())} in {experiments_dir()}; "
                       f"named configs: {', '.join(named_configs())} (or give a path ending in .toml){hint}")

@@ -109,5 +109,6 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         shortcuts.insert(0, ("data.dataset", dataset, "--dataset"))
     _refuse_conflicts(explicit, shortcuts)
     cfg = load_config(args.config or dataset, explicit + [(key, value) for key, value, _ in shortcuts])
+    _check_dataset(cfg.data.dataset)  # a config file or --set may name it too
     _check_fanin(cfg)
     return cfg

@@ -117,6 +117,7 @@ def test_shortcut_values_are_values_not_toml(tmp_path):
     (["--dataset", "synthetic", "--set", "train.lr_weights=-1.0"], ["train.lr_weights must be >= 0"]),
     (["--dataset", "synthetic", "--set", 'name="a\\nb"'], ["name must be one line"]),
     (["--config", "./nowhere.toml"], ["nowhere.toml does not exist"]),
+    (["--dataset", "synthetic", "--set", 'data.dataset="mnist"'], ["unknown dataset 'mnist'", "synthetic"]),
     (["--config", "mnist"], ["no config named 'mnist'", "named configs: ", "synthetic"]),
 ])
 def test_train_argument_errors_are_one_clear_line(argv, words, capsys):
@@ -181,3 +182,13 @@ def test_permission_and_disk_errors_are_one_line(number, words, tmp_path, monkey
     monkeypatch.setattr(snn_delays.train, "train", fails)
     code, _, err = _run(["train", "--dataset", "synthetic", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and words in err and "metrics.jsonl" in err and err.count("\n") == 1
+
+
+def test_closed_output_pipe_is_not_a_traceback(tmp_path, monkeypatch, capsys):
+    def reader_went_away(cfg, out, resume):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # restored after the test: main points it at os.devnull
+    monkeypatch.setattr(snn_delays.train, "train", reader_went_away)
+    assert main(["train", "--dataset", "synthetic", "--out", str(tmp_path / "r")]) == 141  # as a SIGPIPE would
+    assert "Traceback" not in capsys.readouterr().err

@@ -90,6 +90,9 @@ def test_experiments_env_variable_still_names_the_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SNN_DELAYS_EXPERIMENTS", str(tmp_path))
     assert experiments_dir() == tmp_path and named_configs() == ["tiny"]
     assert load_config("tiny").model.hidden_size == 5
+    monkeypatch.setenv("SNN_DELAYS_EXPERIMENTS", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="missing does not exist.*SNN_DELAYS_EXPERIMENTS"):
+        load_config("tiny")
 
 
 def test_unreadable_config_files_are_named(tmp_path):
