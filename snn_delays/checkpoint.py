@@ -1,26 +1,39 @@
-"""Checkpoints of a run folder: atomic save, checked loading, clear errors. Format in docs/internals.md."""
+"""Checkpoints of a run folder: atomic save, checked loading, clear errors. Format in docs/internals.md.
+
+Loading checks more than the format tag: the stored config must describe the arrays actually in
+the file (:func:`check_model_arrays`), so that a damaged or crafted config (``hidden_size = 1e6``,
+``kernel_size = 1e9``) is refused before a model is built from it, not after terabytes are asked for.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write_bytes
+from .config import ExperimentConfig, config_from_dict
 from .errors import UserError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_model_arrays", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
+           "MAX_TIME_STEPS", "MAX_KERNEL_BYTES"]
 
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSION = 1
+MAX_TIME_STEPS = 100_000  # model.kernel_size and model.extra_steps beyond this are refused (steps)
+MAX_KERNEL_BYTES = 64 << 30  # the dense kernel of one layer, H_out * H_in * kernel_size float32
 
 
 def save_checkpoint(path: "str | os.PathLike", state: dict[str, Any]) -> None:
-    """Write ``state`` (plus format tags) to ``path`` atomically: a crash leaves the old file intact."""
+    """Write ``state`` (plus format tags) to ``path`` atomically: a crash leaves the old file intact.
+    Serialised in memory first, so that a full disk surfaces as the ``OSError`` of the write."""
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **state}
-    atomic_write(path, lambda f: torch.save(payload, f))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def resolve_checkpoint_path(run_dir: "str | os.PathLike", which: str = "best") -> Path:
@@ -36,7 +49,8 @@ def resolve_checkpoint_path(run_dir: "str | os.PathLike", which: str = "best") -
 
 
 def load_checkpoint(run_dir: "str | os.PathLike", which: str = "best", map_location: str = "cpu") -> dict[str, Any]:
-    """Load ``best.pt``/``last.pt`` of a run folder (or a .pt path); checks the format tag."""
+    """Load ``best.pt``/``last.pt`` of a run folder (or a .pt path); checks the format tag and that
+    the stored config matches the stored arrays (:func:`check_model_arrays`)."""
     f = resolve_checkpoint_path(run_dir, which)
     try:
         ckpt = torch.load(f, map_location=map_location, weights_only=True)
@@ -44,7 +58,75 @@ def load_checkpoint(run_dir: "str | os.PathLike", which: str = "best", map_locat
         raise UserError(f"{f} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{f} is not an snn-delays checkpoint (missing format tag {CHECKPOINT_FORMAT!r})")
-    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise UserError(f"{f} has format_version {ckpt['format_version']}; this snn-delays reads up to "
+    version = ckpt.get("format_version", 0)
+    if not isinstance(version, int):
+        raise UserError(f"{f} has a format_version that is not a whole number ({version!r}): a damaged checkpoint")
+    if version > CHECKPOINT_VERSION:
+        raise UserError(f"{f} has format_version {version}; this snn-delays reads up to "
                         f"{CHECKPOINT_VERSION}: upgrade the package")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise UserError(f"{f} lacks its 'config' or 'model' entry: a damaged checkpoint")
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except UserError as e:
+        raise UserError(f"{f} holds an invalid config: {e}") from None
+    check_model_arrays(cfg, ckpt["model"], f)
     return ckpt
+
+
+def _expected_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> shape of the size-defining arrays of the model ``cfg`` describes
+    (the table in docs/internals.md)."""
+    m = cfg.model
+    taps = 1 if m.variant.startswith("no-delays") else m.kernel_count
+    sizes = [m.input_size] + [m.hidden_size] * m.n_layers + [m.n_classes]
+    want: dict[str, tuple[int, ...]] = {}
+    for k in range(m.n_layers + 1):
+        fan_in, fan_out = sizes[k], sizes[k + 1]
+        prefix = f"hidden.{k}.synapse." if k < m.n_layers else "readout."
+        want[prefix + "mask"] = (fan_out, fan_in)
+        if m.variant == "dense-conv":
+            want[prefix + "kernel_weight"] = (fan_out, fan_in, m.kernel_size)
+        else:
+            want[prefix + "weight"] = want[prefix + "delay"] = (fan_out, fan_in, taps)
+        if k < m.n_layers:
+            for part in ("weight", "bias", "running_mean", "running_var"):
+                want[f"hidden.{k}.norm.{part}"] = (fan_out,)
+    return want
+
+
+def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "str | os.PathLike" = "checkpoint") -> None:
+    """Refuse a model state whose arrays do not match ``cfg`` (sizes, layer count, kernel length),
+    hold NaN/infinity, or whose config would need absurd time lengths; checked before any model
+    is built, so nothing is allocated from an untrusted config."""
+    m = cfg.model
+    for key, value in (("model.kernel_size", m.kernel_size), ("model.extra_steps", m.resolved_extra_steps)):
+        if value > MAX_TIME_STEPS:
+            raise UserError(f"{source}: {key} is {value} steps, more than {MAX_TIME_STEPS}: a damaged or crafted "
+                            f"config; refusing to build it")
+    want = _expected_shapes(cfg)
+    layers = {key.split(".")[1] for key in state if key.startswith("hidden.")}
+    extra = sorted(layers - {str(k) for k in range(m.n_layers)})
+    if extra:
+        raise UserError(f"{source}: the config says model.n_layers={m.n_layers} but the arrays hold hidden "
+                        f"layer(s) {', '.join(extra)}: the config does not match the arrays")
+    for key, shape in want.items():
+        have = state.get(key)
+        if not isinstance(have, torch.Tensor):
+            raise UserError(f"{source}: array {key} is missing (the config describes a {m.variant} model with "
+                            f"{m.n_layers} hidden layer(s)): the config does not match the arrays")
+        if tuple(have.shape) != shape:
+            raise UserError(f"{source}: array {key} is {tuple(have.shape)} but the config (input_size "
+                            f"{m.input_size}, hidden_size {m.hidden_size}, n_classes {m.n_classes}, kernel_count "
+                            f"{m.kernel_count}, kernel_size {m.kernel_size}) needs {shape}: the config does not "
+                            f"match the arrays")
+        if have.is_floating_point() and not bool(have.isfinite().all()):
+            raise UserError(f"{source}: array {key} holds NaN or infinity; this model cannot be used")
+        if key.endswith(".delay") and have.numel() and float(have.max()) > m.kernel_size - 1 + 1e-3:
+            raise UserError(f"{source}: delays in {key} reach {float(have.max()):.1f} steps but model.kernel_size "
+                            f"{m.kernel_size} allows at most {m.kernel_size - 1}: the config does not match the arrays")
+    widest = max((s[0] * s[1] for k, s in want.items() if k.endswith("mask")), default=0)
+    kernel_bytes = widest * m.kernel_size * 4
+    if kernel_bytes > MAX_KERNEL_BYTES:
+        raise UserError(f"{source}: model.kernel_size {m.kernel_size} would need a {kernel_bytes / 2**30:.0f} GiB kernel "
+                        f"per layer (limit {MAX_KERNEL_BYTES >> 30} GiB): a damaged or crafted config")

@@ -13,13 +13,17 @@ uninterrupted one (on CPU).
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,15 +32,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._atomic import atomic_write_text
+from ._atomic import atomic_write_text, dumps_standard, remove_stale_parts, standard_json
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, config_to_dict, load_config, result_config, to_toml
+from .config import (ExperimentConfig, config_differences, config_from_dict, config_to_dict, load_config,
+                     result_config, to_toml)
 from .data import open_dataset
 from . import distributed
 from .errors import TrainingDiverged, UserError
 from .measure import SplitMeasure, measure_batches, progress
 from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse
+from .workers import FolderLock
 from .tensorboard_log import TensorBoardLog, open_log, require_tensorboard
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "measure_split",
     "resolve_device",
     "run_info",
+    "TrainingInterrupted",
 ]
 
 
@@ -126,12 +133,22 @@ def evaluate_accuracy(model: DelaySNN, dataset, batch_size: int = 256, device="c
     return m.accuracy, m.correct, m.n
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """The torch device for ``name`` ("auto": CUDA when available, else the CPU). Errors name
+    ``option``, the setting the user gave (``train.device``, or a command's ``--device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA device is available; use --device cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{option} {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{option} is {name!r} but no CUDA device is available; use cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"{option} is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s), numbered from 0")
+    return device
 
 
 # -- run information -----------------------------------------------------------------------------
@@ -158,6 +175,118 @@ def run_info() -> dict[str, Any]:
         pass
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
             "git_commit": commit}
+
+
+# -- the run folder: one writer, clear stops -----------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; the message says what the run folder holds now."""
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_LOCK_REFRESH_S = 60.0  # FolderLock breaks a lock not refreshed for an hour
+
+
+def _kept_note(run: Path) -> str:
+    """What a stopped run leaves for the next command (resume, or start over)."""
+    if (run / "last.pt").exists():
+        return f"the last good checkpoint {run / 'last.pt'} is kept; the same command resumes from it"
+    return "there is no last good checkpoint yet (no epoch had finished); the same command starts over"
+
+
+@contextmanager
+def run_folder_guard(run: Path) -> Iterator[None]:
+    """Hold ``run``'s :class:`~snn_delays.workers.FolderLock` (rank 0; refreshed every minute by a
+    thread) while training, after removing the temporaries of killed writers; refuse a folder
+    another live process trains into, naming it. Ctrl-C becomes :class:`TrainingInterrupted` and a
+    full disk or an unwritable folder a :class:`UserError`, each saying what the folder keeps."""
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            lock = FolderLock(run)
+            taken = lock.acquire()
+        except OSError as e:
+            raise UserError(f"cannot write to the run folder {run}: {e.strerror or e}; choose another --out") from None
+        if not taken:
+            raise UserError(f"{run} is being trained into by {lock.describe_holder()}; wait for it, or choose "
+                            f"another --out (the lock {lock.path} of a process that has died is taken over)")
+        remove_stale_parts(run)
+    stop = threading.Event()
+
+    def keep_fresh() -> None:
+        while not stop.wait(_LOCK_REFRESH_S):
+            lock.refresh()
+
+    refresher = threading.Thread(target=keep_fresh, daemon=True, name="run-folder-lock") if lock is not None else None
+    if refresher is not None:
+        refresher.start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"training interrupted; {_kept_note(run)}") from None
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        raise UserError(f"training stopped: {e.filename or run}: {e.strerror}; {_kept_note(run)}") from None
+    finally:
+        stop.set()
+        if refresher is not None:
+            refresher.join()
+        if lock is not None:
+            lock.release()
+
+
+def _guard_run_folder(train_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``train_fn(config, run_dir, ...)`` inside :func:`run_folder_guard` of ``run_dir``."""
+    @functools.wraps(train_fn)
+    def guarded(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", *args: Any, **kwargs: Any):
+        with run_folder_guard(Path(run_dir)):
+            return train_fn(config, run_dir, *args, **kwargs)
+    return guarded
+
+
+def _resume_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """'section.key: old -> new' for every key that differs, except the runtime-only ones
+    (:data:`snn_delays.config.RUNTIME_ONLY_KEYS`, which a resume may change)."""
+    def value(cfg: ExperimentConfig, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
+    return [f"{k}: {value(old, k)!r} -> {value(new, k)!r}"
+            for k in config_differences(result_config(old), result_config(new))]
+
+
+def _check_split_sizes(cfg: ExperimentConfig, splits: dict[str, Any]) -> None:
+    """Refuse a split without samples (NaN accuracies, no best.pt), naming every split's size."""
+    sizes = {name: len(ds) for name, ds in splits.items()}
+    empty = [name for name, n in sizes.items() if n < 1]
+    if empty:
+        listed = ", ".join(f"{name} {n}" for name, n in sizes.items())
+        raise UserError(f"dataset {cfg.data.dataset!r}: the {' and '.join(empty)} split{'s' * (len(empty) > 1)} "
+                        f"{'have' if len(empty) > 1 else 'has'} no samples (samples per split: {listed}); "
+                        f"every split needs at least one")
+
+
+def _non_finite_state(model: nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers holding NaN or infinity
+    (one fused check; the names are looked up only when it fails)."""
+    tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    if torch.cat([v.reshape(-1) for v in tensors.values()]).isfinite().all():
+        return []
+    return [k for k, v in tensors.items() if not bool(v.isfinite().all())]
+
+
+def _divergence(r: "_Run", epoch: int, step: int, loss: Tensor, named_params: list[tuple[str, Tensor]],
+                x: Tensor) -> TrainingDiverged:
+    """The error for a step whose loss or gradients are not finite, naming what is."""
+    where = f"epoch {epoch + 1}, step {step + 1}"
+    if not bool(torch.isfinite(loss)):
+        what = f"the loss became {float(loss)}"
+    else:
+        bad = [n for n, p in named_params if p.grad is not None and not bool(p.grad.isfinite().all())]
+        what = f"the gradient of {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} is not finite"
+    hint = ("the input batch itself holds NaN or infinity: check the dataset (or its cache)"
+            if not bool(x.isfinite().all()) else "try a lower train.lr_weights or train.lr_delays")
+    return TrainingDiverged(f"{what} at {where}; training stopped; {_kept_note(r.folder)}; {hint}")
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -249,6 +378,7 @@ class _Run:
         return self.folder / "best.pt"
 
 
+@_guard_run_folder
 def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume: bool = True,
           max_epochs: int | None = None,
           on_epoch_end: "Callable[[dict[str, Any]], None] | None" = None) -> dict[str, Any]:
@@ -257,6 +387,9 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     ``on_epoch_end(row)`` is called with each epoch's metrics after its checkpoint is written; an
     exception it raises stops training (used for pruning) and propagates.
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this is data-parallel; see :mod:`snn_delays.distributed`.
+    The run folder is locked meanwhile (:func:`run_folder_guard`): a second ``train`` into it is
+    refused. A non-finite loss, gradient, parameter or buffer stops training
+    (:class:`TrainingDiverged`) with the last good ``last.pt`` kept.
     Returns the summary written to ``summary.json``."""
     r = start_or_resume(config, run_dir, resume)
     total = r.cfg.train.epochs
@@ -287,6 +420,7 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
     device = dist.device(resolve_device(cfg.train.device))
     t_open = time.perf_counter()
     splits = _open_splits(cfg)
+    _check_split_sizes(cfg, splits)
     cfg = _fill_sizes(cfg, splits["train"])
     cfg = replace(cfg, model=resolve_variant(cfg.model))  # concrete sizes, stored in checkpoints
     open_time = time.perf_counter() - t_open
@@ -294,9 +428,10 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
     resumed = None
     if resume and (run / "last.pt").exists():
         resumed = load_checkpoint(run / "last.pt")
-        if result_config(config_from_dict(resumed["config"])) != result_config(cfg):
-            raise UserError(f"{run} holds a run with a different configuration; use --restart to overwrite it "
-                            f"or choose another --out")
+        differences = _resume_differences(config_from_dict(resumed["config"]), cfg)
+        if differences:
+            raise UserError(f"{run} holds a run with a different configuration ({'; '.join(differences)}); "
+                            f"use --restart to overwrite it or choose another --out")
     elif (run / "metrics.jsonl").exists() and not resume and dist.is_main:
         for f in ("metrics.jsonl", "best.pt", "last.pt", "summary.json"):
             (run / f).unlink(missing_ok=True)
@@ -316,7 +451,7 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
         r.start_epoch = int(resumed["epoch"])
         if dist.is_main:
             with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
-                f.writelines(json.dumps(m) + "\n" for m in r.metrics)
+                f.writelines(dumps_standard(m) + "\n" for m in r.metrics)
     else:
         if dist.is_main:
             (run / "metrics.jsonl").write_text("")
@@ -350,6 +485,7 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
     pbar = _progress(cfg.train.progress and dist.is_main)(batches, total=n_batches, desc=f"epoch {epoch + 1}/{total}")
     it = iter(pbar)
     step = 0
+    named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     while True:
         td = time.perf_counter()
         try:
@@ -365,23 +501,31 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
         else:
             scores = DelaySNN.scores(model(x))  # (B, K) summed softmax, used as logits
             loss = ce_sum = nn.functional.cross_entropy(scores, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                f"The last good checkpoint is {r.last_path if r.last_path.exists() else '(none yet)'}. "
-                f"Try a lower train.lr_weights or train.lr_delays.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # One host sync per step: whether the loss and every gradient are finite (one fused check),
+        # the loss and the correct count, read together.
+        grads = [p.grad.reshape(-1) for _, p in named_params if p.grad is not None]
+        finite = torch.cat([loss.detach().reshape(1), *grads]).isfinite().all()
+        batch_loss = (ce_sum if dist.enabled else loss).detach()
+        ok, batch_loss_value, hits = torch.stack(
+            [finite.to(batch_loss.dtype), batch_loss, (scores.argmax(-1) == y).sum().to(batch_loss.dtype)]).tolist()
+        if not ok:
+            raise _divergence(r, epoch, step, loss, named_params, x)
         optimizer.step()
         model.clamp_()
-        loss_sum += ce_sum.item() if dist.enabled else loss.item() * len(y)
-        correct += int((scores.argmax(-1) == y).sum())
+        loss_sum += batch_loss_value if dist.enabled else batch_loss_value * len(y)
+        correct += int(hits)
         seen += len(y)
         step += 1
         if hasattr(pbar, "set_postfix"):
             pbar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     if hasattr(pbar, "close"):
         pbar.close()
+    bad = _non_finite_state(model)  # e.g. an Adam step that overflowed, or BatchNorm statistics of bad data
+    if bad:
+        raise TrainingDiverged(f"after epoch {epoch + 1} {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} "
+                               f"hold NaN or infinity; training stopped; {_kept_note(r.folder)}")
     train_time = time.perf_counter() - t0
     loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])  # over ranks (no-op alone)
     return {"train_loss": loss_sum / max(int(seen), 1), "train_acc": int(correct) / max(int(seen), 1),
@@ -468,8 +612,8 @@ def finish(r: _Run) -> dict[str, Any]:
         "best_epoch": r.best["epoch"],
         "best_valid_acc": r.best["valid_acc"],
         "test_acc": r.best["test_acc"],
-        "final_test_acc": tests[-1] if tests else float("nan"),
-        "max_test_acc": max(tests, default=float("nan")),
+        "final_test_acc": tests[-1] if tests else None,
+        "max_test_acc": max(tests, default=None),
         "trainable_parameters": r.model.trainable_count(),
         "protocol": cfg.data.protocol,
         "protocol_note": getattr(r.splits["valid"], "protocol_note", ""),
@@ -479,8 +623,12 @@ def finish(r: _Run) -> dict[str, Any]:
         **r.info,
         "config": config_to_dict(cfg),
     }
+    replaced: list[str] = []
+    summary = standard_json(summary, replaced=replaced)  # strict JSON: NaN/inf become null, listed
+    if replaced:
+        summary["null_because_not_finite"] = replaced
     if r.dist.is_main:
-        atomic_write_text(r.folder / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_text(r.folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
     r.dist.close()
     return summary
 

@@ -43,14 +43,20 @@ class FolderLock:
         self.path = Path(folder) / ".lock"
         self.stale_after_s = stale_after_s
         self.owned = False
+        self.reentered = False  # this process held it already (see acquire)
 
     def acquire(self) -> bool:
-        """Take the lock (breaking a stale one); False when a live owner holds it."""
+        """Take the lock (breaking a stale one); False when a live owner holds it. A lock this
+        very process already holds (an ``ablate`` cell calling ``train`` on its folder) counts as
+        taken, without owning it: the outer holder refreshes and releases it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                if self._held_by_this_process():
+                    self.reentered = True
+                    return True
                 if not self._break_if_stale():
                     return False
                 continue
@@ -59,6 +65,27 @@ class FolderLock:
             self.owned = True
             return True
         return False
+
+    def holder(self) -> dict[str, Any]:
+        """The lock file's record ({"host", "pid", "time"}), or {} when it is gone or unreadable."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def describe_holder(self) -> str:
+        """'process 123 on host h since 2024-05-01 12:00:00' (or what of it the lock records)."""
+        info = self.holder()
+        if not info:
+            return "another process (its lock file was just written or removed)"
+        since = info.get("time")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
+        return f"process {info.get('pid', '?')} on host {info.get('host', '?')} since {when}"
+
+    def _held_by_this_process(self) -> bool:
+        info = self.holder()
+        return info.get("host") == socket.gethostname() and info.get("pid") == os.getpid()
 
     def _break_if_stale(self) -> bool:
         try:
@@ -79,7 +106,7 @@ class FolderLock:
 
     def refresh(self) -> None:
         """Touch the lock so that other processes see its owner is still working."""
-        if self.owned:
+        if self.owned or self.reentered:
             try:
                 os.utime(self.path)
             except OSError:
