@@ -427,7 +427,10 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
 
     resumed = None
     if resume and (run / "last.pt").exists():
-        resumed = load_checkpoint(run / "last.pt")
+        try:
+            resumed = load_checkpoint(run / "last.pt")
+        except UserError as e:  # damaged, or from a run that went bad before these checks existed
+            raise UserError(f"cannot resume: {e}; use --restart to start over or choose another --out") from None
         differences = _resume_differences(config_from_dict(resumed["config"]), cfg)
         if differences:
             raise UserError(f"{run} holds a run with a different configuration ({'; '.join(differences)}); "

@@ -308,6 +308,14 @@ def test_resume_names_the_keys_that_differ(tmp_path):
         train(_config("train.lr_weights=0.001", "model.dropout=0.1"), tmp_path)
 
 
+def test_resume_from_a_damaged_last_checkpoint_says_how_to_start_over(tmp_path):
+    train(_config(), tmp_path, max_epochs=1)
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])
+    with pytest.raises(UserError, match=r"cannot resume: .*last\.pt is not a readable checkpoint.*--restart"):
+        train(_config(), tmp_path)
+    assert train(_config(), tmp_path, resume=False)["epochs_done"] == 2
+
+
 # -- Ctrl-C -------------------------------------------------------------------------------------
 def _interrupt_in_training(monkeypatch):
     def interrupt(x, y):
