@@ -82,14 +82,16 @@ def _bn_affine(norm: torch.nn.BatchNorm1d | None, n: int, dtype) -> tuple[np.nda
     return scale.to(dtype).numpy().copy(), shift.to(dtype).numpy().copy()
 
 
-def _event_layer(x: Tensor, syn, scale, shift, lif) -> Tensor:
-    """x (T, B, in) -> spikes or membrane (T, B, out), event-driven."""
+def _event_layer(x: Tensor, syn, scale, shift, lif, t_len: int, dtype) -> Tensor:
+    """x (T_in, B, in) of ``dtype`` -> uint8 spikes or membrane of ``dtype`` (t_len, B, out),
+    t_len >= T_in (the steps after T_in have no input events), event-driven."""
     indptr, offset, weight = synapse_table(syn)
     xs = x.contiguous().numpy()
-    out = np.empty((xs.shape[0], xs.shape[1], syn.out_features), dtype=xs.dtype)
     spiking = lif.spiking
-    eval_loops.event_layer(xs, indptr, offset, weight.astype(xs.dtype), scale, shift, 1.0 - 1.0 / lif.tau,
-                           lif.threshold if spiking else 0.0, spiking, max(1, syn.kernel_size), out)
+    out = np.empty((t_len, xs.shape[1], syn.out_features), dtype=np.uint8 if spiking else xs.dtype)
+    eval_loops.event_layer(xs, indptr, offset.astype(np.uint64), weight.astype(xs.dtype), scale, shift,
+                           1.0 - 1.0 / lif.tau, lif.threshold if spiking else 0.0, spiking, max(1, syn.kernel_size),
+                           out)
     return torch.from_numpy(out)
 
 
@@ -115,6 +117,23 @@ def _density(h: Tensor) -> float:
     return float(np.count_nonzero(base.numpy())) / max(1, base.numel())
 
 
+def _pad_ctb(x: Tensor, extra_steps: int) -> Tensor:
+    """x (T, B, C) -> (C, T + extra_steps, B), zeros after T."""
+    t_in, b_len, c_in = x.shape
+    out = x.new_zeros(c_in, t_in + extra_steps, b_len)
+    out[:, :t_in] = x.permute(2, 0, 1)
+    return out
+
+
+def _to_ctb(h: Tensor) -> Tensor:
+    """(T, B, C) -> (C, T, B) contiguous (uint8 spikes: a compiled tiled transpose)."""
+    if h.dtype == torch.uint8:
+        out = torch.empty(h.shape[2], h.shape[0], h.shape[1], dtype=torch.uint8)
+        pack.tbc_to_ctb_u8(h.numpy(), out.numpy())
+        return out
+    return h.permute(2, 0, 1).contiguous()
+
+
 @torch.no_grad()
 def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_density: float | None = None,
                       kinds: list | None = None, extra_steps: int = 0):
@@ -124,36 +143,35 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     taken by each layer ("event" or "taps") is appended to ``kinds`` if given."""
     limit = EVENT_MAX_DENSITY if event_max_density is None else event_max_density
     set_threads()
-    h = x.detach().contiguous()
+    dtype = x.dtype
+    h = x.detach().contiguous()  # (T, B, C) float
     t_in, b_len, c_in = h.shape
-    packed = None  # the padded input as exact uint8 (C, T', B) when it holds counts 0..255
-    packed_np = np.zeros((c_in, t_in + extra_steps, b_len), dtype=np.uint8)
+    t_len = t_in + extra_steps
+    packed_np = np.zeros((c_in, t_len, b_len), dtype=np.uint8)
     nnz, exact = pack.pack_ctb_u8(h.numpy(), packed_np)
-    if exact:
-        packed = torch.from_numpy(packed_np)
-    if extra_steps:
-        h = torch.cat([h, h.new_zeros(extra_steps, b_len, c_in)], 0) if packed is None else None
-    input_density = nnz / max(1, (t_in + extra_steps) * b_len * c_in)
-    time_blocked = False  # h is (T, B, C) or (C, T, B)
+    input_density = nnz / max(1, t_len * b_len * c_in)  # the work of the event form / that of the taps
+    # h is one of: (T_in, B, C) float (the input), (C, T, B) (uint8 when exact, else float; what the
+    # tap layers read and write), (T, B, C) uint8 spikes or float (what the event layers write)
+    time_blocked = False
     spikes = []
     stages = [(blk.synapse, blk.norm, blk.lif) for blk in model.hidden] + [(model.readout, None, model.readout_lif)]
     for k, (syn, norm, lif) in enumerate(stages):
-        scale, shift = _bn_affine(norm, syn.out_features, x.dtype)
+        scale, shift = _bn_affine(norm, syn.out_features, dtype)
         density = input_density if k == 0 else (_density(h) if limit > 0 else 1.0)
         if density < limit:
-            if k == 0 and h is None:  # the padded float input was not built: unpack the bytes
-                h, time_blocked = packed, True
             if time_blocked:
                 h, time_blocked = h.permute(1, 2, 0), False
-            h = _event_layer(h.to(x.dtype), syn, scale, shift, lif)
+            h = _event_layer(h.to(dtype), syn, scale, shift, lif, t_len, dtype)
         else:
-            if not time_blocked:
-                h = packed if (k == 0 and packed is not None) else h.permute(2, 0, 1)
-                time_blocked = True
-            h = _tap_layer(h, syn, scale, shift, lif, x.dtype)
+            if k == 0:
+                h = torch.from_numpy(packed_np) if exact else _pad_ctb(h, extra_steps)
+            elif not time_blocked:  # (T, B, C) from an event layer
+                h = _to_ctb(h)
+            time_blocked = True
+            h = _tap_layer(h, syn, scale, shift, lif, dtype)
         if kinds is not None:
             kinds.append("event" if density < limit else "taps")
         if return_spikes and k < len(model.hidden):
-            spikes.append((h.permute(1, 2, 0) if time_blocked else h).to(x.dtype))
+            spikes.append((h.permute(1, 2, 0) if time_blocked else h).to(dtype))
     u = h.permute(1, 2, 0) if time_blocked else h
     return (u, spikes) if return_spikes else u

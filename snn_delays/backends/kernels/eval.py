@@ -10,46 +10,63 @@ import numpy as np
 from .neuron import lif_step
 from .runtime import n_threads, njit, prange
 
-__all__ = ["event_layer", "tap1_lif_ctb"]
+__all__ = ["event_layer", "tap1_lif_ctb", "EVENT_WINDOW"]
 
 
 # -- event-driven evaluation (rounded delays): work proportional to the input events -------------
+EVENT_WINDOW = 8  # steps per window of the event loop: its current buffer is (EVENT_WINDOW + Td - 1, out)
+
+
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out,
-                 n_chunks):  # pragma: no cover
+                 n_chunks, window):  # pragma: no cover
     # For every sample b: the current cur[t, i] = sum over events x[s, b, j] != 0 and synapses
-    # e of j (target i, delay d) with s + d = t of weight[e] * x[s, b, j]; offset[e] = d * out + i.
-    # Then v = decay * u + scale * cur + shift; spiking: out = (v >= threshold), u = v * (1 - out);
-    # else out = u = v (the readout's membrane). x (T, B, in), out (T, B, out).
-    t_len, b_len, n_in = x.shape
+    # e of j (target i, delay d) with s + d = t of weight[e] * x[s, b, j]; offset[e] = d * out + i
+    # (unsigned: no wraparound checks on the scattered adds). Then v = decay * u + scale * cur + shift;
+    # spiking: out = (v >= threshold), u = v * (1 - out); else out = u = v (the readout's membrane).
+    # Time runs in windows of `window` steps over a buffer of window + td - 1 rows (32 KB at SHD
+    # sizes: the scattered adds hit L1, not a (T + Td, out) buffer in L2): the events of the window
+    # scatter into it, its first `window` rows are complete and go through the LIF, then the rest
+    # moves to the front. x (T_in, B, in), out (T, B, out), T >= T_in (later steps have no events).
+    t_in, b_len, n_in = x.shape
+    t_len = out.shape[0]
     n_out = out.shape[2]
+    n_rows = window + td - 1
+    keep = (n_rows - window) * n_out
     for c in prange(n_chunks):
         b0 = c * b_len // n_chunks
         b1 = (c + 1) * b_len // n_chunks
-        cur = np.empty((t_len + td) * n_out, dtype=out.dtype)
-        u = np.empty(n_out, dtype=out.dtype)
+        cur = np.empty(n_rows * n_out, dtype=scale.dtype)
+        u = np.empty(n_out, dtype=scale.dtype)
         for b in range(b0, b1):
             cur[:] = 0
-            for t in range(t_len):
-                row = x[t, b]
-                base = t * n_out
-                for j in range(n_in):
-                    xv = row[j]
-                    if xv != 0:
-                        for e in range(indptr[j], indptr[j + 1]):
-                            cur[base + offset[e]] += weight[e] * xv
             u[:] = 0
-            for t in range(t_len):
-                o = out[t, b]
-                base = t * n_out
-                for i in range(n_out):
-                    current = scale[i] * cur[base + i] + shift[i]
-                    if spiking:
-                        _, o[i], u[i] = lif_step(u[i], current, decay, threshold)
-                    else:
-                        v = decay * u[i] + current
-                        o[i] = v
-                        u[i] = v
+            for w0 in range(0, t_len, window):
+                for t in range(w0, min(w0 + window, t_in)):
+                    row = x[t, b]
+                    cw = cur[(t - w0) * n_out:]
+                    for j in range(n_in):
+                        xv = row[j]
+                        if xv != 0:
+                            e0 = indptr[j]
+                            e1 = indptr[j + 1]
+                            ow = offset[e0:e1]
+                            ww = weight[e0:e1]
+                            for e in range(e1 - e0):
+                                cw[ow[e]] += ww[e] * xv
+                for q in range(min(window, t_len - w0)):
+                    o = out[w0 + q, b]
+                    cq = cur[q * n_out:(q + 1) * n_out]
+                    for i in range(n_out):
+                        current = scale[i] * cq[i] + shift[i]
+                        if spiking:
+                            _, o[i], u[i] = lif_step(u[i], current, decay, threshold)
+                        else:
+                            v = decay * u[i] + current
+                            o[i] = v
+                            u[i] = v
+                cur[:keep] = cur[window * n_out:]
+                cur[keep:] = 0
 
 
 # -- evaluation, one rounded tap per element, time-major blocks (C, T, B) -----------------------
@@ -150,9 +167,11 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
 
 
 def event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out) -> None:
-    """One layer of event-driven evaluation; see ``_event_layer``. x (T, B, in), out (T, B, out)."""
+    """One layer of event-driven evaluation; see ``_event_layer``. x (T_in, B, in) float, offset
+    uint64; out (T, B, out), T >= T_in: uint8 spikes (spiking) or the float membrane."""
     n_chunks = max(1, min(x.shape[1], 8 * n_threads()))
-    _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out, n_chunks)
+    _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spiking, td, out, n_chunks,
+                 EVENT_WINDOW)
 
 
 def tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out) -> None:

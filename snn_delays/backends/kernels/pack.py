@@ -8,7 +8,7 @@ import numpy as np
 
 from .runtime import n_threads, njit, prange
 
-__all__ = ["pack_scaled_u8", "pack_ctb_u8"]
+__all__ = ["pack_scaled_u8", "pack_ctb_u8", "tbc_to_ctb_u8"]
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -53,6 +53,27 @@ def _pack_scaled_u8(x, scale, out):  # pragma: no cover
                     q = 0
                 o[b] = np.uint8(q)
     return bad.sum() == 0
+
+
+@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+def _tbc_to_ctb_u8(x, out):  # pragma: no cover
+    # out[c, t, b] = x[t, b, c], in tiles of 64 channels (one cache line of x per (t, b)) so that each
+    # task writes 64 sequential streams (few pages at a time) and reads each line of x once
+    t_len, b_len, n_c = x.shape
+    n_tiles = (n_c + 63) // 64
+    for tile in prange(n_tiles * t_len):
+        c0 = (tile // t_len) * 64
+        t = tile % t_len
+        c1 = min(n_c, c0 + 64)
+        for b in range(b_len):
+            row = x[t, b]
+            for c in range(c0, c1):
+                out[c, t, b] = row[c]
+
+
+def tbc_to_ctb_u8(x, out) -> None:
+    """x (T, B, C) uint8 -> out (C, T, B) uint8 (the event layers' spikes to the tap layers' layout)."""
+    _tbc_to_ctb_u8(x, out)
 
 
 def pack_scaled_u8(x, scale: float, out) -> bool:
