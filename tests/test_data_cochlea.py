@@ -142,8 +142,8 @@ def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
     import subprocess
     import sys
 
-    for k in range(6):  # 2 s clips, one per chunk: each worker is busy for several seconds
-        soundfile.write(tmp_path / f"{k}_amy_{k}.wav", tone(300.0 + 100 * k, 2.0, 8000), 8000, subtype="PCM_16")
+    for k in range(10):  # 1 s clips, one per chunk: each worker has several seconds of work queued
+        soundfile.write(tmp_path / f"{k}_amy_{k}.wav", tone(300.0 + 100 * k, 1.0, 8000), 8000, subtype="PCM_16")
     script = ("import glob, sys\nfrom snn_delays.data.cochlea import encode_files\n"
               "if __name__ == '__main__':\n"
               f"    encode_files(sorted(glob.glob({str(tmp_path)!r} + '/*.wav')), workers=2, batch=1, progress=True)\n")
@@ -152,12 +152,12 @@ def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
     workers: list[int] = []
     try:
         first = parent.stderr.readline()  # one file done: both workers are up and encoding
-        assert "1/6 files" in first, first
+        assert "1/10 files" in first, first  # counted by the parent
         workers = _children(parent.pid)
         assert len(workers) == 2, "the encoding did not run two workers"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        deadline = time.monotonic() + 2.0  # each has 2 s clips left to encode
+        deadline = time.monotonic() + 2.0  # each worker has about 4 clips of 1 s left to encode
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not [w for w in workers if _alive(w)], "workers outlived the killed encoding"

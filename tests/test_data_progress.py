@@ -67,8 +67,8 @@ def test_feature_building_and_encode_audio_report_progress(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--workers", "0"], "--workers must be >= 1"),
-    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--workers", "0"], "workers must be >= 1"),
+    (["--seed", "-1"], "seed must be >= 0"),
 ])
 def test_encode_audio_bad_values(tmp_path, capsys, argv, message):
     (tmp_path / "rec").mkdir()
@@ -77,12 +77,29 @@ def test_encode_audio_bad_values(tmp_path, capsys, argv, message):
     assert rc == 2 and message in err and "Traceback" not in err
 
 
-def test_encode_audio_into_a_folder(tmp_path, capsys):
+def test_encode_audio_output_that_cannot_be_written(tmp_path, capsys):
     (tmp_path / "rec").mkdir()
     soundfile.write(tmp_path / "rec" / "1_a_0.wav", np.zeros(400, np.float32), 8000)
-    rc = main(["encode-audio", str(tmp_path / "rec"), str(tmp_path)])
-    err = capsys.readouterr().err
-    assert rc == 2 and "is a folder" in err and "Traceback" not in err
+    (tmp_path / "a_file").write_text("x")
+    for out, message in ((tmp_path, "is a folder"), (tmp_path / "a_file" / "o.h5", "cannot write")):
+        rc = main(["encode-audio", str(tmp_path / "rec"), str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and str(out) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(dt_ms=0), "dt_ms must be > 0"), (dict(dt_ms=float("nan")), "dt_ms must be > 0"),
+    (dict(pool=0), "pool must be"), (dict(frame_convention="middle"), "frame_convention"),
+])
+def test_binning_options_are_checked_before_reading(tmp_path, options, message):
+    with pytest.raises(DatasetError, match=message):  # before the files are looked for (there are none)
+        open_dataset("shd", str(tmp_path), "train", cache_dir="off", **options)
+
+
+def test_mel_top_frequency_is_checked(tmp_path):
+    soundfile.write(tmp_path / "0_a_7.wav", np.zeros(400, np.float32), 8000)
+    with pytest.raises(DatasetError, match="f_max_hz"):
+        open_dataset("fsdd", str(tmp_path), "train", f_max_hz=0.0, cache_dir="off")
 
 
 def test_download_takes_data_dir_like_the_other_commands(tmp_path, monkeypatch, capsys):

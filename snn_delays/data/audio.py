@@ -231,7 +231,9 @@ def front_end(waves: list[np.ndarray], sample_rate: int, f_max_hz: float = F_MAX
 
 
 def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dict:
-    """Every parameter of the front end, for cache keys."""
+    """Every parameter of the front end, for cache keys; DatasetError if ``f_max_hz`` is not above F_MIN_HZ."""
+    if not (math.isfinite(float(f_max_hz)) and f_max_hz > F_MIN_HZ):
+        raise DatasetError(f"f_max_hz (top of the mel bands) must be above {F_MIN_HZ:g} Hz; got {f_max_hz}")
     return {"front_end": "logmel-v1", "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
             "f_min": F_MIN_HZ, "f_max": float(f_max_hz), "clip_s": float(clip_seconds), "db_floor": DB_FLOOR,
             "resampler": "sinc-hann-6-0.99"}

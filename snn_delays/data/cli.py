@@ -32,17 +32,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode_audio(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .cochlea import encode_folder
-    from .registry import DatasetError
-
-    if args.workers < 1:
-        raise DatasetError(f"--workers must be >= 1; got {args.workers}")
-    if args.seed < 0:
-        raise DatasetError(f"--seed must be >= 0; got {args.seed}")
-    if Path(args.out).is_dir():
-        raise DatasetError(f"{args.out} is a folder; give the output file, e.g. {Path(args.out) / 'spikes.h5'}")
 
     res = encode_folder(args.in_dir, args.out, label_pattern=args.label_pattern, seed=args.seed,
                         workers=args.workers, progress=True)

@@ -263,14 +263,14 @@ def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
     with Progress(len(paths), desc, "files", enabled=progress) as bar:
         if workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
-            from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
             ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                                      initializer=_die_with_parent, initargs=(os.getpid(),))
             try:
                 pending = {ex.submit(_encode_chunk, job): ch for job, ch in zip(jobs, chunks)}
                 while pending:
-                    finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         ch = pending.pop(fut)
                         for i, r in zip(ch, fut.result()):  # re-raises a worker's error here
@@ -290,6 +290,20 @@ def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
     return out
 
 
+def _check_writable(out_h5: Path) -> None:
+    """DatasetError unless a file can be written at ``out_h5`` (a file name in a folder we may write)."""
+    import tempfile
+
+    if out_h5.is_dir():
+        raise DatasetError(f"{out_h5} is a folder; give the output file, e.g. {out_h5 / 'spikes.h5'}")
+    try:
+        out_h5.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_h5.parent):
+            pass
+    except OSError as e:
+        raise DatasetError(f"cannot write {out_h5}: {e.strerror or e}") from None
+
+
 def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, seed: int = 0, workers: int = 1,
                   progress: bool = False, desc: str = "encoding with the cochlea") -> dict:
     """Every ``*.wav``/``*.flac`` under ``in_dir`` -> an SHD-layout HDF5 file ``out_h5`` (times float16 s,
@@ -298,6 +312,11 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise DatasetError(f"{in_dir} is not a folder of recordings")
+    if workers < 1:
+        raise DatasetError(f"workers must be >= 1 (processes); got {workers}")
+    if seed < 0:
+        raise DatasetError(f"seed must be >= 0; got {seed}")
+    _check_writable(Path(out_h5))  # before the encoding, not after it
     files = sorted(p for p in in_dir.rglob("*") if p.suffix.lower() in (".wav", ".flac") and p.is_file())
     if not files:
         raise DatasetError(f"{in_dir} holds no .wav or .flac files")

@@ -30,7 +30,7 @@ from .audio import DB_FLOOR, front_end_params, wav_features
 from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
 from .cochlea import encode_folder
 from .registry import DatasetError, register
-from .spikefile import bin_spikes, read_spike_file, read_spike_file_attrs
+from .spikefile import bin_spikes, check_binning, read_spike_file, read_spike_file_attrs
 
 __all__ = ["default_fsdd_root", "fsdd_files", "open_fsdd", "N_TEST_TAKES"]
 
@@ -101,6 +101,10 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
     cdir = resolve_cache_dir(cache_dir)
     if input not in ("mel", "spikes"):
         raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
+    if input == "spikes":
+        check_binning(dt_ms, pool, frame_convention)  # before an encoding of many minutes
+    else:
+        front_end_params(f_max_hz)  # checks f_max_hz
     idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed)  # before any work
     fingerprint = folder_fingerprint([folder / n for n in names], folder)
     if input == "mel":

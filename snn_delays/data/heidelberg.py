@@ -23,7 +23,7 @@ from .cache import load_or_build, resolve_cache_dir, source_checksum
 from .download import REMOTE, default_root, missing_message, unpack
 from .progress import Progress
 from .registry import DatasetError, register
-from .spikefile import N_UNITS, bin_spikes, check_labels, check_natural_length, read_spike_file
+from .spikefile import N_UNITS, bin_spikes, check_binning, check_labels, check_natural_length, read_spike_file
 
 __all__ = ["open_heidelberg", "open_shd", "open_ssc", "locate_file", "SPLIT_FILES", "N_CLASSES"]
 
@@ -73,6 +73,7 @@ def open_heidelberg(name: str, root=None, split: str = "train", dt_ms: float = 1
         raise DatasetError(f"unknown Heidelberg dataset {name!r}")
     if protocol not in ("clean", "paper"):
         raise DatasetError(f"protocol must be 'clean' or 'paper'; got {protocol!r}")
+    check_binning(dt_ms, pool, frame_convention)
     root = Path(root) if root else default_root()
     cdir = resolve_cache_dir(cache_dir)
     paths = {p: locate_file(name, p, root, cdir) for p in SPLIT_FILES[name]}

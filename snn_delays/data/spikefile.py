@@ -37,7 +37,7 @@ from .._atomic import atomic_path
 from .registry import DatasetError
 
 __all__ = ["SpikeRecords", "read_spike_file", "read_spike_file_attrs", "write_spike_file", "bin_spikes",
-           "natural_steps", "check_natural_length", "check_labels", "N_UNITS", "MAX_SPIKE_TIME_S", "LAYOUT_HELP"]
+           "natural_steps", "check_natural_length", "check_binning", "check_labels", "N_UNITS", "MAX_SPIKE_TIME_S", "LAYOUT_HELP"]
 
 N_UNITS = 700
 # Recordings in this format are clips of seconds (SHD <= 1.4 s, SSC <= 1 s); a spike later than this is
@@ -188,6 +188,16 @@ def write_spike_file(path: str | os.PathLike, times: list[np.ndarray], units: li
                 f.attrs[k] = v
 
 
+def check_binning(dt_ms: float, pool: int, frame_convention: str) -> None:
+    """DatasetError unless the binning options are usable (dt_ms > 0 finite, pool >= 1, a known convention)."""
+    if not (math.isfinite(float(dt_ms)) and dt_ms > 0):
+        raise DatasetError(f"dt_ms must be > 0 (milliseconds per step); got {dt_ms}")
+    if int(pool) != pool or pool < 1:
+        raise DatasetError(f"pool must be an integer >= 1 (adjacent units summed into one channel); got {pool}")
+    if frame_convention not in ("uniform", "first_spike"):
+        raise DatasetError(f"frame_convention must be 'uniform' or 'first_spike'; got {frame_convention!r}")
+
+
 def _spike_bins(times: list[np.ndarray], dt_ms: float, frame_convention: str) -> tuple[np.ndarray, np.ndarray]:
     """Per spike: (sample index, bin index) under the frame convention."""
     lengths = np.fromiter((len(t) for t in times), dtype=np.int64, count=len(times))
@@ -256,10 +266,7 @@ def bin_spikes(times: list[np.ndarray], units: list[np.ndarray], dt_ms: float = 
     ``times`` in seconds (float64 or float16), ``units`` 0..n_units-1. T = ``n_steps`` if > 0 (later
     spikes dropped), else the longest sample's bins.
     """
-    if dt_ms <= 0:
-        raise DatasetError(f"dt_ms must be > 0; got {dt_ms}")
-    if pool < 1:
-        raise DatasetError(f"pool must be >= 1; got {pool}")
+    check_binning(dt_ms, pool, frame_convention)
     n = len(times)
     n_ch = math.ceil(n_units / pool)
     sample, b = _spike_bins(times, dt_ms, frame_convention)
