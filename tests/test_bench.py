@@ -3,21 +3,27 @@
 import json
 
 import pytest
+import torch
 
 from snn_delays.bench import measure
 from snn_delays.bench.reference import missing_reason
 from snn_delays.cli import main
 
 
-def test_bench_quick_writes_table_and_json(tmp_path, capsys):
-    args = ["bench", "--quick", "--repeats", "1", "--no-memory", "--json", str(tmp_path / "b.json")]
+@pytest.mark.parametrize("kind", ["counts", "binary"])
+def test_bench_quick_writes_table_and_json(tmp_path, capsys, kind):
+    args = ["bench", "--quick", "--repeats", "1", "--no-memory", "--input", kind, "--json", str(tmp_path / "b.json")]
     if missing_reason() is not None:
         args.append("--no-reference")
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| config | mode |" in out and "eval, rounded delays" in out
+    assert "CPU: " in out and ("AVX-512" in out) and f"input: {'spike counts' if kind == 'counts' else 'binary'}" in out
     data = json.loads((tmp_path / "b.json").read_text())
+    env = data["environment"]
+    assert env["cpu_model"] and isinstance(env["vector_isa"], list) and isinstance(env["avx512"], bool)
     (res,) = data["results"]
+    assert res["config"]["input"] == kind
     assert set(res["samples_per_s"]) == {"train_sigma_large", "train_sigma_0.5", "eval_rounded"}
     assert all(v["ours"] > 0 for v in res["samples_per_s"].values())
     if missing_reason() is None:
@@ -42,3 +48,17 @@ def test_reference_stack_shapes():
     out = r.model(r.x)
     td = cfg.kernel_size
     assert out.shape == (cfg.steps + (cfg.n_layers + 1) * ((td - 1) // 2), cfg.batch, cfg.n_classes)
+
+
+@pytest.mark.parametrize("kind,density,top", [("counts", 0.05, 3.0), ("binary", 0.10, 1.0)])
+def test_bench_input_density_and_counts(kind, density, top):
+    """The bench input: its non-zero fraction and values (counts 1..3, or 0/1 spikes)."""
+    cfg = measure.CONFIGS["shd"].with_(input=kind, batch=64)
+    x, y = measure.make_batch(cfg)
+    assert x.shape == (cfg.steps, 64, cfg.n_in) and y.shape == (64,)
+    nz = x[x != 0]
+    assert abs(nz.numel() / x.numel() - density) < 0.005
+    assert float(nz.min()) == 1.0 and float(nz.max()) == top and torch.equal(nz, nz.round())
+    if kind == "counts":  # 70 / 20 / 10 % of the non-zero entries hold 1 / 2 / 3
+        shares = [float((nz == k).float().mean()) for k in (1, 2, 3)]
+        assert all(abs(a - b) < 0.02 for a, b in zip(shares, measure.COUNT_PROBS))

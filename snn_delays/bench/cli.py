@@ -24,6 +24,10 @@ def add_subcommand(subparsers, name: str = "bench") -> None:
     p.add_argument("--config", choices=["shd", "ssc", "both"], default="shd")
     p.add_argument("--batch", type=int, help="batch size (default: the configuration's, SHD 256, SSC 128)")
     p.add_argument("--steps", type=int, help="input time steps per sample (default 100)")
+    p.add_argument("--input", choices=["counts", "binary"], default="counts",
+                   help="counts: binned spike counts like SHD at 10 ms / pool 5 (5 %% non-zero, counts 1-3; "
+                   "the default); binary: 0/1 spikes at 10 %% (the earlier results)")
+    p.add_argument("--density", type=float, help="non-zero fraction of the input (default 0.05 counts, 0.10 binary)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode and stack (median; default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch/numba threads (default 2)")
     p.add_argument("--json", dest="json_out", help="write the results here (default: benchmarks/results/bench.json "
@@ -38,23 +42,26 @@ def add_subcommand(subparsers, name: str = "bench") -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .measure import (CONFIGS, environment, markdown_table, run_benchmark, run_scaling, scaling_plot,
-                          scaling_table)
+    from .measure import (CONFIGS, describe_cpu, environment, markdown_table, run_benchmark, run_scaling,
+                          scaling_plot, scaling_table)
 
     names = ["tiny"] if args.quick else (["shd", "ssc"] if args.config == "both" else [args.config])
     out: dict = {"environment": environment(), "results": []}
     for name in names:
-        cfg = CONFIGS[name].with_(batch=args.batch, steps=args.steps)
+        cfg = CONFIGS[name].with_(batch=args.batch, steps=args.steps, input=args.input, density=args.density)
         print(f"benchmark {name}: batch {cfg.batch}, {cfg.steps} steps, Td {cfg.kernel_size}, {args.threads} threads")
         out["results"].append(run_benchmark(cfg, repeats=args.repeats, threads=args.threads,
                                             memory=not args.no_memory, reference=not args.no_reference))
+    print()
+    print(f"CPU: {describe_cpu(out['environment'])}")
+    print(f"input: {out['results'][0]['input']}")
     print()
     print(markdown_table(out["results"]))
     json_path = Path(args.json_out) if args.json_out else default_json_path()
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))  # now, and again with the scaling rows
     if args.scaling:
-        base = CONFIGS["tiny" if args.quick else "shd"].with_(batch=args.batch)
+        base = CONFIGS["tiny" if args.quick else "shd"].with_(batch=args.batch, input=args.input, density=args.density)
         sizes = [int(k) for k in args.kernel_sizes.split(",")]
         if args.quick:
             sizes = [s for s in sizes if s <= 14] or [7, 14]

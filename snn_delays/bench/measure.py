@@ -2,7 +2,10 @@
 stack, in the same process on the same input tensors (interleaved, medians), and peak memory, each
 in a fresh subprocess (``ru_maxrss`` growth over the resident size before the measured steps).
 
-Shapes are time-major (T, B, C). Input: Bernoulli(``density``) binary spikes, T x C per sample.
+Shapes are time-major (T, B, C). Input (``BenchConfig.input``): "counts" (the default) draws
+binned-spike counts like SHD at 10 ms / pool 5 - each (step, channel) non-zero with probability
+``density`` (5 %), the non-zero ones 1, 2 or 3 with probabilities ``count_probs`` (70 / 20 / 10 %);
+"binary" draws Bernoulli(``density``) 0/1 spikes (10 %, the input of the earlier results).
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["BenchConfig", "CONFIGS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
-           "scaling_table"]
+__all__ = ["BenchConfig", "CONFIGS", "INPUTS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
+           "scaling_table", "cpu_info", "describe_cpu"]
+
+
+INPUTS = ("counts", "binary")
+# SHD binned at 10 ms with 700 channels pooled by 5 (140): the fraction of non-zero (step, channel)
+# entries and the distribution of the non-zero counts (see benchmarks/README.md, "Input"); the
+# earlier results used binary spikes at 10 %
+COUNTS_DENSITY = 0.05
+COUNT_PROBS = (0.70, 0.20, 0.10)
+BINARY_DENSITY = 0.10
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,26 @@ class BenchConfig:
     dropout: float = 0.4
     batch: int = 256
     steps: int = 100
-    density: float = 0.1
+    input: str = "counts"  # "counts" (binned like SHD) or "binary" (0/1 spikes)
+    density: float | None = None  # non-zero fraction of the input; None: 0.05 (counts), 0.10 (binary)
+    count_probs: tuple = COUNT_PROBS  # P(count = 1, 2, 3 | non-zero), input "counts"
 
     def with_(self, **kw) -> "BenchConfig":
         return dataclasses.replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    @property
+    def input_density(self) -> float:
+        if self.density is not None:
+            return self.density
+        return COUNTS_DENSITY if self.input == "counts" else BINARY_DENSITY
+
+    def describe_input(self) -> str:
+        """One line: what the input holds (printed with the table)."""
+        if self.input == "binary":
+            return f"binary 0/1 spikes, {100 * self.input_density:g} % non-zero"
+        probs = " / ".join(f"{100 * p:g}" for p in self.count_probs)
+        counts = "/".join(str(k + 1) for k in range(len(self.count_probs)))
+        return f"spike counts, {100 * self.input_density:g} % non-zero, counts {counts} at {probs} %"
 
 
 CONFIGS = {
@@ -80,8 +108,15 @@ def build_reference(cfg: BenchConfig, seed: int = 0) -> nn.Module:
 
 
 def make_batch(cfg: BenchConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (T, B, C) float (binary spikes or counts, ``cfg.input``), y (B,) labels."""
+    if cfg.input not in INPUTS:
+        raise ValueError(f"input must be one of {INPUTS}; got {cfg.input!r}")
     g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(cfg.steps, cfg.batch, cfg.n_in, generator=g) < cfg.density).float()  # (T, B, C)
+    x = (torch.rand(cfg.steps, cfg.batch, cfg.n_in, generator=g) < cfg.input_density).float()  # (T, B, C)
+    if cfg.input == "counts":
+        probs = torch.tensor(cfg.count_probs, dtype=torch.float64)
+        counts = torch.multinomial(probs, x.numel(), replacement=True, generator=g).view(x.shape) + 1
+        x = x * counts.float()
     y = torch.randint(0, cfg.n_classes, (cfg.batch,), generator=g)
     return x, y
 
@@ -256,7 +291,8 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
     torch.set_num_threads(threads)
     sigmas = {"train_sigma_large": float(cfg.kernel_size // 2), "train_sigma_0.5": 0.5}
     stacks = ["reference", "ours"] if reference else ["ours"]
-    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "repeats": repeats, "threads": threads,
+    result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "input": cfg.describe_input(),
+                              "repeats": repeats, "threads": threads,
                               "sigmas": sigmas, "seconds": {}, "samples_per_s": {}, "memory_bytes": {},
                               "backends": {}}
     modes = list(sigmas.items()) + [("eval_rounded", None)]
@@ -273,7 +309,9 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
                     _fast_eval.fast_eval_forward(ours, runners["ours"].x, kinds=kinds, extra_steps=ours.extra_steps)
                     result["backends"][mode] = [f"eval-{k}" for k in kinds]
             result["eval_hidden_rates"] = runners["ours"].hidden_rates()
-            result["input_rate"] = round(float(runners["ours"].x.mean()), 4)
+            xb = runners["ours"].x
+            result["input_rate"] = round(float((xb != 0).float().mean()), 4)  # non-zero entries per step
+            result["input_mean"] = round(float(xb.mean()), 4)  # spikes per channel per step
         times = compare_times(runners, repeats)
         for s in stacks:
             sec = _median(times[s])
@@ -344,7 +382,43 @@ def environment() -> dict[str, Any]:
         info["loadavg"] = os.getloadavg()
     except OSError:
         pass
+    info.update(cpu_info())
     return info
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, the vector instruction sets the compiled loops can use (avx512*, avx2, fma
+    from /proc/cpuinfo) and the CPU name numba's compiler targets."""
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    isa = sorted(f for f in flags if f.startswith("avx512")) + [f for f in ("avx2", "fma") if f in flags]
+    target = None
+    try:
+        import llvmlite.binding as llvm
+
+        target = llvm.get_host_cpu_name()
+    except Exception:  # pragma: no cover - numba/llvmlite missing
+        pass
+    return {"cpu_model": model, "vector_isa": isa, "avx512": any(f.startswith("avx512") for f in isa),
+            "compiler_cpu": target}
+
+
+def describe_cpu(env: dict[str, Any]) -> str:
+    """One line for the table: CPU model, compiler target and vector instruction sets."""
+    isa = env.get("vector_isa") or []
+    wide = "AVX-512" if env.get("avx512") else "no AVX-512"
+    target = f" ({env['compiler_cpu']})" if env.get("compiler_cpu") else ""
+    return f"{env.get('cpu_model', '?')}{target}, {env.get('cpus', '?')} CPUs, {wide}: {' '.join(isa) or '-'}"
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -364,7 +438,7 @@ def markdown_table(results: list[dict]) -> str:
                          if ref else f"| {c['name']} | {label} | - | {sps['ours']:.1f} | - | "
                          f"{'/'.join(r['backends'][mode])} |")
         if "eval_hidden_rates" in r:
-            lines.append(f"| {c['name']} | eval: spikes per neuron per step, input / hidden layers | | | | "
+            lines.append(f"| {c['name']} | eval: non-zero input entries / hidden spikes per neuron per step | | | | "
                          f"{r.get('input_rate', '-')} / {' / '.join(str(v) for v in r['eval_hidden_rates'])} |")
         if "speed_ratio" in r:
             lines.append(f"| {c['name']} | train, mean of the two sigma ratios | | | "
