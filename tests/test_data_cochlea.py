@@ -167,3 +167,31 @@ def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
                 os.kill(w, signal.SIGKILL)
         if parent.poll() is None:
             parent.kill()
+
+
+def test_clips_too_long_for_the_cochlea_are_refused_before_encoding(tmp_path, capsys, monkeypatch):
+    from snn_delays.data import cochlea
+
+    src = tmp_path / "rec"
+    src.mkdir()
+    soundfile.write(src / "1_amy_0.wav", tone(400.0, 0.1, 8000), 8000, subtype="PCM_16")
+    soundfile.write(src / "2_amy_0.wav", tone(400.0, 0.5, 8000), 8000, subtype="PCM_16")
+    monkeypatch.setattr(cochlea, "MAX_CLIP_SAMPLES", 2000)  # (2^18 samples in earnest: 33 s at 8 kHz)
+    start = time.perf_counter()
+    assert main(["encode-audio", str(src), str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "2_amy_0.wav is 0.5 s long" in err and "Traceback" not in err
+    assert time.perf_counter() - start < 2  # refused from the headers, nothing encoded
+
+
+def test_a_batch_too_long_together_is_encoded_clip_by_clip(monkeypatch):
+    from snn_delays.data import cochlea
+
+    clips = [tone(400.0, 0.05, 8000), tone(900.0, 0.05, 8000)]
+    monkeypatch.setattr(cochlea, "read_wav", lambda p: (clips[int(p)], 8000))
+    together = cochlea._encode_chunk((["0", "1"], 3))
+    monkeypatch.setattr(cochlea, "MAX_BATCH_SAMPLES", 500)
+    apart = cochlea._encode_chunk((["0", "1"], 3))
+    assert [t.size > 0 for t, _ in apart] == [True, True]
+    np.testing.assert_array_equal(apart[0][1], cochlea.encode([clips[0]], 8000, seed=3)[0][1])
+    assert len(together) == len(apart) == 2

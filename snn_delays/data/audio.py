@@ -26,7 +26,7 @@ import torch
 from .progress import Progress
 from .registry import DatasetError
 
-__all__ = ["read_wav", "check_audio", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
+__all__ = ["read_wav", "check_audio", "audio_length", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
            "power_spectrogram", "log_mel", "front_end", "front_end_params", "wav_features"]
 
 SAMPLE_RATE = 8000  # the front end works on 8 kHz audio
@@ -39,22 +39,38 @@ F_MAX_HZ = 14000.0
 DB_FLOOR = 1e-10
 
 
-def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file with soundfile: (float32 samples (S,), rate in Hz). Several channels are
-    mixed down to one (their mean). Raises DatasetError naming the file when it cannot be read, holds
-    no samples, or holds audio no recording can (see :func:`check_audio`)."""
+def read_wav(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file with soundfile: (float32 samples (S,), rate in Hz), only its first
+    ``max_seconds`` if given. Several channels are mixed down to one (their mean). Raises DatasetError
+    naming the file when it cannot be read, holds no samples, or holds audio no recording can (see
+    :func:`check_audio`)."""
     from .._optional import require
 
     soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
 
     try:
-        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S, channels)
+        with soundfile.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
+            data = f.read(frames, dtype="float32", always_2d=True)  # (S, channels)
     except (RuntimeError, OSError, ValueError, soundfile.LibsndfileError) as e:
         raise DatasetError(f"{path} cannot be read as audio ({e}): it is truncated, corrupt or not a WAV file") from None
     if data.shape[0] == 0:
         raise DatasetError(f"{path} holds no audio samples (0 samples long)")
     mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
     return check_audio(mono, int(sr), path), int(sr)
+
+
+def audio_length(path: str | os.PathLike) -> tuple[int, int]:
+    """(samples per channel, rate in Hz) from the file's header, without reading the audio."""
+    from .._optional import require
+
+    soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError, ValueError, soundfile.LibsndfileError) as e:
+        raise DatasetError(f"{path} cannot be read as audio ({e}): it is truncated, corrupt or not a WAV file") from None
+    return int(info.frames), int(info.samplerate)
 
 
 # Float WAV/FLAC samples may exceed full scale (1.0) a little after processing, never by this much:
@@ -236,7 +252,8 @@ def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dic
         raise DatasetError(f"f_max_hz (top of the mel bands) must be above {F_MIN_HZ:g} Hz; got {f_max_hz}")
     return {"front_end": "logmel-v1", "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
             "f_min": F_MIN_HZ, "f_max": float(f_max_hz), "clip_s": float(clip_seconds), "db_floor": DB_FLOOR,
-            "resampler": "sinc-hann-6-0.99"}
+            "resampler": "sinc-hann-6-0.99",
+            "audio_check": 1}  # entries from before non-finite audio was refused are never used
 
 
 def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512,
@@ -246,7 +263,7 @@ def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int =
     out = []
     with Progress(len(rel_paths), desc, "files", enabled=progress) as bar:
         for s in range(0, len(rel_paths), chunk):
-            clips = [read_wav(base / rel) for rel in rel_paths[s:s + chunk]]
+            clips = [read_wav(base / rel, CLIP_SECONDS) for rel in rel_paths[s:s + chunk]]  # cut to 1 s anyway
             feats = [None] * len(clips)
             for sr in sorted({r for _, r in clips}):  # normally a single rate
                 idx = [i for i, (_, r) in enumerate(clips) if r == sr]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import read_wav
+from .audio import audio_length, read_wav
 from .progress import Progress
 from .registry import DatasetError
 from .spikefile import write_spike_file
@@ -214,13 +214,29 @@ def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> t
     return labels, speakers, keys, speaker_names
 
 
+# The membrane signal of a clip is (700 channels x samples / 2) complex numbers and a batch's drive
+# (samples / 2 x clips x 700) floats: these bound both (2^18 samples: 1.5 GB and 0.7 GB at most).
+MAX_CLIP_SAMPLES = 1 << 18
+MAX_BATCH_SAMPLES = 1 << 18
+
+
+def check_clip_length(path, n_samples: int, sample_rate: int) -> None:
+    """DatasetError naming ``path`` if a clip is longer than the cochlea encodes (MAX_CLIP_SAMPLES)."""
+    if n_samples > MAX_CLIP_SAMPLES:
+        raise DatasetError(f"{path} is {n_samples / sample_rate:.1f} s long ({n_samples} samples at {sample_rate} Hz); "
+                           f"the cochlea encodes clips of up to {MAX_CLIP_SAMPLES} samples "
+                           f"({MAX_CLIP_SAMPLES / sample_rate:.1f} s at this rate): cut the recording into clips")
+
+
 def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
     paths, seed = args
     clips = [read_wav(p) for p in paths]
+    for p, (w, sr) in zip(paths, clips):
+        check_clip_length(p, w.size, sr)
     rates = {sr for _, sr in clips}
-    if len(rates) == 1:
+    if len(rates) == 1 and sum(w.size for w, _ in clips) <= MAX_BATCH_SAMPLES:
         return encode([w for w, _ in clips], rates.pop(), seed=seed)
-    return [encode([w], sr, seed=seed)[0] for w, sr in clips]
+    return [encode([w], sr, seed=seed)[0] for w, sr in clips]  # mixed rates, or too long together
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -322,14 +338,13 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
         raise DatasetError(f"{in_dir} holds no .wav or .flac files")
     rel = [p.relative_to(in_dir).with_suffix("").as_posix() for p in files]
     labels, speakers, keys, speaker_names = parse_names(rel, label_pattern)
+    lengths = [audio_length(p) for p in files]  # (samples, rate) from the headers: refuse before encoding
+    for p, (n_samples, sr) in zip(files, lengths):
+        check_clip_length(p, n_samples, sr)
     t0 = time.perf_counter()
     spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress, desc=desc)
     elapsed = time.perf_counter() - t0
-    from .._optional import require
-
-    soundfile = require("soundfile", "reading audio files")
-
-    audio_s = float(sum(soundfile.info(str(p)).duration for p in files))
+    audio_s = float(sum(n / sr for n, sr in lengths))
     write_spike_file(out_h5, [t for t, _ in spikes], [u for _, u in spikes], labels, speakers, keys,
                      attrs={"encoder": "snn_delays.data.cochlea", "seed": seed, "label_pattern": label_pattern,
                             "speaker_names": ",".join(speaker_names), "files": "\n".join(rel)})
