@@ -152,3 +152,35 @@ def test_corrupt_archive(tmp_path):
     with pytest.raises(DatasetError, match=str(bad)):
         dl.unpack(bad)
     assert not Path(tmp_path / "shd_test.h5").exists()
+
+
+def test_unpacking_onto_a_full_or_read_only_disk_says_so(tmp_path, monkeypatch):
+    import errno
+    import gzip
+
+    archive = tmp_path / "x.h5.gz"
+    with gzip.open(archive, "wb") as f:
+        f.write(b"payload")
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "_copy_atomic", full_disk)
+    with pytest.raises(DatasetError, match="cannot unpack .*No space left on device") as e:
+        dl.unpack(archive, tmp_path / "out")
+    assert "corrupt" not in str(e.value)  # the archive is fine: the message must not send the user to re-download
+
+
+def test_download_into_a_file_and_too_many_steps(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    rc = main(["data", "download", "shd", "--data-dir", str(tmp_path / "f")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a file, not a folder" in err and "Traceback" not in err
+    root = tmp_path / "shd"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        times, units = random_samples(rng, 20)
+        write_real_layout(root / f"shd_{part}.h5", times, units, np.arange(20), np.arange(20) % 4)
+    with pytest.raises(DatasetError, match=r"n_steps = 1000000000 .*longest sample needs 141 steps"):
+        open_dataset("shd", str(root), "train", n_steps=10**9, cache_dir="off")

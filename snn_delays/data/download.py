@@ -10,6 +10,7 @@ Checksums are those published with the data (see ``datasets/README.md``).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -138,9 +139,9 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike | None = None
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir) if dest_dir is not None else archive.parent
-    dest_dir.mkdir(parents=True, exist_ok=True)
     name = archive.name
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
         if name.endswith(".tar.gz") or name.endswith(".tgz"):
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(dest_dir, filter="data")
@@ -160,10 +161,19 @@ def unpack(archive: str | os.PathLike, dest_dir: str | os.PathLike | None = None
                 with zf.open(member) as src:
                     _copy_atomic(src, target)
             return target
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile) as e:
+    except OSError as e:
+        if e.errno in _WRITE_ERRNOS:  # our side, not the archive's: say so
+            raise DatasetError(f"cannot unpack {archive} into {dest_dir}: {e.strerror} ({e.filename or dest_dir})") from None
+        raise DatasetError(f"{archive} cannot be unpacked ({e}): it is corrupt or truncated; delete it and "
+                           "fetch it again") from None
+    except (EOFError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile) as e:
         raise DatasetError(f"{archive} cannot be unpacked ({e}): it is corrupt or truncated; delete it and "
                            "fetch it again") from None
     raise DatasetError(f"{archive}: unknown archive type (expected .h5.gz, .h5.zip or .tar.gz)")
+
+
+# errno values that mean the destination cannot be written (full disk, quota, permissions, read-only)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _copy_atomic(src, target: Path) -> None:
@@ -177,6 +187,8 @@ def download_dataset(name: str, root: str | os.PathLike | None = None) -> list[P
         raise DatasetError(f"nothing to download for {name!r}; downloadable: {', '.join(sorted(REMOTE))}"
                            + (" (FSDD is read from its folder: --data-dir DIR)" if name == "fsdd" else ""))
     root = Path(root) if root else default_root()
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"--data-dir {root} is a file, not a folder")
     out = []
     for remote in REMOTE[name]:
         if name != "gsc":

@@ -228,6 +228,10 @@ def check_binned_size(n_samples: int, n_steps: int, n_channels: int, sample: np.
     size = n_samples * n_steps * n_channels
     if size <= MAX_BINNED_BYTES:
         return
+    if bins.size and n_steps > int(bins.max()) + 1:  # the length was asked for, not set by a spike
+        raise DatasetError(f"n_steps = {n_steps} steps of {dt_ms:g} ms would need {size / 2**30:.1f} GiB of bins for "
+                           f"{n_samples} samples (limit {MAX_BINNED_BYTES / 2**30:.0f} GiB); the longest sample needs "
+                           f"{int(bins.max()) + 1} steps: set a smaller data.n_steps")
     detail = ""
     if bins.size:
         last = int(np.argmax(bins))
