@@ -244,9 +244,13 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     fast = calibrate_batchnorm(build_model(cfg, seed=4), (torch.rand(30, 64, 12) < 0.3).float() * input_scale)
     plain = build_model(ModelConfig(**{**cfg.__dict__, "backend": "dense"}), seed=4).eval()
     plain.load_state_dict(fast.state_dict())
-    x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 3, (30, 64, 12)).float() * input_scale
+    x = (torch.rand(30, 64, 12) < 0.3).float() * torch.randint(1, 4, (30, 64, 12)).float() * input_scale  # counts 1-3
     with torch.no_grad():
         assert fast_eval.applicable(fast, x) and not fast_eval.applicable(plain, x)
+        if density_limit == 0.25 and kw.get("kernel_size") == 9 and len(kw) == 1:  # an event layer feeds a tap layer
+            kinds = []
+            fast_eval.fast_eval_forward(fast, x, kinds=kinds, extra_steps=fast.extra_steps)
+            assert kinds[:2] == ["event", "taps"], kinds
         u1, s1 = fast(x, return_spikes=True)
         u2, s2 = plain(x, return_spikes=True)
     assert all(float(s.mean()) > 0.05 for s in s1)  # there is activity in every layer
@@ -280,6 +284,33 @@ def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary):
     for a, b in zip(*outs):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+@needs_numba
+@pytest.mark.parametrize("backend,sigma", [("sparse", 0.5), ("sparse", 1.0), ("fft", 4.0), ("fft", 0.5)])
+def test_model_training_step_with_counts_equals_pytorch_twins(backend, sigma):
+    """A training step on count-valued input (binned spikes, 0-3 per bin; the compiled tap loops read
+    them as bytes): the loss and every parameter's gradient equal those of the same model run on the
+    PyTorch twins (use_compiled(False): the same taps, summed by a dense convolution)."""
+    torch.manual_seed(12)
+    x = (torch.rand(30, 16, 12) < 0.2).float() * torch.randint(1, 4, (30, 16, 12)).float()
+    y = torch.randint(0, 5, (16,))
+    results = []
+    for compiled_loops in (True, False):
+        model = _model(backend)
+        for blk in model.hidden:
+            blk.dropout.p = 0.0
+        model.train()
+        model.sigma = sigma
+        with use_compiled(compiled_loops):
+            loss = torch.nn.functional.cross_entropy(model.scores(model(x)), y)
+            loss.backward()
+        results.append((loss.detach(), [(n, p.grad.clone()) for n, p in model.named_parameters() if p.grad is not None]))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    assert [n for n, _ in g1] == [n for n, _ in g2]
+    for (n, a), (_, b) in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()), msg=n)
 
 
 def test_fft_model_training_step_matches_dense():
