@@ -145,8 +145,11 @@ def test_eval_every_skips_evaluation_but_not_training(tmp_path):
     b = [json.loads(l) for l in (tmp_path / "sparse" / "metrics.jsonl").read_text().splitlines()]
     assert [r["valid_acc"] is None for r in b] == [True, False, False]
     assert [r["test_acc"] is None for r in b] == [True, False, False]
-    keep = lambda r: {k: v for k, v in r.items() if k not in ("valid_acc", "test_acc") and not k.endswith("_s")}
+    keep = lambda r: {k: v for k, v in r.items() if k not in ("valid_acc", "test_acc", "valid_loss", "spike_rate")
+                          and not k.endswith("_s")}
     assert [keep(r) for r in a] == [keep(r) for r in b]
     assert [r["valid_acc"] for r in a[1:]] == [r["valid_acc"] for r in b[1:]]
+    assert [r["valid_loss"] is None for r in b] == [True, False, False]
+    assert [r["valid_loss"] for r in a[1:]] == [r["valid_loss"] for r in b[1:]]
     assert sparse["best_epoch"] in (2, 3) and sparse["final_test_acc"] == every["final_test_acc"]
     assert load_model(tmp_path / "sparse").training is False  # best.pt exists
