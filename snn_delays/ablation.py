@@ -38,7 +38,8 @@ from .config_args import add_config_args, config_from_args
 from .errors import UserError
 from .workers import FolderLock, run_workers
 
-__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate"]
+__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
+           "summarize_grid", "connectivity_label"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
 LABELS = {
@@ -50,6 +51,17 @@ LABELS = {
     "no-delays-deeper": "no delays,\ndeeper",
     "dense-conv": "dense conv\ndelays",
 }
+
+def connectivity_label(fanin: int) -> str:
+    """The one name shown for a connectivity: "fully connected" or "K inputs/neuron"
+    (folders and the ``connectivity`` CSV column keep the identifiers "full" / "faninK")."""
+    return "fully connected" if fanin <= 0 else f"{fanin} inputs/neuron"
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
 
 # -- statistics ---------------------------------------------------------------------------------
 # two-sided 95 % quantiles t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf(0.975, df))
@@ -143,13 +155,13 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
             if is_done(run):  # finished between the check and the lock
                 counts["done_before"] += 1
                 continue
-            log(f"[{i + 1}/{len(cells)}] {cell.connectivity} {cell.variant} seed {cell.seed} -> {run}")
+            log(f"[{i + 1}/{len(cells)}] {connectivity_label(cell.fanin)}, {cell.variant}, seed {cell.seed} -> {run}")
             with open(run / "runs.log", "a") as f:  # who trained this cell, and when (an audit trail)
                 f.write(f"{socket.gethostname()} pid {os.getpid()} started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
             t0 = time.perf_counter()
             res = train(cell.config(base), run, resume=True, on_epoch_end=lambda row: lock.refresh())
             log(f"    test accuracy {res['test_acc']:.4f} (best valid epoch {res['best_epoch']}), "
-                f"{res['trainable_parameters']} trainable parameters, {time.perf_counter() - t0:.0f} s")
+                f"{_count(res['trainable_parameters'], 'trainable parameter')}, {time.perf_counter() - t0:.0f} s")
             counts["ran"] += 1
         finally:
             lock.release()
@@ -172,13 +184,13 @@ def collect(base: ExperimentConfig, cells: Sequence[Cell], out: Path) -> list[di
                                "seed": cell.seed, "done": is_done(run), "test_acc": float("nan"),
                                "max_test_acc": float("nan"), "best_epoch": -1,
                                "params": _expected_params(base, cell), "hidden_size": None, "n_layers": None,
-                               "model_fanin": None}
+                               "model_fanin": None, "n_classes": None}
         if rec["done"]:
             s = json.loads((run / "summary.json").read_text())
             m = s.get("config", {}).get("model") or _run_model_config(run)
             rec.update(test_acc=s["test_acc"], max_test_acc=s["max_test_acc"], best_epoch=s["best_epoch"],
                        params=s["trainable_parameters"], hidden_size=m.get("hidden_size"),
-                       n_layers=m.get("n_layers"), model_fanin=m.get("fanin"))
+                       n_layers=m.get("n_layers"), model_fanin=m.get("fanin"), n_classes=m.get("n_classes"))
         rows.append(rec)
     return rows
 
@@ -239,13 +251,12 @@ def write_summary(out: Path, records: Sequence[dict[str, Any]], title: str, note
              "t-interval over seeds.", "",
              "| connectivity | variant | mean | ci95 | std | n | params |", "|---|---|---|---|---|---|---|"]
     for row in table:
-        conn = "full" if row["fanin"] <= 0 else f"{row['fanin']} inputs/neuron"
-        lines.append(f"| {conn} | {row['variant']} | {_fmt(row['mean'])} | ± {_fmt(row['ci95'])} | "
+        lines.append(f"| {connectivity_label(row['fanin'])} | {row['variant']} | {_fmt(row['mean'])} | ± {_fmt(row['ci95'])} | "
                      f"{_fmt(row['std'])} | {row['n']}/{row['n_planned']} | {row['params']:,} |")
     lines += ["", "Per seed:", "", "| connectivity | variant | seed | test | max test | best epoch | hidden | "
               "layers | kept inputs |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['connectivity']} | {r['variant']} | {r['seed']} | {_fmt(r['test_acc'])} | "
+        lines.append(f"| {connectivity_label(r['fanin'])} | {r['variant']} | {r['seed']} | {_fmt(r['test_acc'])} | "
                      f"{_fmt(r['max_test_acc'])} | {r['best_epoch'] if r['done'] else '-'} | "
                      f"{r['hidden_size'] or '-'} | {r['n_layers'] or '-'} | {r['model_fanin'] if r['done'] else '-'} |")
     if note:
@@ -289,17 +300,24 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
             bars.append((x, row["params"]))
             lows += seeds
-    names = {c: ("fully connected" if c == "full" else f"sparse: {c[5:]} inputs per neuron") for c in conns}
-    ax.set_xticks(range(len(conns)), [names[c] for c in conns])
+    fanin_of = {r["connectivity"]: r["fanin"] for r in table}
+    ax.set_xticks(range(len(conns)), [connectivity_label(fanin_of[c]) for c in conns])
     ax.set_ylabel("test accuracy (%)")
     lo = min(lows, default=0.0)
     bottom = max(0.0, math.floor((lo - 10) / 10) * 10)
     ax.set_ylim(bottom, 104)  # intervals wider than the plot are clipped at its edges
+    classes = {r["n_classes"] for r in records if r.get("n_classes")}
+    if len(classes) == 1:  # chance level: always guessing one class of a balanced set
+        chance = 100.0 / classes.pop()
+        if chance >= bottom:
+            ax.axhline(chance, color="tab:red", ls="--", lw=1, label=f"chance ({chance:.1f} %)")
+        else:
+            title += f"  (chance {chance:.1f} %, below the axis)"
     for x, params in bars:  # parameter count at the foot of each bar
-        ax.text(x, bottom + 1.0, f"{params / 1000:.1f}k\nparams", ha="center", va="bottom", fontsize=7,
+        ax.text(x, bottom + 1.0, f"{params / 1000:.1f}k\nparams" if params >= 1000 else f"{params}\nparams", ha="center", va="bottom", fontsize=7,
                 color="white", fontweight="bold")
     fig.suptitle(title, fontsize=10)
-    fig.legend(fontsize=8, loc="outside lower center", ncol=len(variants), frameon=False)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=len(variants) + 1, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     path = out / "ablation.png"
@@ -309,63 +327,130 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
 
 
 # -- the command ------------------------------------------------------------------------------------
+def _merge_plan(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The grid as every process sharing the folder planned it: the union of variants, seeds, fan-ins."""
+    union = lambda a, b: list(dict.fromkeys([*a, *b]))  # noqa: E731 (keeps the first order)
+    return {**new, "variants": union(old.get("variants", []), new["variants"]),
+            "seeds": sorted(set(old.get("seeds", [])) | set(new["seeds"])),
+            "fanins": sorted(set(old.get("fanins", [])) | set(new["fanins"]))}
+
+
+def read_grid(out: "str | os.PathLike") -> tuple[ExperimentConfig, list[Cell]]:
+    """The base config and cells recorded in ``OUT/grid.json`` (written when a grid starts)."""
+    plan_path = Path(out) / "grid.json"
+    if not plan_path.exists():
+        raise UserError(f"{plan_path} not found: no grid was started in {out}, so there is nothing to summarise yet")
+    try:
+        plan = json.loads(plan_path.read_text())
+        base = config_from_dict(plan["base_config"])
+        return base, grid_cells(plan["variants"], plan["seeds"], plan["fanins"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{plan_path} is not a readable grid record ({type(e).__name__}: {e})") from None
+
+
+def _write_grid_summary(base: ExperimentConfig, cells: Sequence[Cell], out: Path, elapsed_s: float | None,
+                        log) -> list[dict[str, Any]] | None:
+    """summary.csv/.md, cells.csv and ablation.png of the finished cells; None (and a message) when
+    no cell has finished yet."""
+    records = collect(base, cells, out)
+    finished = sum(r["done"] for r in records)
+    if finished == 0:
+        log(f"nothing to summarise yet: none of the {_count(len(cells), 'cell')} in {out} has finished")
+        return None
+    seeds = sorted({c.seed for c in cells})
+    title = (f"{base.data.dataset}: {_count(base.train.epochs, 'epoch')}, {_count(len(seeds), 'seed')}, "
+             f"{base.model.n_layers}x{base.model.hidden_size} hidden, Td {base.model.kernel_size}")
+    note = f"{finished}/{len(cells)} cells finished" + (
+        f"; this invocation took {elapsed_s:.0f} s." if elapsed_s is not None else ".")
+    table = write_summary(out, records, title, note)
+    plot_summary(out, records, title)
+    log(_console_table(table))
+    missing = len(cells) - finished
+    log(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'ablation.png'}, {out / 'cells.csv'}"
+        + (f"; {_count(missing, 'cell')} not finished yet (run again or wait for the other processes)"
+           if missing else ""))
+    return table
+
+
+def summarize_grid(out: "str | os.PathLike", log=print) -> list[dict[str, Any]]:
+    """``ablate --summary-only``: the summary of the grid recorded in ``out`` (no flags repeated)."""
+    out = Path(out)
+    base, cells = read_grid(out)
+    table = _write_grid_summary(base, cells, out, None, log)
+    if table is None:
+        raise UserError(f"nothing to summarise yet: none of the {_count(len(cells), 'cell')} in {out} has finished")
+    return table
+
+
 def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequence[int] = 3,
            variants: Sequence[str] = DEFAULT_VARIANTS, fanin: int = 0, sparse_only: bool = False,
            workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
            log=print) -> list[dict[str, Any]]:
-    """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary rows.
-    ``summary_only`` trains nothing and only rewrites the summary of the finished cells."""
+    """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary
+    rows (empty while no cell has finished). ``summary_only`` trains nothing and only rewrites the
+    summary of the finished cells. The summary covers every cell recorded in ``grid.json``
+    (the union of what every process sharing ``out`` asked for)."""
     out = Path(out)
+    if summary_only:
+        return summarize_grid(out, log)
+    if not variants:
+        raise UserError("--variants is empty; choose from " + ", ".join(VARIANTS))
+    if stale_after_s <= 0:
+        raise UserError(f"--stale-after must be > 0 seconds; got {stale_after_s}")
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     fanins = [fanin] if (fanin > 0 and sparse_only) else ([0, fanin] if fanin > 0 else [0])
+    variants = list(dict.fromkeys(variants))
     cells = grid_cells(variants, seed_list, fanins)
-    plan = {"base_config": asdict(result_config(base)), "variants": list(variants), "seeds": seed_list,
+    plan = {"base_config": asdict(result_config(base)), "variants": variants, "seeds": seed_list,
             "fanins": fanins}
     plan_path = out / "grid.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
         if asdict(result_config(config_from_dict(old["base_config"]))) != plan["base_config"]:
             raise UserError(f"{out} holds a grid with another base configuration; choose another --out")
+        plan = _merge_plan(old, plan)
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
-    if summary_only:
-        pass
-    elif workers <= 1:
+    if workers <= 1:
         counts = run_grid(base, cells, out, stale_after_s, log)
-        log(f"this process ran {counts['ran']} cell(s); {counts['done_before']} were done before, "
+        log(f"this process ran {_count(counts['ran'], 'cell')}; {counts['done_before']} were done before, "
             f"{counts['busy']} are being run by other processes")
     else:
         bad = run_workers(run_grid, asdict(base), (cells, out, stale_after_s), workers)
         if bad:
-            log(f"warning: {len(bad)} worker(s) failed (exit codes {bad}); run the command again to resume")
-    elapsed = time.perf_counter() - t0
-    records = collect(base, cells, out)
-    title = (f"{base.data.dataset}: {base.train.epochs} epochs, {len(seed_list)} seeds, "
-             f"{base.model.n_layers}x{base.model.hidden_size} hidden, Td {base.model.kernel_size}")
-    missing = sum(not r["done"] for r in records)
-    note = (f"{len(cells) - missing}/{len(cells)} cells finished; this invocation took {elapsed:.0f} s.")
-    table = write_summary(out, records, title, note)
-    plot_summary(out, records, title)
-    log(_console_table(table))
-    log(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'ablation.png'}, {out / 'cells.csv'}"
-        + (f"; {missing} cell(s) not finished yet (run again or wait for the other processes)" if missing else ""))
-    return table
+            log(f"warning: {_count(len(bad), 'worker')} failed (exit codes {bad}); run the command again to resume")
+    all_cells = grid_cells(plan["variants"], plan["seeds"], plan["fanins"])
+    return _write_grid_summary(base, all_cells, out, time.perf_counter() - t0, log) or []
 
 
 def _console_table(table: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'connectivity':<13}{'variant':<18}{'mean %':>8}{'ci95':>8}{'n':>4}{'params':>10}"]
+    lines = [f"{'connectivity':<18}{'variant':<18}{'mean %':>8}{'ci95':>8}{'n':>4}{'params':>10}"]
     for r in table:
-        lines.append(f"{r['connectivity']:<13}{r['variant']:<18}{_fmt(r['mean']):>8}{'±' + _fmt(r['ci95']):>8}"
-                     f"{r['n']:>4}{r['params']:>10,}")
+        lines.append(f"{connectivity_label(r['fanin']):<18}{r['variant']:<18}{_fmt(r['mean']):>8}"
+                     f"{'±' + _fmt(r['ci95']):>8}{r['n']:>4}{r['params']:>10,}")
     return "\n".join(lines)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    if args.seeds < 1:
-        raise UserError("--seeds must be >= 1")
-    args.variant = None  # the grid sets variant and fan-in per cell
-    fanin, args.fanin = args.fanin or 0, None
+    if args.summary_only:
+        summarize_grid(args.out)
+        return 0
+    if args.seed is not None:
+        raise UserError(f"--seed does not apply to ablate: the grid runs seeds --first-seed .. --first-seed + "
+                        f"--seeds - 1; for seed {args.seed} alone use --first-seed {args.seed} --seeds 1")
+    if args.variant is not None:
+        raise UserError(f"--variant does not apply to ablate: list the variants with --variants "
+                        f"(comma-separated, e.g. --variants {args.variant})")
+    if args.dataset is None and args.config is None:
+        raise UserError("give --dataset (synthetic, shd, ssc, gsc, fsdd) or --config")
+    for flag, value, low in (("--seeds", args.seeds, 1), ("--first-seed", args.first_seed, 0),
+                             ("--workers", args.workers, 1)):
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}; got {value}")
+    if args.threads is not None and args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: torch's default); got {args.threads}")
+    fanin, args.fanin = args.fanin or 0, None  # the grid sets variant and fan-in per cell
     base = config_from_args(args)
     if args.threads is not None:
         base = replace(base, train=replace(base.train, threads=args.threads))
@@ -374,8 +459,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     base = replace(base, train=replace(base.train, progress=base.train.progress and args.workers <= 1))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     ablate(base, args.out, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), variants=variants,
-           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after,
-           summary_only=args.summary_only)
+           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after)
     return 0
 
 
@@ -386,14 +470,16 @@ def add_subcommand(subparsers, name: str) -> None:
         "ablate", help="control experiments over seeds: variants x connectivity x seeds, with a summary table",
         description="Run the ablation grid (resumable; several processes may share --out) and write "
                     "summary.csv, summary.md and ablation.png in --out.")
-    p.add_argument("--dataset", required=True, help="synthetic, shd, ssc, gsc, fsdd")
+    p.add_argument("--dataset", help="synthetic, shd, ssc, gsc, fsdd (not needed with --summary-only)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--out", required=True, help="grid folder (shared by every process running this grid)")
     p.add_argument("--sparse-only", action="store_true", help="with --fanin: skip the fully connected runs")
-    p.add_argument("--summary-only", action="store_true", help="train nothing; rewrite the summary of finished cells")
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing; rewrite the summary of the finished cells of the grid recorded in "
+                        "OUT/grid.json (no other option needed)")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes on this machine (1 thread each)")
     p.add_argument("--threads", type=int, help="torch threads per training process (train.threads)")
     p.add_argument("--stale-after", type=float, default=3600.0,

@@ -6,10 +6,12 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from snn_delays import load_config
+from snn_delays import ablation, load_config
+from snn_delays.cli import main
 from snn_delays.ablation import Cell, ablate, ci95, grid_cells, run_grid, t_quantile_975
 from snn_delays.workers import FolderLock
 
@@ -42,22 +44,77 @@ def test_grid_writes_summary_and_skips_finished_cells(tmp_path):
         run = Cell(r["variant"], r["fanin"], 0).folder(tmp_path)
         assert json.loads((run / "summary.json").read_text())["trainable_parameters"] == r["params"]
     md = (tmp_path / "summary.md").read_text()
-    assert "| full | no-delays-wider |" in md and "± " in md
+    assert "| fully connected | no-delays-wider |" in md and "± " in md
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
     # the same command again trains nothing
     counts = run_grid(base, grid_cells(["full", "no-delays-wider"], [0, 1], [0, 3]), tmp_path, log=quiet)
     assert counts == {"ran": 0, "done_before": 8, "busy": 0}
+    # one name per connectivity, counts with their plural
+    assert "3 inputs/neuron" in md and "fanin3" not in md and md.startswith("# synthetic: 1 epoch, 2 seeds,")
+    # --summary-only needs no other flag: it reads the grid's own record (grid.json)
+    before = (tmp_path / "summary.csv").read_text()
+    for f in ("summary.csv", "summary.md", "ablation.png"):
+        (tmp_path / f).unlink()
+    assert main(["ablate", "--out", str(tmp_path), "--summary-only"]) == 0
+    assert (tmp_path / "summary.csv").read_text() == before and (tmp_path / "ablation.png").exists()
     # a different base config in the same folder is refused
     with pytest.raises(Exception, match="another base configuration"):
         ablate(load_config("synthetic", TINY + ["model.dropout=0.3"]), tmp_path, seeds=1, log=quiet)
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--seed", "3"], "--seed"), (["--variant", "full"], "--variant"), (["--seeds", "0"], "--seeds"),
+    (["--first-seed", "-1"], "--first-seed"), (["--variants", ","], "--variants"), (["--workers", "0"], "--workers"),
+    (["--stale-after", "0"], "--stale-after"), ([], "--dataset")])
+def test_flags_ablate_cannot_honour_are_refused(tmp_path, capsys, args, named):
+    dataset = [] if named == "--dataset" else ["--dataset", "synthetic"]
+    assert main(["ablate", *dataset, "--out", str(tmp_path / "g"), *args]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g" / "runs").exists()
+
+
+def test_nothing_finished_is_said_not_drawn(tmp_path, capsys, monkeypatch):
+    assert main(["ablate", "--out", str(tmp_path), "--summary-only"]) == 2  # no grid started here
+    assert "nothing to summarise yet" in capsys.readouterr().err
+    # every cell taken by other processes: nothing finished, no empty figure
+    monkeypatch.setattr(ablation, "run_grid", lambda *a, **k: {"ran": 0, "done_before": 0, "busy": 2})
+    said = []
+    assert ablate(load_config("synthetic", TINY), tmp_path, seeds=1, variants=["full", "fixed-delays"],
+                  log=said.append) == []
+    assert any("nothing to summarise yet" in m for m in said) and not (tmp_path / "ablation.png").exists()
+    assert main(["ablate", "--out", str(tmp_path), "--summary-only"]) == 2
+    assert "none of the 2 cells" in capsys.readouterr().err
+
+
+def test_figure_has_a_chance_line(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    records = lambda accs: [{"connectivity": "full", "fanin": 0, "variant": "full", "seed": s, "done": True,
+                             "test_acc": a, "params": 100, "n_classes": 10} for s, a in enumerate(accs)]
+    ablation.plot_summary(tmp_path, records([0.15, 0.2]), "t")
+    labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
+    assert "chance (10.0 %)" in labels
+    assert any(abs(l.get_ydata()[0] - 10.0) < 1e-9 for l in kept[0].axes[0].get_lines())
+    ablation.plot_summary(tmp_path, records([0.9, 0.95]), "t")  # the axis starts above chance: said in the title
+    assert "chance 10.0 %, below the axis" in kept[1]._suptitle.get_text()
+
+
 def test_locks_live_stale_and_dead(tmp_path):
     a, b = FolderLock(tmp_path / "cell"), FolderLock(tmp_path / "cell")
-    assert a.acquire() and not b.acquire()  # held by a live process (this one)
-    a.release()
-    assert b.acquire()
+    assert a.acquire() and b.acquire() and b.reentered  # this process holds it (a cell's train): re-entered
     b.release()
+    assert a.path.exists()  # only the owner releases it
+    a.release()
+    live = FolderLock(tmp_path / "busy")
+    live.path.parent.mkdir()
+    live.path.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getppid(), "time": time.time()}))
+    assert not live.acquire()  # held by another live process of this machine
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = tmp_path / "cell" / ".lock"
     lock.write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "time": 0}))
