@@ -9,10 +9,8 @@ needs nothing from the trainer (which imports it).
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -20,7 +18,7 @@ from torch import Tensor, nn
 
 from .model import DelaySNN
 
-__all__ = ["SplitMeasure", "measure_batches", "progress"]
+__all__ = ["SplitMeasure", "measure_batches"]
 
 
 @dataclass
@@ -101,37 +99,3 @@ def measure_batches(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], 
     finally:
         model.train(was_training)
     return m
-
-
-def progress(items: Iterable, total: int, desc: str, enabled: bool = True,
-             every_s: float = 30.0) -> Iterator:
-    """Yield ``items`` while showing progress on stderr: a tqdm bar on a terminal; otherwise (a log
-    file, a pipe) one line every ``every_s`` seconds with the count, the rate and the time left
-    (nothing for work shorter than that)."""
-    if not enabled:
-        yield from items
-        return
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        with tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0) as bar:
-            yield from bar
-        return
-    start = last = time.monotonic()
-    for done, item in enumerate(items, 1):
-        yield item
-        now = time.monotonic()
-        if now - last >= every_s and done < total:
-            last = now
-            left = (now - start) / done * (total - done)
-            print(f"{desc}: {done}/{total} ({done / total:.0%}), {done / (now - start):.2f}/s, "
-                  f"about {_duration(left)} left", file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

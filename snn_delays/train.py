@@ -39,7 +39,8 @@ from .config import (ExperimentConfig, config_differences, config_from_dict, con
 from .data import open_dataset
 from . import distributed
 from .errors import TrainingDiverged, UserError
-from .measure import SplitMeasure, measure_batches, progress
+from ._progress import track
+from .measure import SplitMeasure, measure_batches
 from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse
 from .workers import FolderLock
@@ -121,9 +122,9 @@ def measure_split(model: DelaySNN, dataset, batch_size: int = 256, device="cpu",
                   desc: str = "evaluating") -> SplitMeasure:
     """One pass of ``model`` in eval mode (rounded delays) over ``dataset``: accuracy, loss, confusion
     matrix and hidden-layer spike rates (see :class:`snn_delays.measure.SplitMeasure`). With
-    ``show_progress``, a bar on a terminal or a line every 30 s in a log (:func:`snn_delays.measure.progress`)."""
+    ``show_progress``, a bar on a terminal or a line every 30 s in a log (:func:`snn_delays._progress.track`)."""
     n_batches = math.ceil(len(dataset) / batch_size)
-    batches = progress(iterate_batches(dataset, batch_size, device=device), n_batches, desc, enabled=show_progress)
+    batches = track(iterate_batches(dataset, batch_size, device=device), n_batches, desc, enabled=show_progress)
     return measure_batches(model, batches, model.config.n_classes)
 
 
@@ -485,7 +486,7 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
                               seed=cfg.train.seed * 100_003 + epoch, device=r.device,
                               num_workers=cfg.data.num_workers)
     n_batches = math.ceil(len(r.splits["train"]) / cfg.data.batch_size)
-    pbar = _progress(cfg.train.progress and dist.is_main)(batches, total=n_batches, desc=f"epoch {epoch + 1}/{total}")
+    pbar = track(batches, n_batches, f"epoch {epoch + 1}/{total}", enabled=cfg.train.progress and dist.is_main)
     it = iter(pbar)
     step = 0
     named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -643,11 +644,3 @@ def _say(msg: str) -> None:
         tqdm.write(msg)
     except ImportError:
         print(msg, flush=True)
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return lambda it, **kw: it
-    from tqdm import tqdm
-
-    return lambda it, **kw: tqdm(it, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None, **kw)

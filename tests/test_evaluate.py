@@ -12,7 +12,7 @@ from snn_delays.backends import use_compiled
 from snn_delays.cli import main
 from snn_delays.data import open_dataset
 from snn_delays.evaluate import evaluate_run, format_report
-from snn_delays.measure import progress
+from snn_delays._progress import track
 from snn_delays.train import train
 
 # threshold 0.2, no dropout, sigma 1: the tiny model spikes in eval mode after one epoch
@@ -108,11 +108,11 @@ def test_report_of_many_classes_names_the_weakest_instead_of_a_table():
 def test_progress_lines_when_not_a_terminal(monkeypatch):
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)
-    assert list(progress(range(4), total=4, desc="evaluating shd/test", every_s=0.0)) == [0, 1, 2, 3]
+    assert list(track(range(4), total=4, desc="evaluating shd/test", interval_s=0.0)) == [0, 1, 2, 3]
     lines = err.getvalue().splitlines()
-    assert lines and lines[0].startswith("evaluating shd/test: 1/4 (25%)") and "left" in lines[0]
+    assert lines and lines[0].startswith("evaluating shd/test: 1/4 batches (25%)") and "left" in lines[0]
     err.truncate(0)
-    list(progress(range(4), total=4, desc="quiet", every_s=30.0))  # short work: no lines in a log
+    list(track(range(4), total=4, desc="quiet", interval_s=30.0))  # short work: no lines in a log
     assert err.getvalue() == ""
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import audio_length, read_wav
-from .progress import Progress
+from .._progress import Progress
 from .registry import DatasetError
 from .spikefile import write_spike_file
 

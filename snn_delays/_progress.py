@@ -1,4 +1,4 @@
-"""Progress of the long data steps (cochlea encoding, feature and cache building) on stderr.
+"""Progress of long steps (training epochs, evaluation, cochlea encoding, feature and cache building) on stderr.
 
 On a terminal: a tqdm bar (what, how far, rate, time left). Elsewhere (logs, pipes, batch jobs): one
 plain line every ``SNN_DELAYS_PROGRESS_INTERVAL`` seconds (default 30), e.g.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Iterable, Iterator, TextIO
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Progress", "format_duration", "track"]
 
 DEFAULT_INTERVAL_S = 30.0
 
@@ -41,7 +41,7 @@ class Progress:
     (or use it as a context manager). ``enabled=False`` prints nothing."""
 
     def __init__(self, total: int, desc: str, unit: str = "files", enabled: bool = True,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, interval_s: float | None = None, leave: bool = True):
         self.total = int(total)
         self.desc = desc
         self.unit = unit
@@ -51,13 +51,13 @@ class Progress:
         self.started = time.monotonic()
         self.last_line = self.started
         self.lines = 0
-        self.interval_s = _interval_s()
+        self.interval_s = _interval_s() if interval_s is None else max(float(interval_s), 0.0)
         self.bar = None
         if self.enabled and getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc=desc, unit=f" {unit}", file=self.stream, dynamic_ncols=True,
-                            mininterval=0.5)
+                            mininterval=0.5, leave=leave)
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more units as done."""
@@ -101,3 +101,13 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def track(items: Iterable, total: int, desc: str, unit: str = "batches", enabled: bool = True,
+          interval_s: float | None = None, leave: bool = False) -> Iterator:
+    """Yield ``items`` while a :class:`Progress` of ``total`` units counts them (a bar on a terminal,
+    a line every ``interval_s`` seconds elsewhere)."""
+    with Progress(total, desc, unit=unit, enabled=enabled, interval_s=interval_s, leave=leave) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
