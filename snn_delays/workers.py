@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["pid_alive", "FolderLock", "run_workers"]
+__all__ = ["pid_alive", "die_with_parent", "FolderLock", "run_workers"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -118,7 +121,31 @@ class FolderLock:
             self.owned = False
 
 
-def _worker_main(fn: Callable[..., Any], base_dict: dict[str, Any], args: tuple) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Worker start-up: end this process when its parent ends, even by SIGKILL (which runs no
+    clean-up). Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG);
+    everywhere: a daemon thread checks the parent's pid once a second."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # no prctl: the thread below still does it
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _worker_main(fn: Callable[..., Any], base_dict: dict[str, Any], args: tuple, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     import torch
 
     from .config import config_from_dict
@@ -130,11 +157,12 @@ def _worker_main(fn: Callable[..., Any], base_dict: dict[str, Any], args: tuple)
 def run_workers(fn: Callable[..., Any], base_dict: dict[str, Any], args: Sequence[Any], workers: int) -> list[int]:
     """Run ``fn(config_from_dict(base_dict), *args)`` in ``workers`` fresh (spawned) processes with
     one torch thread each, wait for all; returns the non-zero exit codes. ``fn`` must be a
-    module-level function (it is pickled by name)."""
+    module-level function (it is pickled by name). The workers end with this process, even when it
+    is killed by SIGKILL (:func:`die_with_parent`)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(fn, base_dict, tuple(args))) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(fn, base_dict, tuple(args), os.getpid())) for _ in range(workers)]
     for p in procs:
         p.start()
     for p in procs:

@@ -12,6 +12,7 @@ from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
 from snn_delays.data.cochlea import bm_response, channel_cf_hz, encode, parse_names
 from snn_delays.data.spikefile import read_spike_file
+from _procs import alive, children
 
 
 def tone(freq, seconds=0.3, sr=16000):
@@ -106,34 +107,6 @@ def test_encode_audio_bad_input(tmp_path, capsys):
     assert "1_a_0.wav" in err and "Traceback" not in err
 
 
-def _children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
-    from pathlib import Path
-
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, ...
-        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
-            out.append(int(d.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
     """SIGKILL of a 2-worker encoding: its busy workers end within a few seconds, not after their chunks."""
@@ -153,17 +126,17 @@ def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
     try:
         first = parent.stderr.readline()  # one file done: both workers are up and encoding
         assert "1/10 files" in first, first  # counted by the parent
-        workers = _children(parent.pid)
+        workers = children(parent.pid)
         assert len(workers) == 2, "the encoding did not run two workers"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 2.0  # each worker has about 4 clips of 1 s left to encode
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [w for w in workers if _alive(w)], "workers outlived the killed encoding"
+        assert not [w for w in workers if alive(w)], "workers outlived the killed encoding"
     finally:
         for w in workers:  # only the processes this test started
-            if _alive(w):
+            if alive(w):
                 os.kill(w, signal.SIGKILL)
         if parent.poll() is None:
             parent.kill()

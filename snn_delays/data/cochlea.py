@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from .audio import audio_length, read_wav
 from .._progress import Progress
+from ..workers import die_with_parent
 from .registry import DatasetError
 from .spikefile import write_spike_file
 
@@ -239,32 +239,6 @@ def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
     return [encode([w], sr, seed=seed)[0] for w, sr in clips]  # mixed rates, or too long together
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initialiser: end this process when its parent ends, even by SIGKILL (which runs no clean-up).
-    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere: a
-    daemon thread checks the parent's pid once a second."""
-    import signal
-    import threading
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass  # no prctl: the thread below still does it
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
 def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
                  progress: bool = False, desc: str = "encoding with the cochlea") -> list[tuple[np.ndarray, np.ndarray]]:
     """Encode audio files into spikes, in batches of similar length (``workers`` processes, which end
@@ -282,7 +256,7 @@ def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
             ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                     initializer=_die_with_parent, initargs=(os.getpid(),))
+                                     initializer=die_with_parent, initargs=(os.getpid(),))
             try:
                 pending = {ex.submit(_encode_chunk, job): ch for job, ch in zip(jobs, chunks)}
                 while pending:
