@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from ._atomic import dumps_standard
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 
@@ -59,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     res = evaluate_run(args.run_dir, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                        checkpoint=args.checkpoint, device=args.device)
-    print(json.dumps(res) if args.json else format_report(res))
+    print(dumps_standard(res) if args.json else format_report(res))
     return 0
 
 

@@ -592,7 +592,7 @@ def write_epoch(r: _Run, epoch: int, stats: dict[str, float], evaluation: dict[s
             save_checkpoint(r.best_path, state)
         save_checkpoint(r.last_path, {**state, "optimizer": r.optimizer.state_dict()})
         with open(r.folder / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_standard(row) + "\n")
         num = lambda v, digits=3: "-" if v is None else f"{v:.{digits}f}"
         rates = "-" if row["spike_rate"] is None else "/".join(f"{v:.3f}" for v in row["spike_rate"])
         _say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  valid loss "
