@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .backends import fast_eval, norm_lif
-from .config import ExperimentConfig, ModelConfig, config_from_dict, load_config
+from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
 from .neuron import LIF
 from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
 
 __all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock",
-           "calibrate_batchnorm"]
+           "calibrate_batchnorm", "check_fanin", "dataset_batches", "trained_steps", "InputShapeError"]
+
+
+class InputShapeError(UserError, ValueError):
+    """An input whose shape does not fit the model; the message says "expected ..., got ..."."""
 
 
 def _generator(seed: int, layer: int, kind: int) -> torch.Generator:
@@ -91,13 +96,20 @@ class DelaySNN(nn.Module):
     """The delay-learning spiking network. Build it with :func:`build_model`.
 
     ``forward(x)``: x (T, B, C) input counts -> readout membrane (T + extra_steps, B, n_classes).
+    ``predict(x, batch_first=True)`` / ``predict_dataset(ds)`` take data as ``open_dataset`` gives
+    it ((N, T, C), any numeric dtype). ``input_steps``: the time length T of the training data when
+    known (:func:`load_model` sets it from the checkpoint); ``predict`` checks inputs against it.
     """
+
+    input_steps: int | None = None
 
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
         cfg.validate()
         if cfg.input_size < 1 or cfg.n_classes < 1:
             raise UserError("model.input_size and model.n_classes must be set (> 0) to build a model")
+        if not cfg.variant.startswith("no-delays"):  # (the no-delay baselines' fan-in is derived)
+            check_fanin(cfg)
         self.config = cfg
         self.extra_steps = cfg.resolved_extra_steps
         no_delays = cfg.variant.startswith("no-delays")
@@ -149,7 +161,7 @@ class DelaySNN(nn.Module):
         ``dropout_rows = (offset, global_batch)`` when x is one rank's shard of a global batch
         (data-parallel training: the dropout masks are those of the global batch)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:
-            raise UserError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
+            raise InputShapeError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
         if fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
             return fast_eval.fast_eval_forward(self, x, return_spikes, extra_steps=self.extra_steps)
         if self.extra_steps:
@@ -169,10 +181,57 @@ class DelaySNN(nn.Module):
         """Sum over time of the softmax over classes: (T', B, K) -> (B, K); treated as logits."""
         return membrane.softmax(-1).sum(0)
 
+    def prepare_input(self, x: "Tensor | Any", batch_first: bool = False) -> Tensor:
+        """Input as the model takes it: x (T, B, C), or (B, T, C) with ``batch_first`` (as
+        ``open_dataset(...).x`` holds samples), of any numeric dtype (uint8 spike counts included)
+        -> a (T, B, C) tensor of the model's float dtype on its device.
+
+        Raises ValueError when the channel count is not ``model.input_size``, or when the time axis
+        looks swapped with the batch axis (T of the training data found on the batch axis); warns
+        when T differs from the training data's (``input_steps``, when known)."""
+        x = torch.as_tensor(x)
+        layout = "(B, T, C)" if batch_first else "(T, B, C)"
+        c = self.config.input_size
+        if x.dim() != 3 or x.shape[-1] != c:
+            hint = " (one sample: add a batch axis, x[None] with batch_first=True)" if x.dim() == 2 else ""
+            raise InputShapeError(f"DelaySNN: expected input {layout.replace('C', str(c))}, got {tuple(x.shape)}{hint}")
+        if batch_first:
+            x = x.transpose(0, 1)  # (B, T, C) -> (T, B, C)
+        t_trained = self.input_steps
+        if t_trained and x.shape[0] != t_trained:
+            if x.shape[1] == t_trained:
+                other = "batch_first=False" if batch_first else "batch_first=True"
+                raise InputShapeError(
+                    f"DelaySNN: expected input {layout} with T = {t_trained} steps (the training data's), got "
+                    f"{tuple(x.shape if not batch_first else x.transpose(0, 1).shape)}: the time axis looks "
+                    f"swapped with the batch axis; pass {other} (open_dataset gives (N, T, C))")
+            warnings.warn(f"DelaySNN: input has {x.shape[0]} time steps, the model was trained on {t_trained}",
+                          stacklevel=3)
+        ref = next(self.parameters())
+        dtype = ref.dtype if ref.is_floating_point() else torch.float32
+        return x.to(device=ref.device, dtype=dtype)
+
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """(T, B, C) -> (B,) predicted classes (argmax of the summed softmax)."""
-        return self.scores(self(x)).argmax(-1)
+    def predict(self, x: "Tensor | Any", batch_first: bool = False) -> Tensor:
+        """x (T, B, C), or (B, T, C) with ``batch_first`` (e.g. ``ds.x[:16]``), any numeric dtype
+        -> (B,) predicted classes (argmax of the summed softmax). See :meth:`prepare_input`."""
+        return self.scores(self(self.prepare_input(x, batch_first))).argmax(-1)
+
+    @torch.no_grad()
+    def predict_dataset(self, dataset, batch_size: int = 256) -> Tensor:
+        """(N,) predicted classes of every sample of ``dataset`` (items ``(x (T, C), y)``, as
+        ``open_dataset`` returns), in batches of ``batch_size``. Call ``model.eval()`` first
+        (:func:`load_model` returns the model in eval mode)."""
+        n_steps = getattr(dataset, "n_steps", None)
+        if self.input_steps and n_steps and n_steps != self.input_steps:
+            warnings.warn(f"DelaySNN: the dataset has {n_steps} time steps per sample, the model was "
+                          f"trained on {self.input_steps}", stacklevel=2)
+        saved, self.input_steps = self.input_steps, None  # checked once above, not per batch
+        try:
+            preds = [self.predict(x, batch_first=True) for x, _ in dataset_batches(dataset, batch_size)]
+        finally:
+            self.input_steps = saved
+        return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
     def trainable_count(self) -> int:
         """Trainable parameters that exist (masked-out synapses and frozen parameters excluded)."""
@@ -197,6 +256,22 @@ def calibrate_batchnorm(model: nn.Module, *inputs) -> nn.Module:
     return model.eval()
 
 
+def dataset_batches(dataset, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
+    """Consecutive batches ``(x (B, T, C) as stored, y (B,))`` of a dataset: whole slices of
+    ``dataset.x``/``dataset.y`` when it has them (``open_dataset``'s datasets), else its items stacked."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    n = len(dataset)
+    xs, ys = getattr(dataset, "x", None), getattr(dataset, "y", None)
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        if xs is not None and ys is not None:
+            yield torch.as_tensor(xs[lo:hi]), torch.as_tensor(ys[lo:hi])
+        else:
+            items = [dataset[i] for i in range(lo, hi)]
+            yield torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
 # -- variants ----------------------------------------------------------------------------------
 def count_trainable(cfg: ModelConfig) -> int:
     """Trainable parameter count of a *resolved* model config, computed analytically."""
@@ -215,12 +290,25 @@ def count_trainable(cfg: ModelConfig) -> int:
     return n + 2 * cfg.hidden_size * cfg.n_layers
 
 
+def check_fanin(cfg: ModelConfig) -> None:
+    """ConfigError when ``model.fanin`` asks for more inputs per neuron than a layer has: the
+    input size (and the hidden size, the inputs of every later layer)."""
+    if cfg.fanin <= 0:
+        return
+    for what, size in (("input size (model.input_size, from the data)", cfg.input_size),
+                       ("hidden size (model.hidden_size, the inputs of the later layers)", cfg.hidden_size)):
+        if 0 < size < cfg.fanin:
+            raise ConfigError(f"model.fanin={cfg.fanin} inputs per neuron is more than the {what}, {size}; "
+                              f"use 1..{size}, or 0 for fully connected")
+
+
 def resolve_variant(cfg: ModelConfig) -> ModelConfig:
     """Turn ``no-delays-wider``/``no-delays-deeper`` into concrete sizes that match the trainable
     parameter count of the full model with the same settings. Other variants keep their sizes.
     With sparse fan-in K, ``no-delays-wider`` keeps 2K synapses per neuron instead (a synapse
     without a delay has one parameter instead of two) and ``no-delays-deeper`` keeps K per neuron
-    and adds layers."""
+    and adds layers. A fan-in larger than a layer's inputs is refused (:func:`check_fanin`)."""
+    check_fanin(cfg)
     if not cfg.variant.startswith("no-delays"):
         return cfg
     target = count_trainable(dataclasses.replace(cfg, variant="full"))
@@ -269,4 +357,12 @@ def load_model(run_dir: "str | os.PathLike", checkpoint: str = "best", device: s
     cfg = config_from_dict(ckpt["config"])
     model = DelaySNN(cfg.model, seed=cfg.train.seed)
     model.load_state_dict(ckpt["model"])
+    model.input_steps = trained_steps(ckpt)
     return model.to(device).eval()
+
+
+def trained_steps(ckpt: dict[str, Any]) -> int | None:
+    """The time length T of a checkpoint's training data: ``run_info["input_steps"]`` (recorded by
+    the trainer), else a fixed ``data.n_steps`` of its config; None when unknown (older runs)."""
+    steps = (ckpt.get("run_info") or {}).get("input_steps") or ckpt["config"].get("data", {}).get("n_steps")
+    return int(steps) if steps and int(steps) > 0 else None
