@@ -20,7 +20,10 @@ def as_scaled_bytes(x: Tensor) -> tuple[Tensor, float]:
         return x, 1.0
     xc = x.detach().contiguous()
     packed = torch.empty(x.shape, dtype=torch.uint8)
-    for s in dict.fromkeys((float(xc.max()), 1.0)):
+    top = float(xc.max())
+    # counts (an integer maximum): s = 1 first, else a second pass over the input (dropout-scaled
+    # spikes: s = the maximum)
+    for s in dict.fromkeys((1.0, top) if top.is_integer() else (top, 1.0)):
         if s > 0 and pack.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
             return packed, s
     return x, 1.0
