@@ -43,6 +43,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -54,7 +55,8 @@ from .config_args import add_config_args, config_from_args
 from .errors import TrainingDiverged, UserError
 from .workers import pid_alive, run_workers
 
-__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "open_study", "write_best"]
+__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "open_study", "write_best", "mask_url", "plot_study",
+           "format_report"]
 
 SEARCH_SPACE = ("lr_weights", "lr_delays", "sigma_init", "sigma_decay_fraction", "dropout", "tau",
                 "kernel_size", "hidden_size")
@@ -95,6 +97,12 @@ def suggest_overrides(trial, base: ExperimentConfig, params: Sequence[str] = SEA
     if "hidden_size" in params:
         out["model.hidden_size"] = trial.suggest_categorical("hidden_size", hidden_size_choices(h))
     return out
+
+
+def mask_url(url: str) -> str:
+    """A storage URL (or a message quoting one) with its password replaced by ``***``, as
+    SQLAlchemy renders it: ``postgresql://alice:***@host/db``."""
+    return re.sub(r"(\w[\w+.-]*://[^:/@\s]+:)[^@\s]*@", r"\1***@", url)
 
 
 def _optuna():
@@ -149,7 +157,7 @@ def open_study(storage_url: str, study_name: str, heartbeat_s: int = 30, pruner:
     except Exception as e:  # bad URL, missing driver, unreachable server
         if isinstance(e, UserError):
             raise
-        raise UserError(f"cannot open Optuna storage {storage_url!r}: {type(e).__name__}: {e}") from None
+        raise UserError(mask_url(f"cannot open Optuna storage {storage_url!r}: {type(e).__name__}: {e}")) from None
 
 
 def _fail_dead_local_trials(study) -> list[int]:
@@ -275,31 +283,105 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
         study.set_user_attr("base_config", base_json)
         study.set_user_attr("params", list(params))
     elif old != base_json or study.user_attrs.get("params") != list(params):
-        raise UserError(f"study {study_name!r} in {storage} was started with another base configuration or "
+        raise UserError(f"study {study_name!r} in {mask_url(storage)} was started with another base configuration or "
                         f"search space; use another --study or --out")
     requeued = _fail_dead_local_trials(study)
     if requeued:
         log(f"trial(s) {requeued} were left running by a dead process: re-queued with the same parameters")
     before = _finished(study)
-    log(f"study {study_name!r} in {storage}: {before} finished trial(s), target {trials}")
+    log(f"study {study_name!r} in {mask_url(storage)}: {before} finished trial(s), target {trials}")
     if before < trials:
         S = optuna.trial.TrialState
         study.optimize(_Objective(base, out, params, log), timeout=timeout_s, catch=(),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(S.COMPLETE, S.PRUNED))])
     path = write_best(study, base, params, out)
-    report = {"study": study_name, "storage": storage, "finished_before": before, "finished": _finished(study),
-              "best_toml": str(path) if path else None}
+    figures, skipped = plot_study(study, out)
+    for note in skipped:
+        log(note)
+    report = {"study": study_name, "storage": mask_url(storage), "finished_before": before,
+              "finished": _finished(study), "best_toml": str(path) if path else None,
+              "figures": [str(f) for f in figures]}
     if path:
         bt = study.best_trial
         report.update(best_trial=bt.number, best_valid_acc=bt.value, best_params=bt.params)
     return report
 
 
+def plot_study(study, out: Path) -> tuple[list[Path], list[str]]:
+    """``history.png`` (optimisation history) and ``importances.png`` (parameter importances) with
+    Optuna's matplotlib visualisations; returns (figures written, why others were skipped)."""
+    optuna = _optuna()
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return [], ["history.png and importances.png skipped: no trial has completed yet"]
+    try:
+        from ._optional import require
+
+        matplotlib = require("matplotlib", "the tuning figures")
+    except UserError as e:
+        return [], [f"history.png and importances.png skipped: {e}"]
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    made, skipped = [], []
+    plots = [("history.png", optuna.visualization.matplotlib.plot_optimization_history, 1),
+             ("importances.png", optuna.visualization.matplotlib.plot_param_importances, 2)]
+    for name, draw, needed in plots:
+        if len(complete) < needed:
+            skipped.append(f"{name} skipped: it needs {needed} completed trials, the study has {len(complete)}")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks these visualisations experimental
+                ax = draw(study)
+            if name == "history.png":
+                ax.set_ylabel("best validation accuracy of the trial")
+            fig = ax.figure
+            fig.set_size_inches(7, 4.5)
+            fig.set_layout_engine("constrained")
+            fig.savefig(out / name, dpi=130)
+            plt.close(fig)
+            made.append(out / name)
+        except (ValueError, RuntimeError) as e:  # e.g. every trial drew the same values
+            skipped.append(f"{name} skipped: {e}")
+    return made, skipped
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report of :func:`tune` as a readable table (the best trial's parameters one per line)."""
+    rows = [("study", f"{report['study']} in {report['storage']}"),
+            ("trials", f"{report['finished']} finished ({report['finished_before']} before this command)")]
+    if report.get("best_trial") is not None:
+        rows.append(("best trial", f"{report['best_trial']}: validation accuracy {report['best_valid_acc']:.4f}"))
+        rows += [(f"  {k}", f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in report["best_params"].items()]
+        rows.append(("best config", f"{report['best_toml']}  (snn-delays train --config {report['best_toml']})"))
+    else:
+        rows.append(("best trial", "none yet (no trial has completed)"))
+    if report.get("figures"):
+        rows.append(("figures", ", ".join(report["figures"])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
 def _tune_worker(base: ExperimentConfig, kwargs: dict) -> None:
     tune(base, **kwargs)
 
 
+def _check_tune_flags(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--trials", args.trials, 0), ("--workers", args.workers, 1),
+                             ("--heartbeat", args.heartbeat, 1), ("--warmup-epochs", args.warmup_epochs, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}; got {value}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    if args.params is not None and not [p for p in args.params.split(",") if p.strip()]:
+        raise UserError(f"--params is empty; choose from {', '.join(SEARCH_SPACE)}")
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
+    _check_tune_flags(args)
     base = config_from_args(args)
     if args.workers > 1 and base.train.threads == 0:
         base = replace(base, train=replace(base.train, threads=1))
@@ -315,9 +397,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         report = tune(base, **{**kwargs, "trials": 0})  # the summary; runs nothing more
     else:
         report = tune(base, **kwargs)
-    print(json.dumps(report, indent=2))
-    if report["best_toml"]:
-        print(f"best configuration: {report['best_toml']}  (snn-delays train --config {report['best_toml']})")
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -338,5 +418,6 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible proposals)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     add_config_args(p)
     p.set_defaults(func=cmd_tune)

@@ -12,7 +12,8 @@ import pytest
 
 from snn_delays import load_config
 from snn_delays.train import train
-from snn_delays.tuning import SEARCH_SPACE, kernel_size_choices, suggest_overrides, tune
+from snn_delays.cli import main
+from snn_delays.tuning import SEARCH_SPACE, kernel_size_choices, mask_url, suggest_overrides, tune
 
 TINY = [
     "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
@@ -94,3 +95,45 @@ def test_killed_study_continues_with_the_next_invocation(tmp_path):
     again = tune(load_config("synthetic", TINY), out, trials=3, params=["lr_weights", "lr_delays"], log=lambda *a: None)
     assert again["finished_before"] == 3 and len(optuna.load_study(study_name="synthetic-tune",
                                                                   storage=storage).get_trials()) == len(trials)
+
+
+def test_storage_password_is_masked():
+    url = "postgresql://alice:S3cretPW@db.example:5432/optuna"
+    assert mask_url(url) == "postgresql://alice:***@db.example:5432/optuna"
+    assert mask_url(f"cannot open {url!r}: refused") == "cannot open 'postgresql://alice:***@db.example:5432/optuna': refused"
+    assert mask_url("sqlite:////tmp/x/optuna.db") == "sqlite:////tmp/x/optuna.db"
+    assert mask_url("postgresql://alice@host/db") == "postgresql://alice@host/db"  # no password: unchanged
+
+
+def test_unreachable_storage_error_hides_the_password(tmp_path, capsys):
+    code = main(["tune", "--dataset", "synthetic", "--trials", "1", "--out", str(tmp_path),
+                 "--storage", "postgresql://alice:S3cretPW@127.0.0.1:1/db", *sum((["--set", s] for s in TINY), [])])
+    err = capsys.readouterr().err
+    assert code == 2 and "S3cretPW" not in err and "alice:***@127.0.0.1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, named", [(["--workers", "0"], "--workers"), (["--heartbeat", "0"], "--heartbeat"),
+                                         (["--timeout", "-5"], "--timeout"), (["--params", ","], "--params"),
+                                         (["--trials", "-1"], "--trials")])
+def test_bad_tune_flags_are_one_clear_line(tmp_path, capsys, args, named):
+    argv = ["tune", "--dataset", "synthetic", "--trials", "1", "--out", str(tmp_path / "t"), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t" / "optuna.db").exists()
+
+
+def test_tune_writes_figures_and_prints_a_table(tmp_path, capsys):
+    out = tmp_path / "t"
+    argv = ["tune", "--dataset", "synthetic", "--trials", "2", "--out", str(out), "--params", "lr_weights,dropout",
+            "--sampler-seed", "0", "--pruner", "none", *sum((["--set", s] for s in TINY + ["train.epochs=1"]), [])]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("history.png", "importances.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = json.loads((out / "best.json").read_text())
+    assert "{" not in printed  # a table, not a JSON dump
+    assert f"best trial    {best['trial']}: validation accuracy {best['valid_acc']:.4f}" in printed
+    assert any(line.split() == ["lr_weights", f"{best['params']['lr_weights']:.4g}"] for line in printed.splitlines())
+    assert main([*argv, "--json"]) == 0  # the machine-readable report on request
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["figures"][0].endswith("history.png")
