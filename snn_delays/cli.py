@@ -99,6 +99,7 @@ def _add_optional_commands(sub) -> None:
         ("snn_delays.data.cli", "data"),
         ("snn_delays.data.cli", "encode-audio"),
         ("snn_delays.ablation", "ablate"),
+        ("snn_delays.crossval", "cv"),
         ("snn_delays.tuning", "tune"),
         ("snn_delays.plots", "plot"),
         ("neuromorphic_export.cli", "export"),

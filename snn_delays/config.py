@@ -152,6 +152,14 @@ class DataConfig:
     synthetic_noise: float = 0.02
     cache_dir: str = ""
     split_seed: int = 0
+    valid_speakers: str = ""  # FSDD: speakers held out for validation ("" = a slice of the training speakers)
+    normalize: str = "none"  # FSDD mel: "none", "utterance" or "channel" (per-clip statistics)
+    # training-time augmentation of each batch (snn_delays.data.augment; 0 = off)
+    aug_time_shift: int = 0  # shift each sample by up to +/- this many steps
+    aug_time_stretch: float = 0.0  # stretch each batch in time by a factor in [1 - a, 1 + a]
+    aug_freq_shift: int = 0  # shift each sample's channels by up to +/- this many channels
+    aug_noise: float = 0.0  # add Gaussian noise of this standard deviation (input units)
+    aug_gain: float = 0.0  # add a per-sample offset drawn uniformly in [-g, g] (dB-like input)
 
     def validate(self) -> None:
         _refuse_non_finite(self, "data")
@@ -165,7 +173,8 @@ class DataConfig:
             raise ConfigError("data.frame_convention must be 'uniform' or 'first_spike'")
         if self.input not in ("mel", "spikes"):
             raise ConfigError(f"data.input must be 'mel' or 'spikes'; got {self.input!r}")
-        for key in ("num_workers", "n_steps", "synthetic_seed", "split_seed"):
+        for key in ("num_workers", "n_steps", "synthetic_seed", "split_seed", "aug_time_shift", "aug_freq_shift",
+                    "aug_noise", "aug_gain"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0; got {getattr(self, key)}")
         for key in ("synthetic_train", "synthetic_valid", "synthetic_test"):
@@ -176,6 +185,10 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be > 0; got {getattr(self, key)}")
         if self.pool < 1:
             raise ConfigError(f"data.pool must be >= 1; got {self.pool}")
+        if not 0.0 <= self.aug_time_stretch < 1.0:
+            raise ConfigError(f"data.aug_time_stretch must be in [0, 1) (a relative change); got {self.aug_time_stretch}")
+        if self.normalize not in ("none", "utterance", "channel"):
+            raise ConfigError(f"data.normalize must be none, utterance or channel; got {self.normalize!r}")
         for key in ("synthetic_p_fire", "synthetic_noise"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must be in [0, 1] (a probability); got {getattr(self, key)}")

@@ -37,6 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (ExperimentConfig, config_differences, config_from_dict, config_to_dict, load_config,
                      result_config, to_toml)
 from .data import open_dataset
+from .data.augment import batch_augmenter
 from . import distributed
 from .errors import TrainingDiverged, UserError
 from ._progress import track
@@ -490,12 +491,15 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
     it = iter(pbar)
     step = 0
     named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    augment = batch_augmenter(cfg.data, seed=cfg.train.seed * 100_003 + epoch)  # None: data.aug_* all 0
     while True:
         td = time.perf_counter()
         try:
             x, y = next(it)
         except StopIteration:
             break
+        if augment is not None:
+            x = augment(x)
         data_time += time.perf_counter() - td
         if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
             x, y, offset, n_global = dist.shard(x, y)

@@ -27,7 +27,8 @@ from .._progress import Progress
 from .registry import DatasetError
 
 __all__ = ["read_wav", "check_audio", "audio_length", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
-           "power_spectrogram", "log_mel", "front_end", "front_end_params", "wav_features"]
+           "power_spectrogram", "log_mel", "front_end", "front_end_params", "wav_features", "normalize_db",
+           "NORMALIZATIONS", "TOP_DB"]
 
 SAMPLE_RATE = 8000  # the front end works on 8 kHz audio
 CLIP_SECONDS = 1.0
@@ -37,6 +38,8 @@ N_MELS = 140
 F_MIN_HZ = 50.0
 F_MAX_HZ = 14000.0
 DB_FLOOR = 1e-10
+NORMALIZATIONS = ("none", "utterance", "channel")
+TOP_DB = 80.0  # normalize_db: dynamic range kept below each clip's loudest value (as librosa's top_db)
 
 
 def read_wav(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
@@ -272,3 +275,27 @@ def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int =
             out.append(np.stack(feats))
             bar.update(len(clips))
     return np.concatenate(out) if out else front_end([], 8000, f_max_hz)
+
+
+def normalize_db(x: np.ndarray, mode: str, top_db: float = TOP_DB) -> np.ndarray:
+    """Per-clip normalisation of log-mel frames ``x`` (N, T, C) in dB, float32 out.
+
+    Each clip is first clipped at ``top_db`` below its loudest value (silence and padding at the
+    -100 dB floor would otherwise dominate its statistics), then
+
+    * ``"utterance"``: minus the clip's mean, over the clip's standard deviation (over T and C);
+    * ``"channel"``: each band minus its mean over time (cepstral mean normalisation: removes a
+      fixed spectral tilt of voice and microphone), over the clip's standard deviation after that;
+    * ``"none"``: ``x`` unchanged.
+    """
+    if mode not in NORMALIZATIONS:
+        raise DatasetError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {mode!r}")
+    if mode == "none":
+        return x
+    x = np.asarray(x, dtype=np.float64)
+    peak = x.max(axis=(1, 2), keepdims=True)
+    x = np.maximum(x, peak - top_db)
+    mean = x.mean(axis=1, keepdims=True) if mode == "channel" else x.mean(axis=(1, 2), keepdims=True)
+    x = x - mean
+    std = x.std(axis=(1, 2), keepdims=True)
+    return (x / np.maximum(std, 1e-6)).astype(np.float32)

@@ -12,7 +12,12 @@ Files ``{digit}_{speaker}_{take}.wav`` (8 kHz mono) in ROOT or ROOT/recordings; 
 
 Splits: by take (default): takes 0-4 are ``test``; ``valid`` is a seeded, stratified
 ``valid_fraction`` slice of takes 5-49 and ``train`` the rest. By speaker (``test_speakers="a,b"``):
-those speakers' files are ``test``, ``valid`` a slice of the others. ``all`` = every file.
+those speakers' files are ``test``, ``valid`` a slice of the others, or, with
+``valid_speakers="c"``, every file of those speakers (disjoint from the test speakers; then no
+``test`` or ``valid`` speaker is ever in ``train``). ``all`` = every file.
+``normalize`` (mel only): ``"none"``, ``"utterance"`` (each clip minus its mean, over its standard
+deviation) or ``"channel"`` (each band of each clip minus its mean over time, over the clip's standard
+deviation): see :func:`snn_delays.data.audio.normalize_db`.
 ``n_steps`` pads or cuts every sample to that many steps (0: 101 frames for mel, the longest
 recording for spikes).
 """
@@ -26,13 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import ArrayDataset, fit_steps, require_samples, stratified_split
-from .audio import DB_FLOOR, front_end_params, wav_features
+from .audio import DB_FLOOR, NORMALIZATIONS, front_end_params, normalize_db, wav_features
 from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
 from .cochlea import encode_folder
 from .registry import DatasetError, register
 from .spikefile import bin_spikes, check_binning, read_spike_file, read_spike_file_attrs
 
-__all__ = ["default_fsdd_root", "fsdd_files", "open_fsdd", "N_TEST_TAKES"]
+__all__ = ["default_fsdd_root", "fsdd_files", "fsdd_speakers", "open_fsdd", "N_TEST_TAKES"]
 
 N_TEST_TAKES = 5
 _NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[A-Za-z0-9-]+)_(?P<take>\d+)\.wav")
@@ -63,17 +68,45 @@ def fsdd_files(root: Path) -> tuple[Path, list[str], np.ndarray, list[str], np.n
     return folder, names, digits, speakers, takes
 
 
+def fsdd_speakers(root=None) -> list[str]:
+    """The speakers of the FSDD folder ``root`` (None: the default folder), sorted."""
+    root = Path(root) if root else default_fsdd_root()
+    return sorted(set(fsdd_files(root)[3]))
+
+
+def _speaker_list(option: str, text: str, speakers: list[str]) -> list[str]:
+    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = sorted(set(names) - set(speakers))
+    if unknown:
+        raise DatasetError(f"{option} {', '.join(unknown)} not in the folder; speakers: "
+                           f"{', '.join(sorted(set(speakers)))}")
+    return names
+
+
 def _select(split: str, digits, speakers, takes, test_speakers: str, valid_fraction: float,
-            split_seed: int) -> tuple[np.ndarray, str]:
+            split_seed: int, valid_speakers: str = "") -> tuple[np.ndarray, str]:
     n = len(digits)
     if split == "all":
         return np.arange(n), "fsdd: every file in the folder"
-    held_speakers = [s.strip() for s in test_speakers.split(",") if s.strip()]
+    held_speakers = _speaker_list("test_speakers", test_speakers, speakers)
+    valid_names = _speaker_list("valid_speakers", valid_speakers, speakers)
+    if valid_names and not held_speakers:
+        raise DatasetError("valid_speakers needs test_speakers (a speaker split); with the take split the "
+                           "validation set is a slice of takes 5+")
+    both = sorted(set(valid_names) & set(held_speakers))
+    if both:
+        raise DatasetError(f"speaker(s) {', '.join(both)} in both test_speakers and valid_speakers; a test "
+                           "speaker must never be used for model selection")
+    if valid_names:
+        spk = np.array(speakers)
+        is_test, is_valid = np.isin(spk, held_speakers), np.isin(spk, valid_names)
+        parts = {"train": np.flatnonzero(~is_test & ~is_valid), "valid": np.flatnonzero(is_valid),
+                 "test": np.flatnonzero(is_test)}
+        note = (f"fsdd speaker split: test = speakers {','.join(held_speakers)}, valid = speakers "
+                f"{','.join(valid_names)} (neither seen in training)")
+        require_samples(split, {k: len(v) for k, v in parts.items()}, f"fsdd, {n} recordings")
+        return parts[split], note
     if held_speakers:
-        unknown = sorted(set(held_speakers) - set(speakers))
-        if unknown:
-            raise DatasetError(f"test_speakers {', '.join(unknown)} not in the folder; speakers: "
-                               f"{', '.join(sorted(set(speakers)))}")
         is_test = np.isin(np.array(speakers), held_speakers)
         note = (f"fsdd speaker split: test = speakers {','.join(held_speakers)} (unseen in training); valid = "
                 f"seeded stratified {valid_fraction:.0%} slice of the other speakers (split_seed {split_seed})")
@@ -92,7 +125,7 @@ def _select(split: str, digits, speakers, takes, test_speakers: str, valid_fract
 def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers: str = "",
               valid_fraction: float = 0.1, split_seed: int = 0, f_max_hz: float = 14000.0, dt_ms: float = 10.0,
               pool: int = 5, frame_convention: str = "uniform", n_steps: int = 0,
-              cache_dir: str = "") -> ArrayDataset:
+              cache_dir: str = "", valid_speakers: str = "", normalize: str = "none") -> ArrayDataset:
     """Open a split of FSDD as log-mel frames (``input="mel"``) or binned cochlea spikes (``"spikes"``)."""
     if root in (None, "") and not default_fsdd_root().is_dir():
         raise DatasetError(f"FSDD not found at the default {default_fsdd_root()}; pass --data-dir DIR")
@@ -101,11 +134,16 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
     cdir = resolve_cache_dir(cache_dir)
     if input not in ("mel", "spikes"):
         raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
+    if normalize not in NORMALIZATIONS:
+        raise DatasetError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
+    if normalize != "none" and input != "mel":
+        raise DatasetError(f"normalize={normalize!r} applies to log-mel input (input='mel'); spikes are counts")
     if input == "spikes":
         check_binning(dt_ms, pool, frame_convention)  # before an encoding of many minutes
     else:
         front_end_params(f_max_hz)  # checks f_max_hz
-    idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed)  # before any work
+    idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed,
+                        valid_speakers)  # before any work
     fingerprint = folder_fingerprint([folder / n for n in names], folder)
     if input == "mel":
         params = {"dataset": "fsdd-mel", "source": fingerprint, **front_end_params(f_max_hz)}
@@ -118,6 +156,8 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
         x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention)
         fill = 0
     x = fit_steps(np.asarray(x_all[idx]), n_steps, fill)
+    if normalize != "none":
+        x = normalize_db(x, normalize)
     return ArrayDataset(x, digits[idx], 10, speakers=[speakers[i] for i in idx], files=[names[i] for i in idx],
                         keys=[str(d) for d in range(10)], protocol_note=note, input=input)
 

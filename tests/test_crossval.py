@@ -1,0 +1,105 @@
+"""snn-delays cv: leave-one-speaker-out on a tiny synthetic FSDD folder (tiny model, one epoch)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+
+from snn_delays.config import load_config
+from snn_delays.crossval import FoldCell, cross_validate, fold_cells, summarize_folds, valid_speaker_for
+from snn_delays.data import open_dataset
+from snn_delays.errors import UserError
+
+from test_data_fsdd import write_tiny_fsdd
+
+SPEAKERS = ["anna", "bob", "carl"]
+
+
+@pytest.fixture()
+def base(tmp_path):
+    root = write_tiny_fsdd(tmp_path / "fsdd", speakers=SPEAKERS)
+    return load_config("fsdd", [("data.root", str(root)), ("data.cache_dir", str(tmp_path / "cache")),
+                                ("data.n_steps", 20), ("data.batch_size", 8), ("model.hidden_size", 4),
+                                ("model.kernel_size", 3), ("train.epochs", 1), ("train.progress", False),
+                                ("train.threads", 1), ("train.device", "cpu")])
+
+
+def _speakers_of(cell: FoldCell, base) -> dict[str, set[str]]:
+    cfg = cell.config(base)
+    opts = cfg.data.dataset_options()
+    return {s: set(open_dataset("fsdd", cfg.data.root, s, **opts).speakers) for s in ("train", "valid", "test")}
+
+
+@pytest.mark.parametrize("valid", ["slice", "next"])
+def test_test_speaker_never_trained_on_or_selected_with(base, valid):
+    cells = fold_cells(["full"], SPEAKERS, [0], valid)
+    assert sorted(c.speaker for c in cells) == SPEAKERS
+    valid_speakers = []
+    for cell in cells:
+        got = _speakers_of(cell, base)
+        assert got["test"] == {cell.speaker}
+        assert cell.speaker not in got["train"] | got["valid"]
+        if valid == "next":
+            assert len(got["valid"]) == 1 and got["valid"].isdisjoint(got["train"])
+            valid_speakers.append(next(iter(got["valid"])))
+        else:
+            assert got["train"] == set(SPEAKERS) - {cell.speaker} and got["valid"] <= got["train"]
+    if valid == "next":  # every speaker validates exactly one fold, never its own
+        assert sorted(valid_speakers) == SPEAKERS
+    assert valid_speaker_for("carl", SPEAKERS, "next") == "anna"
+
+
+def test_run_resume_and_summary(base, tmp_path):
+    out = tmp_path / "cv"
+    logs: list[str] = []
+    cross_validate(base, out, speakers=["bob"], variants=["full", "no-delays-wider"], log=logs.append)
+    first = (out / "runs" / "full" / "bob" / "seed0" / "summary.json").stat().st_mtime_ns
+    logs.clear()
+    table = cross_validate(base, out, variants=["full", "no-delays-wider"], log=logs.append)
+    assert (out / "runs" / "full" / "bob" / "seed0" / "summary.json").stat().st_mtime_ns == first  # not retrained
+    assert any("2 were done before" in line for line in logs)
+    plan = json.loads((out / "cv.json").read_text())
+    assert plan["speakers"] == ["bob", "anna", "carl"]
+    # mean and interval against an independent computation from the runs' own summary.json files
+    for row in table:
+        accs = {s: json.loads((out / "runs" / row["variant"] / s / "seed0" / "summary.json").read_text())["test_acc"]
+                for s in SPEAKERS}
+        assert row["per_fold"] == pytest.approx(accs)
+        values = list(accs.values())
+        assert row["mean"] == pytest.approx(statistics.fmean(values))
+        half = 4.302652729911275 * statistics.stdev(values) / math.sqrt(3)  # t_{0.975, 2}
+        assert row["ci95"] == pytest.approx(half, rel=1e-4, abs=1e-12)
+        assert row["n_folds"] == 3 and row["train_s_per_fold"] > 0
+    rows = list(csv.DictReader(open(out / "folds.csv")))
+    assert len(rows) == 6 and all(r["done"] == "True" for r in rows)
+    assert "± " in (out / "summary.md").read_text()
+    # --summary-only reads the plan and writes the same table
+    again = cross_validate(None, out, summary_only=True, log=lambda s: None)
+    assert [r["mean"] for r in again] == [r["mean"] for r in table]
+
+
+def test_summary_of_several_seeds_averages_each_fold_first():
+    recs = [{"variant": "full", "speaker": s, "seed": k, "done": True, "test_acc": a, "best_valid_acc": 0.5,
+             "params": 10, "train_s": 1.0}
+            for s, k, a in [("a", 0, 0.8), ("a", 1, 0.6), ("b", 0, 0.9), ("b", 1, 0.9), ("c", 0, 0.5)]]
+    recs.append({**recs[-1], "seed": 1, "done": False, "test_acc": float("nan")})
+    (row,) = summarize_folds(recs)
+    assert row["per_fold"] == pytest.approx({"a": 0.7, "b": 0.9, "c": 0.5})
+    assert row["mean"] == pytest.approx(0.7) and row["n_folds"] == 3
+
+
+def test_refusals(base, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(UserError, match="test-speakers"):
+        cross_validate(replace(base, data=replace(base.data, test_speakers="bob")), tmp_path / "x")
+    with pytest.raises(UserError, match="zed"):
+        cross_validate(base, tmp_path / "x", speakers=["zed"])
+    with pytest.raises(UserError, match="fsdd"):
+        cross_validate(replace(base, data=replace(base.data, dataset="synthetic")), tmp_path / "x")
+    with pytest.raises(UserError, match="nothing to summarise"):
+        cross_validate(None, tmp_path / "empty", summary_only=True)
