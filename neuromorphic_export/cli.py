@@ -143,6 +143,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"  synapses per layer {rep['synapses']}, max delay per layer (steps) {rep['max_delay_steps']}")
     for n in rep["notes"]:
         print(f"  {n}")
+    d = rep["delays"]
+    print(f"  delays: {sum(d['delayed_synapses'])} synapses with a non-zero delay ({d['distinct_delays']} distinct "
+          "delays per layer); what each file carries to the chip:")
+    for name, what in d["per_file"].items():
+        print(f"    {name}: {what}")
     for ch in rep["clipped"]:
         print(f"  clipped: {ch}")
     if "accuracy" in rep:

@@ -17,7 +17,7 @@ from .checkpoint import load_checkpoint
 from .errors import ExportError
 from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate
-from .targets import Target, get_target, prepare
+from .targets import DELAY_CARRIAGE, Target, get_target, prepare
 
 __all__ = ["export_run", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
 
@@ -119,10 +119,15 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "description": t.description,
         "conventions": {k: chip.attrs[k] for k in ("hop_latency_steps", "threshold_rule", "arithmetic")},
         "files": [str(out / name) for name in ("network.h5",) + _format_entries(t)],
-        "clipped": rep.changes, "notes": rep.notes,
+        "clipped": rep.changes, "notes": rep.notes, "quantisation": rep.quantisation,
         "synapses": [l.n_synapses for l in chip.layers],
         "max_delay_steps": [int(l.delay.max()) if l.n_synapses else 0 for l in chip.layers],
+        "delays": delay_report(chip, t),
     }
+    trained_for = (ckpt.config.get("train") or {}).get("target") or ""
+    if trained_for and trained_for != t.name:
+        rep.notes.append(f"this run was fine-tuned for {trained_for}, not {t.name}: its accuracy on {t.name} may "
+                         "be lower than on the target it was tuned for")
     if data is not None and data[0].shape[2] != float_net.input_size:
         rep.notes.append(f"accuracy before/after clipping not measured: the test data has {data[0].shape[2]} input "
                          f"channels, the model takes {float_net.input_size}")
@@ -158,6 +163,17 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def delay_report(chip: Network, t: Target) -> dict[str, Any]:
+    """Which of the network's delays each file of the export carries to the chip (per file, in words),
+    and per layer the synapses with a non-zero delay and the distinct delays (steps)."""
+    files = {name: DELAY_CARRIAGE[t.name][name] for name in DELAY_CARRIAGE[t.name]
+             if name.rstrip("/") in ("network.h5",) + _format_entries(t)}
+    return {"per_file": files,
+            "delayed_synapses": [int((l.delay > 0).sum()) for l in chip.layers],
+            "distinct_delays": [int(len(np.unique(l.delay))) for l in chip.layers],
+            "carried_to_chip": not any(v.startswith("NOT carried") for v in files.values())}
 
 
 def _format_entries(t: Target) -> tuple[str, ...]:

@@ -72,6 +72,10 @@ def write_netx(net: Network, path: str | os.PathLike) -> Path:
             g.create_dataset("delay", data=d)
             p = loihi_parameters(layer)
             g.create_dataset("bias", data=p["bias"])
+            exponents = str(net.attrs.get("bias_exponents", "")).split(",")
+            exponent = int(exponents[k]) if len(exponents) == net.n_layers else 0
+            g.attrs["biasExp"] = exponent  # bias = biasMant << biasExp (Loihi 1: 13-bit mantissa, 3-bit exponent)
+            g.create_dataset("biasMant", data=p["bias"] >> exponent if exponent else p["bias"])
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.bytes_("CUBA"))
             n.create_dataset("iDecay", data=LOIHI_DECAY_UNITY)

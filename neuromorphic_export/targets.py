@@ -16,7 +16,8 @@ from .errors import ExportError
 from .network import INT32_MAX, Layer, Network
 
 __all__ = ["Target", "TARGETS", "get_target", "prepare", "quantise_layer", "Violation",
-           "PrepareReport", "check_weight_bits", "max_weight_bits"]
+           "PrepareReport", "check_weight_bits", "max_weight_bits", "LayerScale", "choose_scale",
+           "quantisation_errors", "DELAY_CARRIAGE"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Target:
     weight_mode: str = "signed"
     max_fanin: int | None = None
     bias_bits: int | None = None  # signed mantissa bits of the integer bias
+    bias_exp_max: int = 0  # integer bias = mantissa << exponent, exponent in 0..bias_exp_max (Loihi 1: 3 bits)
     threshold_bits: int | None = None  # unsigned bits of the threshold mantissa
     notes: str = ""
 
@@ -50,7 +52,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("generic", "float64, the model's own convention (no hop latency, u >= theta)",
            hop_latency_steps=0, threshold_rule=">=", min_delay_D=0),
     Target("loihi1", "Intel Loihi 1 via lava-dl netx HDF5", arithmetic="loihi", max_delay_D=63,
-           one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even", bias_bits=13,
+           one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even", bias_bits=13, bias_exp_max=7,
            threshold_bits=17, notes="netx delay value D - 1 in 0..62"),
     Target("loihi2", "Intel Loihi 2 via lava-dl netx HDF5 (bit-accurate model)", arithmetic="loihi",
            max_delay_D=64, one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even",
@@ -62,6 +64,32 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("spinnaker2", "SpiNNaker 2 via its NIR importer (int8 weights)", max_delay_D=None,
            weight_bits=8, weight_mode="signed", notes="delay limit not verified"),
 ]}
+
+
+# What each target's files carry of the per-synapse delays (docs/export.md, "What the files carry").
+DELAY_CARRIAGE: dict[str, dict[str, str]] = {
+    "generic": {
+        "network.h5": "carried: one integer delay per synapse row",
+        "network.nir": "written exactly (one Delay -> Linear branch per distinct delay of a layer, since NIR's "
+                       "Delay is per channel), but not carried by any current NIR consumer: they ignore or reject "
+                       "nir.Delay, so every delay would run as 0",
+        "pynn/": "carried: delay_ms per synapse in the FromListConnector lists",
+    },
+    "loihi1": {"network.h5": "carried", "netx.h5": "carried: 2-D (out, in) delay matrix, one delay per (pre, post) "
+               "pair, which lava-dl netx loads as per-synapse delays (several delays of one pair are merged)"},
+    "loihi2": {"network.h5": "carried", "netx.h5": "carried: 2-D (out, in) delay matrix, one delay per (pre, post) "
+               "pair, which lava-dl netx loads as per-synapse delays (several delays of one pair are merged)"},
+    "spinnaker1": {"network.h5": "carried", "pynn/": "carried: delay_ms per synapse; sPyNNaker adds delay "
+                   "extensions for delays beyond 32 steps (at 256 neurons per core)"},
+    "spinnaker2": {
+        "network.h5": "carried: one integer delay per synapse row",
+        "network.nir": "NOT carried to the chip: the per-synapse delays are written (one Delay -> Linear branch per "
+                       "distinct delay, NIR's Delay being per channel) but SpiNNaker 2's NIR importer ignores or "
+                       "rejects nir.Delay, so on the chip every synapse would run with delay 0 (+ 1 step per hop). "
+                       "No expansion into delay buckets or relay populations is done: map network.h5's delays by "
+                       "hand (py-spinnaker2 connection lists take a delay per synapse)",
+    },
+}
 
 
 def max_weight_bits(t: Target) -> int:
@@ -117,6 +145,7 @@ class PrepareReport:
     violations: list[Violation] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # what --clip changed
     notes: list[str] = field(default_factory=list)  # quantisation facts (not violations)
+    quantisation: list[dict] = field(default_factory=list)  # per layer: scale, exponents, errors
 
     def lines(self) -> list[str]:
         out = [f"target {self.target}"]
@@ -139,23 +168,105 @@ def _scale_for(max_abs: float, bits: int, mode: str) -> tuple[float, int, int]:
     raise ValueError(f"unknown weight mode {mode!r}")
 
 
-def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool) -> tuple[Layer, int]:
+@dataclass(frozen=True)
+class LayerScale:
+    """The number formats chosen for one layer: real value = integer / ``scale``; the integer
+    bias is ``mantissa << bias_exponent``; ``weight_range_used`` = scale / the scale that would
+    give the largest weight the full integer range (1: full weight resolution)."""
+
+    scale: float
+    bias_exponent: int = 0
+    weight_range_used: float = 1.0
+    reason: str = ""
+
+
+def choose_scale(max_abs_weight: float, bias: np.ndarray, threshold: float, t: Target, bits: int,
+                 integer_bias: bool) -> LayerScale:
+    """Per-layer scale and bias exponent so that weights, biases and the threshold all fit ``t``.
+
+    Weights come first: the largest |weight| takes the full integer range (a weight error adds up
+    over the fan-in, a bias error is one per neuron). The bias then takes the smallest exponent
+    (0..``t.bias_exp_max``) whose ``bias_bits`` mantissa holds it, which costs bias resolution
+    (steps of 2^exponent / scale) but no weight bits. Only when the largest bias does not fit even
+    at the largest exponent, or the threshold mantissa would overflow, is the scale lowered, and
+    the weights give up resolution (``weight_range_used`` < 1, said in ``reason``)."""
+    full, _, _ = _scale_for(max_abs_weight, bits, t.weight_mode)
+    s, reasons = full, []
+    bias = np.asarray(bias, dtype=np.float64)
+    bmax = float(np.abs(bias).max()) if bias.size else 0.0
+    if integer_bias and t.bias_bits is not None and bmax > 0:
+        top = (2 ** (t.bias_bits - 1) - 1) * 2 ** t.bias_exp_max  # largest integer bias
+        if bmax * s > top:
+            s = top / bmax
+            reasons.append(f"biases up to {bmax:.4g} need scale <= {s:.6g} ({t.bias_bits}-bit mantissa"
+                           + (f" << {t.bias_exp_max}" if t.bias_exp_max else "") + ")")
+    if t.threshold_bits is not None and np.isfinite(threshold) and threshold > 0:
+        top = 2 ** t.threshold_bits  # vThMant = round(theta * s) - 1 <= 2^bits - 1
+        if threshold * s > top:
+            s = top / threshold
+            reasons.append(f"threshold {threshold:.4g} needs scale <= {s:.6g} ({t.threshold_bits}-bit vThMant)")
+    if t.weight_mode == "magnitude-pow2" and s < full:
+        s = float(2.0 ** math.floor(math.log2(s)))
+    exponent = 0
+    if integer_bias and t.bias_bits is not None and bmax > 0:
+        lim = 2 ** (t.bias_bits - 1) - 1
+        while exponent < t.bias_exp_max and np.rint(bmax * s / 2 ** exponent) > lim:
+            exponent += 1
+    reason = "; ".join(reasons)
+    if s < full:
+        reason += f": weights use {s / full:.3g} of the {bits}-bit range"
+    return LayerScale(s, exponent, s / full, reason)
+
+
+def _round_weights(w: np.ndarray, scale: float, bits: int, mode: str) -> np.ndarray:
+    """Integer weights of real weights ``w`` at ``scale`` in the target's weight mode (clipped)."""
+    _, lo, hi = _scale_for(1.0, bits, mode)
+    q = 2 * np.rint(w * scale / 2) if mode == "signed-even" else np.rint(w * scale)
+    return np.clip(q, lo, hi)
+
+
+def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool,
+                   choice: LayerScale | None = None) -> tuple[Layer, int]:
     """Integer weights (real = integer / scale) for one layer; returns (layer, synapses that
-    became 0 and were dropped). With ``integer_bias`` the bias is rounded to the 1/scale grid."""
+    became 0 and were dropped). ``choice``: the scale and bias exponent (default: the full weight
+    range, exponent 0). With ``integer_bias`` the bias is rounded to the grid of
+    2^bias_exponent / scale."""
     w = layer.real_weight
     max_abs = float(np.abs(w).max()) if w.size else 0.0
     if max_abs == 0.0:
         return layer.copy(weight=w.copy(), weight_scale=1.0), 0
-    scale, lo, hi = _scale_for(max_abs, bits, mode)
-    if mode == "signed-even":
-        q = 2 * np.rint(w * scale / 2)
-    else:
-        q = np.rint(w * scale)
-    q = np.clip(q, lo, hi)
+    if choice is None:
+        choice = LayerScale(_scale_for(max_abs, bits, mode)[0])
+    scale, step = choice.scale, 2.0 ** choice.bias_exponent
+    q = _round_weights(w, scale, bits, mode)
     keep = q != 0
-    bias = np.rint(layer.bias * scale) / scale if integer_bias else layer.bias
+    bias = np.rint(layer.bias * scale / step) * step / scale if integer_bias else layer.bias
     return layer.copy(pre=layer.pre[keep], post=layer.post[keep], weight=q[keep],
                       delay=layer.delay[keep], bias=bias, weight_scale=scale), int((~keep).sum())
+
+
+def quantisation_errors(before: Layer, after: Layer, t: Target) -> dict[str, float]:
+    """How far the quantised layer is from the float one, in the model's units: largest and RMS
+    weight error (over the float layer's synapses, dropped ones counted as errors), largest bias
+    error, and the threshold error (Loihi: (vThMant + 1) / scale - theta; the chip fires on
+    v > vThMant)."""
+    dense_b, _ = before.dense()
+    dense_a, _ = after.dense()
+    n = max(dense_a.shape[2], dense_b.shape[2])
+    pad = lambda a: np.pad(a, ((0, 0), (0, 0), (0, n - a.shape[2])))
+    err = (pad(dense_a) - pad(dense_b))[pad(dense_b) != 0]
+    out = {"weight_max_error": float(np.abs(err).max()) if err.size else 0.0,
+           "weight_rms_error": float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0,
+           "bias_max_error": float(np.abs(after.bias - before.bias).max()) if before.n_out else 0.0,
+           "threshold_error": 0.0}
+    finite = np.isfinite(before.threshold)
+    if t.arithmetic == "loihi" and after.weight_scale is not None and finite.any():
+        s = after.weight_scale
+        chip = np.rint(after.threshold[finite] * s) / s  # (vThMant + 1) / scale
+        out["threshold_error"] = float(np.abs(chip - before.threshold[finite]).max())
+    elif finite.any():
+        out["threshold_error"] = float(np.abs(after.threshold[finite] - before.threshold[finite]).max())
+    return out
 
 
 def _pair_keys(layer: Layer) -> np.ndarray:
@@ -249,10 +360,26 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
                 rep.violations.append(Violation(k, "neurons with too many inputs", n, f"fan-in <= {t.max_fanin}"))
                 rep.changes.append(f"layer {k}: {_count(n, 'neuron')} pruned to their {t.max_fanin} largest inputs")
         if bits is not None:
-            layer, zeroed = quantise_layer(layer, bits, t.weight_mode, integer_bias=t.arithmetic == "loihi")
-            rep.notes.append(f"layer {k}: {bits}-bit weights, scale {layer.weight_scale:.6g}; "
-                             f"{_count(zeroed, 'synapse')} rounded to 0 and dropped")
-            _check_ranges(layer, k, t, rep)
+            integer_bias = t.arithmetic == "loihi"
+            w = layer.real_weight
+            theta = float(layer.threshold[0]) if layer.n_out else math.inf
+            choice = choose_scale(float(np.abs(w).max()) if w.size else 0.0, layer.bias, theta, t, bits,
+                                  integer_bias)
+            before = layer
+            layer, zeroed = quantise_layer(layer, bits, t.weight_mode, integer_bias, choice)
+            _check_ranges(layer, k, t, rep, choice.bias_exponent)
+            errors = quantisation_errors(before, layer, t)
+            rep.quantisation.append({"layer": k, "weight_bits": bits, "scale": layer.weight_scale,
+                                     "weight_range_used": choice.weight_range_used,
+                                     "bias_exponent": choice.bias_exponent, "synapses_dropped": zeroed,
+                                     **errors, "why": choice.reason})
+            rep.notes.append(
+                f"layer {k}: {bits}-bit weights, scale {layer.weight_scale:.6g}"
+                + (f", bias exponent {choice.bias_exponent}" if t.bias_exp_max else "")
+                + f"; {_count(zeroed, 'synapse')} rounded to 0 and dropped; error: weights max "
+                f"{errors['weight_max_error']:.3g} rms {errors['weight_rms_error']:.3g}, biases max "
+                f"{errors['bias_max_error']:.3g}, threshold {errors['threshold_error']:.3g}"
+                + (f" ({choice.reason})" if choice.reason else ""))
         layers.append(layer)
     if rep.violations and not clip:
         raise ExportError(
@@ -263,21 +390,24 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
     attrs = {"target": t.name, "hop_latency_steps": hop, "threshold_rule": t.threshold_rule,
              "arithmetic": t.arithmetic,
              "weight_bits": bits if bits is not None else 0, "clipped": bool(rep.changes)}
+    if t.bias_exp_max:  # per layer, "e0,e1,...": integer bias = mantissa << e (network.h5 root attribute)
+        attrs["bias_exponents"] = ",".join(str(q["bias_exponent"]) for q in rep.quantisation)
     return net.copy(layers=layers, **attrs), rep
 
 
-def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport) -> None:
+def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport, bias_exponent: int = 0) -> None:
     """Loihi-style integer bias / threshold mantissa ranges (clipped in place when reported)."""
     s = layer.weight_scale
-    if t.bias_bits is not None:
+    if t.bias_bits is not None and t.arithmetic == "loihi":
         lim = 2 ** (t.bias_bits - 1) - 1
-        b = np.rint(layer.bias * s)
+        step = 2 ** bias_exponent
+        b = np.rint(layer.bias * s / step)
         n = int((np.abs(b) > lim).sum())
         if n:
             rep.violations.append(Violation(k, "neurons whose integer bias is out of range", n,
-                                            f"|bias| <= {lim} ({t.bias_bits}-bit mantissa)"))
-            rep.changes.append(f"layer {k}: {_count(n, 'bias', 'biases')} clipped to +-{lim}/scale")
-            layer.bias = np.clip(b, -lim, lim) / s
+                                            f"|bias| <= {lim} << {bias_exponent} ({t.bias_bits}-bit mantissa)"))
+            rep.changes.append(f"layer {k}: {_count(n, 'bias', 'biases')} clipped to +-{lim * step}/scale")
+            layer.bias = np.clip(b, -lim, lim) * step / s
     if t.threshold_bits is not None and layer.kind != "readout":
         lim = 2 ** t.threshold_bits - 1
         th = np.rint(layer.threshold * s) - 1
