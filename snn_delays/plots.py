@@ -95,9 +95,14 @@ def plot_curves(run: Path, out: Path) -> Path:
     ep = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     ax = axes[0]
-    ax.plot(ep, [r["train_loss"] for r in rows], "-o", ms=3, color="black")
-    ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-    losses = [r["train_loss"] for r in rows if r["train_loss"] and r["train_loss"] > 0]
+    ax.plot(ep, [r["train_loss"] for r in rows], "-o", ms=3, color="black", label="train")
+    checked = [r for r in rows if r.get("valid_loss") is not None]  # evaluated epochs (newer runs)
+    if checked:
+        ax.plot([r["epoch"] for r in checked], [r["valid_loss"] for r in checked], "-o", ms=3, color="tab:orange",
+                label="valid")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    losses = [v for r in rows for v in (r["train_loss"], r.get("valid_loss")) if v is not None and v > 0]
     if losses and max(losses) > 10 * min(losses):  # a log axis only where it spans a decade
         ax.set_yscale("log")
     ax = axes[1]

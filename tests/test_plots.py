@@ -118,6 +118,7 @@ def test_figures_state_their_units(run, tmp_path):
     assert "steps" in " ".join(ax.get_title() for ax in kernels.axes if ax.get_title().startswith("epoch"))
     assert "ms" in texts(captured["delays.png"]) and "dt_ms = 10" in texts(captured["delays.png"])
     assert all(fig.get_layout_engine() is not None for fig in captured.values())  # constrained: no cut titles
+    assert [l.get_label() for l in captured["curves.png"].axes[0].get_lines()] == ["train", "valid"]  # losses
 
 
 def test_one_epoch_curves_have_markers(tmp_path):
