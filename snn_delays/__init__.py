@@ -4,14 +4,16 @@ Public API (time-major shapes (T, B, C) everywhere, times in steps)::
 
     DelaySynapse   weights + learnable delays as a causal temporal convolution
     LIF            leaky integrate-and-fire neuron, arctan surrogate gradient
-    DelaySNN       the network; build_model(config) / load_model(run_dir)
+    DelaySNN       the network; build_model(config) / load_model(run_dir); predict(x, batch_first=True)
+                   and predict_dataset(ds) take data as open_dataset gives it
     load_config    typed configs from experiments/*.toml with overrides
     train          the training loop writing a run folder
 """
 
 from .config import ConfigError, DataConfig, ExperimentConfig, ModelConfig, TrainConfig, load_config
 from .errors import UserError
-from .model import DelaySNN, build_model, calibrate_batchnorm, count_trainable, load_model, resolve_variant
+from .model import (DelaySNN, InputShapeError, build_model, calibrate_batchnorm, count_trainable, dataset_batches,
+                    load_model, resolve_variant)
 from .neuron import LIF
 from .synapse import DelaySynapse, DenseConvSynapse, gaussian_kernel, rounded_kernel
 
@@ -30,6 +32,8 @@ __all__ = [
     "rounded_kernel",
     "LIF",
     "DelaySNN",
+    "InputShapeError",
+    "dataset_batches",
     "build_model",
     "load_model",
     "resolve_variant",

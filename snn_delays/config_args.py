@@ -86,12 +86,11 @@ def _check_dataset(name: str) -> None:
 
 
 def _check_fanin(cfg: ExperimentConfig) -> None:
-    """Refuse a fan-in that keeps every input of every layer (it would silently mean fully connected)."""
-    m = cfg.model
-    widest = max(m.input_size, m.hidden_size)
-    if m.fanin > 0 and m.input_size > 0 and m.fanin >= widest:
-        raise UserError(f"model.fanin={m.fanin} keeps every input of every layer (the layers have "
-                        f"{m.input_size} and {m.hidden_size} inputs); use a smaller fan-in, or 0 for fully connected")
+    """Refuse a fan-in larger than a layer's inputs before anything runs (the model's own check,
+    :func:`snn_delays.model.check_fanin`; sizes taken from the data are checked when it is built)."""
+    from .model import check_fanin
+
+    check_fanin(cfg.model)
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:

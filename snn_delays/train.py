@@ -462,7 +462,7 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
             (run / "metrics.jsonl").write_text("")
         r.snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(),
                             "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
-    r.info = run_info()
+    r.info = {**run_info(), "input_steps": int(r.splits["train"].n_steps)}  # what load_model checks inputs against
     return r
 
 

@@ -83,6 +83,10 @@ def test_batch_first_data_passed_as_time_major_is_refused():
 
 
 def test_load_model_knows_the_training_time_length(run, tmp_path):
+    from snn_delays.data import open_dataset
+
+    trained = load_model(run)  # the trainer records the training split's length in run_info
+    assert trained.input_steps == open_dataset("synthetic", None, "train").n_steps
     ckpt = load_checkpoint(run, "best")
     ckpt["run_info"] = {**(ckpt.get("run_info") or {}), "input_steps": 100}
     save_checkpoint(tmp_path / "b.pt", {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
