@@ -1,0 +1,82 @@
+"""snn_delays.quantize: the chip-constrained forward equals the export simulated in the target's
+arithmetic (an independent implementation: neuromorphic_export.simulate of the exported integers);
+gradients flow through the straight-through quantisers on every backend; checkpoints keep their keys."""
+
+import numpy as np
+import pytest
+import torch
+
+from snn_delays.checkpoint import save_checkpoint
+from snn_delays.config import config_to_dict
+from snn_delays.quantize import apply_target
+
+from neuromorphic_export import load_checkpoint, network_from_checkpoint, prepare, simulate
+
+from test_export_model import _data, _spiking_model
+
+
+def _exported(tmp_path, cfg, model, target):
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.pt", {"config": config_to_dict(cfg), "model": model.state_dict(), "epoch": 1,
+                                      "sigma": 0.5, "metrics": []})
+    chip, rep = prepare(network_from_checkpoint(load_checkpoint(run)), target)
+    assert not rep.changes
+    return chip
+
+
+@pytest.mark.parametrize("target", ["loihi1", "loihi2", "spinnaker1", "spinnaker2"])
+def test_forward_equals_the_export_in_the_targets_arithmetic(tmp_path, target):
+    cfg, model = _spiking_model(seed=3)
+    with torch.no_grad():  # a bias that needs Loihi 1's bias exponent
+        model.hidden[0].norm.bias[:4] = torch.tensor([40.0, -35.0, 20.0, 3.0])
+    chip = _exported(tmp_path, cfg, model, target)
+    x, _ = _data(cfg, 24)
+    m = apply_target(model.double().eval(), target)
+    with torch.no_grad():
+        u, spikes = m(x, return_spikes=True)
+    res = simulate(chip, x.numpy(), convention="target")
+    assert u.shape == res.readout.shape
+    assert sum(int(s.sum()) for s in spikes) > 200
+    for a, b in zip(res.spikes, spikes):
+        if chip.attrs["arithmetic"] == "loihi":
+            np.testing.assert_array_equal(a, b.numpy())  # bit for bit
+        else:  # float64 sums in another order: a spike exactly at threshold may differ
+            assert (a != b.numpy()).mean() < 1e-3
+    if chip.attrs["arithmetic"] == "loihi":
+        np.testing.assert_allclose(u.numpy(), res.readout, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(m.scores(u).argmax(-1).numpy(), res.predictions)
+
+
+@pytest.mark.parametrize("backend", ["dense", "fft", "sparse"])
+def test_gradients_flow_and_keys_stay(backend):
+    cfg, model = _spiking_model(seed=1, **{"model.backend": backend})
+    keys = set(model.state_dict())
+    latent = model.hidden[0].synapse.weight.detach().clone()
+    apply_target(model, "loihi1")
+    assert set(model.state_dict()) == keys  # checkpoints stay ordinary
+    torch.testing.assert_close(model.state_dict()["hidden.0.synapse.weight"], latent)
+    model.train()
+    assert not model.hidden[0].synapse.training  # rounded delays, the chip's
+    x, y = _data(cfg, 8)
+    loss = torch.nn.functional.cross_entropy(model.scores(model(x.float())), torch.as_tensor(y))
+    loss.backward()
+    orig = model.hidden[0].synapse.parametrizations.weight.original
+    assert orig.grad is not None and orig.grad.abs().sum() > 0
+    assert model.readout.parametrizations.weight.original.grad.abs().sum() > 0
+    assert model.hidden[0].norm.weight.grad.abs().sum() > 0 and model.hidden[0].norm.bias.grad.abs().sum() > 0
+    # the synapse reads the quantised tensor: (folded) weight * scale is on the even integer grid
+    w = model.hidden[0].synapse.weight.detach().double() * model.hidden[0].synapse.parametrizations.weight[0].layer.choice.scale
+    assert torch.allclose(w, 2 * torch.round(w / 2), atol=1e-3)
+
+
+def test_state_dict_round_trip_into_a_plain_model():
+    cfg, model = _spiking_model(seed=2)
+    apply_target(model, "spinnaker2")
+    import snn_delays
+
+    plain = snn_delays.build_model(cfg)
+    plain.load_state_dict(model.state_dict())  # strict: same keys
+    again = apply_target(snn_delays.build_model(cfg), "spinnaker2")
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.hidden[1].synapse.parametrizations.weight.original,
+                               model.hidden[1].synapse.parametrizations.weight.original)
