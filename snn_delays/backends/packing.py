@@ -15,15 +15,14 @@ __all__ = ["as_scaled_bytes"]
 
 def as_scaled_bytes(x: Tensor) -> tuple[Tensor, float]:
     """(bytes, s) with x = s * bytes exactly when x holds spikes, dropout-scaled spikes or counts
-    (s = the maximum, then s = 1), else (x, 1.0). Needs the compiled loops (else returns x)."""
+    (s = the first non-zero value, or 1), else (x, 1.0). Needs the compiled loops (else returns x)."""
     if not (fast_available(x) and x.numel()):
         return x, 1.0
     xc = x.detach().contiguous()
     packed = torch.empty(x.shape, dtype=torch.uint8)
-    top = float(xc.max())
-    # counts (an integer maximum): s = 1 first, else a second pass over the input (dropout-scaled
-    # spikes: s = the maximum)
-    for s in dict.fromkeys((1.0, top) if top.is_integer() else (top, 1.0)):
+    first = abs(pack.first_nonzero(xc.numpy()))
+    # counts (an integer first value): s = 1 first; dropout-scaled spikes: s = their one value
+    for s in dict.fromkeys((1.0, first) if first.is_integer() else (first, 1.0)):
         if s > 0 and pack.pack_scaled_u8(xc.numpy(), s, packed.numpy()):
             return packed, s
     return x, 1.0

@@ -8,7 +8,7 @@ import numpy as np
 
 from .runtime import n_threads, njit, prange
 
-__all__ = ["pack_scaled_u8", "pack_ctb_u8", "tbc_to_ctb_u8"]
+__all__ = ["pack_scaled_u8", "pack_ctb_u8", "tbc_to_ctb_u8", "first_nonzero"]
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -74,6 +74,20 @@ def _tbc_to_ctb_u8(x, out):  # pragma: no cover
 def tbc_to_ctb_u8(x, out) -> None:
     """x (T, B, C) uint8 -> out (C, T, B) uint8 (the event layers' spikes to the tap layers' layout)."""
     _tbc_to_ctb_u8(x, out)
+
+
+@njit(fastmath=False, cache=True, nogil=True)
+def _first_nonzero(flat):  # pragma: no cover
+    for k in range(flat.shape[0]):
+        if flat[k] != 0:
+            return flat[k]
+    return flat[0] * 0
+
+
+def first_nonzero(x) -> float:
+    """The first non-zero value of x in memory order (0 if none): the scale of spikes, dropout-scaled
+    spikes or counts, found without a pass over the whole array."""
+    return float(_first_nonzero(x.reshape(-1)))
 
 
 def pack_scaled_u8(x, scale: float, out) -> bool:
