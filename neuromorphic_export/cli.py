@@ -79,6 +79,9 @@ def add_subcommand(subparsers, name: str) -> None:
         p.add_argument("--export-only", action="store_true",
                        help="skip the in-memory check of every target (quantised, clipped where needed)")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
+        p.add_argument("--finetuned", nargs="+", default=[], metavar="RUN",
+                       help="runs fine-tuned from this one (snn-delays finetune): their exports for their targets "
+                            "are shown beside the float model and the plain export")
         p.set_defaults(func=cmd_verify)
     else:
         raise ValueError(f"neuromorphic_export.cli has no sub-command {name!r}")
@@ -163,7 +166,15 @@ def _model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128, pr
 
     from snn_delays import load_model
 
-    model = load_model(run_dir, which).double().eval()
+    from .checkpoint import load_checkpoint
+
+    model = load_model(run_dir, which)
+    target = (load_checkpoint(run_dir, which).config.get("train") or {}).get("target")
+    if target:  # a fine-tuned run: its forward is the chip's (hop latency included)
+        from snn_delays.quantize import apply_target
+
+        apply_target(model, target)
+    model = model.double().eval()
     preds, spikes = [], None
     with torch.no_grad():
         for b0 in range(0, x.shape[1], batch):
@@ -227,30 +238,81 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if need > MEMORY_LIMIT_BYTES:
         raise ExportError(f"verifying {x.shape[1]} samples needs about {need / 2 ** 30:.0f} GiB; use --samples N")
     others = [] if args.export_only else [t for t in TARGETS if t != "generic"]  # generic == the float export
-    n_runs = 1 + 2 + (export_net.target != "generic") + len(others)
+    finetuned = _finetuned_runs(args.finetuned, float_net)
+    n_runs = 1 + 2 + (export_net.target != "generic") + len(others) + len(finetuned)
     print(f"verify: {len(y)} samples through the PyTorch model and {n_runs - 1} simulated networks",
           file=sys.stderr, flush=True)
     progress = Progress(n_runs * len(y), "verify", unit="sample runs")
     progress.phase("PyTorch model")
     model_pred, model_spikes = _model_outputs(args.run_dir, args.checkpoint, x, progress=progress.update)
 
+    chip_model = str((ckpt.config.get("train") or {}).get("target") or "")
+    align = 0 if chip_model else None  # a fine-tuned run's model already runs with the chip's latency
+
     def run(label, net, convention):
         progress.phase(f"simulating {label}")
-        return verify_network(label, net, x, y, model_pred, model_spikes, convention, progress=progress.update)
+        return verify_network(label, net, x, y, model_pred, model_spikes, convention, progress=progress.update,
+                              align_hop=align)
 
     results = [run("float export (from checkpoint)", float_net, "model"),
                run("export file, model convention", export_net, "model")]
     if export_net.target != "generic":
         results.append(run(f"export file as {export_net.target}", export_net, "target"))
+    side: dict[str, dict] = {}
     for t in others:
         net, rep = prepare(float_net, t, clip=True)
         results.append(run(f"target {t}{' (clipped)' if rep.changes else ''}", net, "target"))
+        side[t] = {"plain": None if rep.violations else results[-1].accuracy,
+                   "clipped": results[-1].accuracy if rep.changes else None, "finetuned": None}
+    for t, (run_dir, net) in finetuned.items():
+        r = verify_network(f"fine-tuned {t}", net, x, y, model_pred, None, "target", progress=progress.update)
+        results.append(r)
+        side.setdefault(t, {"plain": None, "clipped": None})["finetuned"] = r.accuracy
+        side[t]["finetuned_run"] = str(run_dir)
     progress.close()
     model_acc = float((model_pred == y).mean())
     if args.json:
         print(json.dumps({"dataset": name, "split": args.split, "n": int(len(y)), "model_accuracy": model_acc,
-                          "results": [r.as_dict() for r in results]}, indent=1))
+                          "results": [r.as_dict() for r in results], "per_target": side}, indent=1))
     else:
         print(f"{name} / {args.split}:")
         print(format_table(model_acc, len(y), results))
+        if side:
+            print(format_side_by_side(model_acc, side, chip_model))
     return 0
+
+
+def _finetuned_runs(runs: list[str], float_net) -> dict:
+    """target -> (run folder, its export for that target) of each fine-tuned run (same sizes)."""
+    from .checkpoint import load_checkpoint
+    from .network import network_from_checkpoint
+    from .targets import prepare
+
+    out = {}
+    for run_dir in runs:
+        ckpt = load_checkpoint(run_dir)
+        target = str((ckpt.config.get("train") or {}).get("target") or "")
+        if not target:
+            raise ExportError(f"--finetuned {run_dir} was not fine-tuned for a target (its config has no "
+                              "train.target): make it with snn-delays finetune")
+        net = network_from_checkpoint(ckpt)
+        if _sizes(net) != _sizes(float_net):
+            raise ExportError(f"--finetuned {run_dir} is {_sizes(net)} neurons, this run {_sizes(float_net)}: "
+                              "not fine-tuned from it")
+        if target in out:
+            raise ExportError(f"--finetuned gives two runs for {target}")
+        out[target] = (run_dir, prepare(net, target)[0])  # refused if it does not fit: said in one line
+    return out
+
+
+def format_side_by_side(model_acc: float, side: dict, chip_model: str = "") -> str:
+    """Per target: the float model, the plain export (refused: it breaks a limit), the clipped export
+    and the fine-tuned run's export, accuracies in the target's arithmetic and conventions."""
+    f = lambda v: "refused" if v is None else f"{v:.4f}"
+    head = "the run's chip forward" if chip_model else "float model"
+    lines = [f"{'target':12s} {head:>12s} {'plain export':>13s} {'clipped':>8s} {'fine-tuned':>11s}"]
+    for t, v in side.items():
+        clipped = "-" if v.get("clipped") is None else f"{v['clipped']:.4f}"
+        tuned = "-" if v.get("finetuned") is None else f"{v['finetuned']:.4f}"
+        lines.append(f"{t:12s} {model_acc:12.4f} {f(v.get('plain')):>13s} {clipped:>8s} {tuned:>11s}")
+    return "\n".join(lines)

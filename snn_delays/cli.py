@@ -25,6 +25,10 @@ __all__ = ["main", "build_parser"]
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    if args.target:
+        if any(o.split("=", 1)[0].strip() == "train.target" for o in args.overrides):
+            raise UserError("give the target once: --target or --set train.target")
+        args.overrides = args.overrides + [f"train.target={args.target}"]
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
@@ -73,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "config of that name (with --config: replaces the config's dataset)")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt and start over")
+    p.add_argument("--target", help="train for a chip (loihi1, loihi2, spinnaker1, spinnaker2): its delay range "
+                   "from the first epoch, its quantised forward in the last train.target_fraction of the epochs "
+                   "(shortcut for --set train.target=T)")
     add_config_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -104,6 +111,7 @@ def _add_optional_commands(sub) -> None:
         ("snn_delays.plots", "plot"),
         ("neuromorphic_export.cli", "export"),
         ("neuromorphic_export.cli", "verify"),
+        ("snn_delays.finetune", "finetune"),
         ("snn_delays.bench.cli", "bench"),
     ]:
         try:

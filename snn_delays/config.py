@@ -72,6 +72,9 @@ class ModelConfig:
     steps appended once to the input, the total the reference adds layer by layer.
     ``backend``: how the synapses compute (the same sums): ``auto`` (the cheapest here), ``dense``
     (direct convolution, the plain formulation), ``fft`` or ``sparse`` (taps).
+    ``interpolation``: the training kernel spreading each delay over the taps, ``gauss`` (default),
+    ``triangle`` or ``bilinear``; ``learn_sigma``: a learned width per element (gauss, triangle)
+    instead of the shared scheduled sigma.
     """
 
     input_size: int = 140
@@ -89,6 +92,8 @@ class ModelConfig:
     fanin: int = 0
     surrogate_alpha: float = 5.0
     backend: str = "auto"
+    interpolation: str = "gauss"
+    learn_sigma: bool = False
 
     def validate(self) -> None:
         _refuse_non_finite(self, "model")
@@ -110,6 +115,11 @@ class ModelConfig:
             raise ConfigError(f"model.fanin must be >= 0 (0 = fully connected); got {self.fanin}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        if self.interpolation not in ("gauss", "triangle", "bilinear"):
+            raise ConfigError(f"model.interpolation must be one of gauss, triangle, bilinear; got {self.interpolation!r}")
+        if self.learn_sigma and self.interpolation == "bilinear":
+            raise ConfigError("model.learn_sigma needs a kernel with a width: model.interpolation gauss or triangle "
+                              "(bilinear has none)")
         if self.input_size < 0 or self.n_classes < 0:
             raise ConfigError("model.input_size and model.n_classes must be >= 0 (0: take them from the dataset); "
                               f"got {self.input_size} and {self.n_classes}")
@@ -226,6 +236,12 @@ class TrainConfig:
     kernel_snapshot_neurons: int = 4
     progress: bool = True
     tensorboard: bool = False  # also write RUN/tensorboard/ event files (extra "tensorboard")
+    # train for a chip (snn_delays.quantize): "" none, or an export target (loihi1, loihi2, spinnaker1,
+    # spinnaker2): its delay range from the first epoch, its quantised forward in the last
+    # target_fraction of the epochs; init_from: a checkpoint (.pt) whose weights start the run (finetune)
+    target: str = ""
+    target_fraction: float = 0.25
+    init_from: str = ""
 
     def validate(self) -> None:
         _refuse_non_finite(self, "train")
@@ -248,6 +264,14 @@ class TrainConfig:
         for key in ("seed", "threads", "kernel_snapshot_neurons"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0; got {getattr(self, key)}")
+        if self.target:
+            from neuromorphic_export.targets import TARGETS
+
+            chips = [name for name in TARGETS if name != "generic"]
+            if self.target not in chips:
+                raise ConfigError(f"train.target must be one of {', '.join(chips)} (or empty); got {self.target!r}")
+        if not 0.0 < self.target_fraction <= 1.0:
+            raise ConfigError(f"train.target_fraction must be in (0, 1]; got {self.target_fraction}")
 
 
 @dataclass(frozen=True)

@@ -276,3 +276,33 @@ def summary(model: nn.Module) -> list[dict[str, Any]]:
         if layer.choice is not None:
             out.append({"scale": layer.choice.scale, "bias_exponent": layer.choice.bias_exponent})
     return out
+
+
+def target_start_epoch(train_cfg) -> int:
+    """The first epoch trained with the target's quantised forward: the last ``target_fraction``
+    of ``train.epochs`` (at least one epoch)."""
+    n = train_cfg.epochs
+    return max(0, n - max(1, round(train_cfg.target_fraction * n)))
+
+
+def constraints_for_epoch(model: nn.Module, train_cfg, epoch: int) -> None:
+    """``train.target``'s constraints for ``epoch``: the delay range from the first epoch, the chip's
+    quantised forward from :func:`target_start_epoch` on (nothing without a target)."""
+    if not train_cfg.target or is_applied(model):
+        return
+    if epoch >= target_start_epoch(train_cfg):
+        apply_target(model, train_cfg.target)
+    else:
+        delay_range(model, train_cfg.target)
+
+
+def init_from(model: nn.Module, path: str) -> None:
+    """Start ``model`` from the weights of checkpoint ``path`` (a run folder's best.pt)."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"train.init_from {path}: its model does not fit this config "
+                        f"({str(e).splitlines()[0]})") from None

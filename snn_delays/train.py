@@ -38,7 +38,7 @@ from .config import (ExperimentConfig, config_differences, config_from_dict, con
                      result_config, to_toml)
 from .data import open_dataset
 from .data.augment import batch_augmenter
-from . import distributed
+from . import distributed, quantize
 from .errors import TrainingDiverged, UserError
 from ._progress import track
 from .measure import SplitMeasure, measure_batches
@@ -297,7 +297,7 @@ def _param_groups(model: DelaySNN, cfg: ExperimentConfig) -> list[dict[str, Any]
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.endswith(".delay"):
+        if name.endswith(".delay") or name.endswith(".sigma_delta"):  # learned widths: the delays' group
             delays.append(p)
         elif ".norm." in name:
             norms.append(p)
@@ -320,6 +320,10 @@ def _delay_stats(model: DelaySNN) -> dict[str, float]:
             out[f"delay_mean_{k}"] = float(d.mean())
             out[f"delay_std_{k}"] = float(d.std()) if d.numel() > 1 else 0.0
             out[f"delay_at_limits_{k}"] = float(((d < 0.5) | (d > td - 1.5)).float().mean())
+            if syn.learn_sigma:  # learned kernel widths (steps); the shared schedule does not apply
+                s = syn.width().detach()[syn.mask.bool()]
+                out.update({f"width_mean_{k}": float(s.mean()), f"width_min_{k}": float(s.min()),
+                            f"width_max_{k}": float(s.max())})
     return out
 
 
@@ -330,6 +334,8 @@ def _kernel_snapshot(model: DelaySNN, n_neurons: int) -> list[dict[str, Tensor]]
         if isinstance(syn, DelaySynapse):
             snap.append({"weight": syn.masked_weight()[:n_neurons].detach().cpu().clone(),
                          "delay": syn.delay[:n_neurons].detach().cpu().clone()})
+            if syn.learn_sigma:  # per-element widths (steps), for the kernel figure
+                snap[-1]["width"] = syn.width()[:n_neurons].detach().cpu().clone()
     return snap
 
 
@@ -399,6 +405,7 @@ def train(config: "ExperimentConfig | str", run_dir: "str | os.PathLike", resume
     with open_log(r.folder, r.start_epoch, r.metrics, enabled=r.cfg.train.tensorboard and r.dist.is_main) as tb:
         for epoch in range(r.start_epoch, stop):
             t0 = time.perf_counter()
+            quantize.constraints_for_epoch(r.model, r.cfg.train, epoch)  # train.target (no-op without)
             stats = train_one_epoch(r, epoch)
             evaluation = evaluate_splits(r, epoch)
             row = write_epoch(r, epoch, stats, evaluation, t0, tb)
@@ -443,7 +450,7 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
     if dist.is_main:
         atomic_write_text(run / "config.toml", to_toml(cfg))
 
-    model = DelaySNN(cfg.model, seed=cfg.train.seed).to(device)
+    model = DelaySNN(cfg.model, seed=cfg.train.seed, sigma_init=cfg.sigma_init()).to(device)
     if dist.enabled:
         distributed.convert_for_ddp(model)
     net = dist.wrap(model, device)
@@ -458,6 +465,8 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
             with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
                 f.writelines(dumps_standard(m) + "\n" for m in r.metrics)
     else:
+        if cfg.train.init_from:  # finetune: start from a finished run's weights
+            quantize.init_from(model, cfg.train.init_from)
         if dist.is_main:
             (run / "metrics.jsonl").write_text("")
         r.snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(),

@@ -1,0 +1,91 @@
+"""``snn-delays finetune RUN_DIR --target T --out NEW_RUN``: continue a finished run with a chip's
+constraints in the forward pass (:mod:`snn_delays.quantize`), so that its export loses nothing.
+
+The new run is an ordinary run folder written by :func:`snn_delays.train.train` (resumable the same
+way: the same command continues from ``NEW_RUN/last.pt``); its config is the finished run's with
+
+    train.target = T            the chip (recorded: ``export`` says when another target is asked)
+    train.target_fraction = 1   the chip's forward from the first epoch
+    train.init_from = RUN_DIR/best.pt
+    train.epochs = 5            (--epochs N)
+    train.lr_weights = a tenth of the run's, train.lr_delays = 0 (delays stay at their rounded values)
+    name = <run name>-<T>
+
+and any ``--set section.key=value`` applied last. Validation accuracy is measured with the chip's
+forward, so ``best.pt`` is the epoch that does best on the chip.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .config import apply_overrides, config_from_dict, parse_override
+from .errors import UserError
+
+__all__ = ["finetune_config", "finetune", "add_subcommand"]
+
+DEFAULT_EPOCHS = 5
+LR_FACTOR = 0.1
+
+
+def finetune_config(run_dir: "str | Path", target: str, epochs: int | None = None, overrides: list[str] = (),
+                    checkpoint: str = "best"):
+    """The config of a fine-tuning run of ``run_dir`` for ``target`` (see the module doc)."""
+    from .checkpoint import load_checkpoint, resolve_checkpoint_path
+    from .quantize import check_target
+
+    check_target(target)
+    path = resolve_checkpoint_path(run_dir, checkpoint).resolve()
+    cfg = config_from_dict(load_checkpoint(path)["config"])
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be >= 1; got {epochs}")
+    defaults = {"train.target": target, "train.target_fraction": 1.0, "train.init_from": str(path),
+                "train.epochs": epochs or DEFAULT_EPOCHS, "train.lr_weights": cfg.train.lr_weights * LR_FACTOR,
+                "train.lr_delays": 0.0, "name": f"{cfg.name}-{target}"}
+    explicit = [parse_override(text) for text in overrides]
+    for key, value in explicit:
+        if key == "train.epochs" and epochs is not None and value != epochs:
+            raise UserError(f"--epochs {epochs} and --set train.epochs={value} disagree; give one of them")
+        if key == "train.target" and value != target:
+            raise UserError(f"--target {target} and --set train.target={value} disagree; give one of them")
+    return apply_overrides(cfg, list(defaults.items()) + explicit).validate()
+
+
+def finetune(run_dir: "str | Path", target: str, out: "str | Path", epochs: int | None = None,
+             overrides: list[str] = (), resume: bool = True, checkpoint: str = "best") -> dict[str, Any]:
+    """Fine-tune ``run_dir`` for ``target`` into the run folder ``out``; returns its summary."""
+    from .train import train
+
+    out = Path(out)
+    source = Path(run_dir)
+    if out.resolve() == (source if source.is_dir() else source.parent).resolve():
+        raise UserError(f"--out {out} is the run being fine-tuned; choose a new folder")
+    cfg = finetune_config(run_dir, target, epochs, overrides, checkpoint)
+    return train(cfg, out, resume=resume)
+
+
+def add_subcommand(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="continue a finished run with a chip's constraints in the loop "
+                              "(quantised weights and biases, its delays, threshold rule and latency)")
+    p.add_argument("run_dir", help="a finished run folder (its best.pt starts the fine-tuning)")
+    p.add_argument("--target", required=True, help="loihi1, loihi2, spinnaker1 or spinnaker2")
+    p.add_argument("--out", required=True, help="the new run folder (resumed when it holds last.pt)")
+    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one value of the fine-tuning config (repeatable)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint of RUN_DIR")
+    p.add_argument("--restart", action="store_true", help="ignore an existing last.pt in --out and start over")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    result = finetune(args.run_dir, args.target, args.out, args.epochs, args.overrides, resume=not args.restart,
+                      checkpoint=args.checkpoint)
+    print(f"run folder: {args.out} (fine-tuned for {args.target})")
+    if result.get("best_epoch", -1) >= 0:
+        print(f"  best valid accuracy on {args.target}'s forward {result['best_valid_acc']:.4f} (epoch "
+              f"{result['best_epoch']}), test accuracy at that epoch {result['test_acc']:.4f}")
+    print(f"  export it with: snn-delays export {args.out} --target {args.target} --out EXPORT_DIR")
+    return 0
