@@ -268,16 +268,6 @@ def apply_target(model: nn.Module, target: str) -> nn.Module:
     return model
 
 
-def summary(model: nn.Module) -> list[dict[str, Any]]:
-    """Per synapse layer the scale and bias exponent of the last forward pass."""
-    out = []
-    for syn in model.synapses():
-        layer = syn.parametrizations.weight[0].layer
-        if layer.choice is not None:
-            out.append({"scale": layer.choice.scale, "bias_exponent": layer.choice.bias_exponent})
-    return out
-
-
 def target_start_epoch(train_cfg) -> int:
     """The first epoch trained with the target's quantised forward: the last ``target_fraction``
     of ``train.epochs`` (at least one epoch)."""

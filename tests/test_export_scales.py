@@ -84,3 +84,19 @@ def test_what_cannot_fit_is_still_refused():
     net = _net(1e4, np.zeros(3), threshold=1e-3)
     with pytest.raises(ExportError, match="threshold mantissa"):
         prepare(net, "loihi1")
+
+
+def test_export_says_which_delays_each_file_carries(tmp_path):
+    from neuromorphic_export import export_run
+    from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+
+    state = synthetic_state(np.random.default_rng(0), kernel_size=9)
+    run = save_synthetic_checkpoint(tmp_path / "run", state, n_layers=2, kernel_size=9, extra_steps=4)
+    s2 = export_run(run, "spinnaker2", tmp_path / "s2")
+    assert s2["delays"]["carried_to_chip"] is False
+    assert s2["delays"]["per_file"]["network.nir"].startswith("NOT carried")
+    assert sum(s2["delays"]["delayed_synapses"]) > 0
+    l1 = export_run(run, "loihi1", tmp_path / "l1")
+    assert l1["delays"]["carried_to_chip"] is True and set(l1["delays"]["per_file"]) == {"network.h5", "netx.h5"}
+    sp = export_run(run, "spinnaker1", tmp_path / "sp")
+    assert set(sp["delays"]["per_file"]) == {"network.h5", "pynn/"}
