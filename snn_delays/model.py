@@ -96,6 +96,8 @@ class DelaySNN(nn.Module):
     """The delay-learning spiking network. Build it with :func:`build_model`.
 
     ``forward(x)``: x (T, B, C) input counts -> readout membrane (T + extra_steps, B, n_classes).
+    ``sigma_init``: the synapses' initial kernel width (default ``kernel_size // 2``), where learned
+    widths start (``model.learn_sigma``; the schedule sets the shared width of the others).
     ``predict(x, batch_first=True)`` / ``predict_dataset(ds)`` take data as ``open_dataset`` gives
     it ((N, T, C), any numeric dtype). ``input_steps``: the time length T of the training data when
     known (:func:`load_model` sets it from the checkpoint); ``predict`` checks inputs against it.
@@ -103,7 +105,7 @@ class DelaySNN(nn.Module):
 
     input_steps: int | None = None
 
-    def __init__(self, cfg: ModelConfig, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, seed: int = 0, sigma_init: float | None = None):
         super().__init__()
         cfg.validate()
         if cfg.input_size < 1 or cfg.n_classes < 1:
@@ -128,6 +130,8 @@ class DelaySNN(nn.Module):
                     learn_delays=not no_delays and cfg.variant != "fixed-delays",
                     learn_weights=cfg.variant != "fixed-weights",
                     mask=mask, generator=_generator(seed, k, 1), backend=cfg.backend,
+                    sigma=sigma_init, interpolation=cfg.interpolation,
+                    learn_sigma=cfg.learn_sigma and not no_delays,
                 )
             synapses.append(syn)
         self.hidden = nn.ModuleList(
@@ -286,7 +290,8 @@ def count_trainable(cfg: ModelConfig) -> int:
             continue
         m = 1 if no_delays else cfg.kernel_count
         per_kind = fout * fan * m
-        n += per_kind * (int(cfg.variant != "fixed-weights") + int(not no_delays and cfg.variant != "fixed-delays"))
+        n += per_kind * (int(cfg.variant != "fixed-weights") + int(not no_delays and cfg.variant != "fixed-delays")
+                         + int(cfg.learn_sigma and not no_delays and cfg.kernel_size > 1))
     return n + 2 * cfg.hidden_size * cfg.n_layers
 
 
@@ -344,7 +349,8 @@ def build_model(config: "ExperimentConfig | ModelConfig | str | os.PathLike | di
     """Build a :class:`DelaySNN` from a config object, a TOML path or a name in ``experiments/``
     (``build_model("shd")``). ``seed`` (default ``train.seed``) fixes masks, weights and delays."""
     cfg = _as_experiment(config)
-    model = DelaySNN(resolve_variant(cfg.model), seed=cfg.train.seed if seed is None else seed)
+    model = DelaySNN(resolve_variant(cfg.model), seed=cfg.train.seed if seed is None else seed,
+                     sigma_init=cfg.sigma_init())
     model.sigma = cfg.sigma_init()
     return model
 

@@ -7,9 +7,11 @@ Writes into ``RUN_DIR/plots/`` (or ``--out``), every PNG with the numbers it sho
   delay layer (bins of 0.1 step). What to look for: peaks at integers (the period-1 pattern that
   sigma -> 0.5 and rounding produce) and piles at 0 or Td - 1 (the range is too small: raise
   ``model.kernel_size``). ``delays.json`` holds the fraction near an integer and at each limit.
-* ``kernels.png`` + ``kernels.json``: the training kernels (Gaussian of that epoch's sigma) of a
-  few neurons of one layer at several epochs, input synapses on the y axis and delay on the x
-  axis (the thesis's Figure 4.4 style). Built from the ``kernel_history`` kept in checkpoints.
+  With learned widths (``model.learn_sigma``) a histogram of the widths sits beside each layer.
+* ``kernels.png`` + ``kernels.json``: the training kernels (the run's ``model.interpolation``, with
+  that epoch's sigma or each element's learned width) of a few neurons of one layer at several
+  epochs, input synapses on the y axis and delay on the x axis (the thesis's Figure 4.4 style).
+  Built from the ``kernel_history`` kept in checkpoints.
 """
 
 from __future__ import annotations
@@ -152,6 +154,21 @@ def _delay_layers(state: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray]
     return out
 
 
+def _width_layers(state: dict[str, torch.Tensor], interpolation: str) -> dict[str, np.ndarray]:
+    """(layer name -> learned kernel widths (steps) of existing synapses), for ``model.learn_sigma``
+    runs: s = s0 + |sigma_delta| (:data:`snn_delays.backends.interpolation.WIDTH_MIN`)."""
+    from .backends.interpolation import WIDTH_MIN
+
+    out = {}
+    for key in state:
+        if key.endswith(".sigma_delta"):
+            name = key[: -len(".sigma_delta")]
+            s = WIDTH_MIN[interpolation] + state[key].float().abs()
+            mask = state.get(f"{name}.mask")
+            out[name.replace(".synapse", "")] = (s[mask.bool()] if mask is not None else s).reshape(-1).numpy()
+    return out
+
+
 def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width: float = 0.1) -> dict[str, Any]:
     """Histogram (bins of ``bin_width`` steps over [0, Td - 1]) and diagnostics per delay layer."""
     td = kernel_size
@@ -195,7 +212,13 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
         return None
     dt_ms = float(ckpt["config"].get("data", {}).get("dt_ms", 0.0) or 0.0)
     h = delay_histograms(ckpt["model"], td)
-    h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=model_cfg["variant"], dt_ms=dt_ms)
+    interpolation = model_cfg.get("interpolation", "gauss")
+    widths = _width_layers(ckpt["model"], interpolation) if model_cfg.get("learn_sigma") else {}
+    for name, s in widths.items():  # learned kernel widths (steps) per layer
+        h["layers"][name]["width"] = {"mean": float(s.mean()), "min": float(s.min()), "max": float(s.max()),
+                                      "median": float(np.median(s))}
+    h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=model_cfg["variant"], dt_ms=dt_ms,
+             interpolation=interpolation, learn_sigma=bool(model_cfg.get("learn_sigma", False)))
     (out / "delays.json").write_text(json.dumps(h, indent=1))
     edges = np.asarray(h["edges"])
     with open(out / "delays.csv", "w", newline="") as f:
@@ -205,8 +228,20 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
             w.writerow([f"{edges[i]:.2f}", f"{edges[i + 1]:.2f}", *(h["layers"][n]["counts"][i] for n in h["layers"])])
     plt = _plt()
     names = list(h["layers"])
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.3 + 1.7 * len(names)), sharex=True, squeeze=False,
-                             layout="constrained")
+    cols = 2 if widths else 1  # learned widths: their histogram beside each layer's delays
+    fig, axes = plt.subplots(len(names), cols, figsize=(9 + 3 * (cols - 1), 2.3 + 1.7 * len(names)), squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": [3, 1][:cols]})
+    for name, ax in zip(names, axes[:, -1] if widths else []):
+        s = widths.get(name)
+        if s is None:
+            ax.set_axis_off()
+            continue
+        ax.hist(s, bins=40, color="tab:green")
+        W = h["layers"][name]["width"]
+        ax.set_title(f"learned widths ({interpolation}): mean {W['mean']:.2f}, "
+                     f"{W['min']:.2f} .. {W['max']:.2f} steps", fontsize=8, loc="left")
+        ax.set_xlabel("kernel width s (steps)", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax, name in zip(axes[:, 0], names):
         L = h["layers"][name]
         counts = np.asarray(L["counts"])
@@ -217,6 +252,8 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
         ax.set_title(f"{name}: {L['n']:,} synapses   within 0.1 of an integer: {100 * L['near_integer']:.0f} % "
                      f"(uniform: 20 %)   rounding to 0: {100 * L['at_lower_limit']:.1f} %   "
                      f"to {td - 1}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
+    for ax in axes[:-1, 0]:
+        ax.sharex(axes[-1, 0])
     axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [0, {td - 1}] (red)")
     axes[-1, 0].set_xticks(range(0, td, max(1, td // 12)))
     if dt_ms > 0:  # the same axis in milliseconds, above the first panel
@@ -244,7 +281,7 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
     """``kernels.png`` (+ json): ``neurons`` neurons of synapse layer ``layer`` at ``columns`` epochs
     spread over training. None when the run has no delays or its checkpoint keeps no kernel history."""
     from .checkpoint import load_checkpoint
-    from .synapse import gaussian_kernel
+    from .synapse import interpolated_kernel
 
     ckpt = load_checkpoint(run, checkpoint)
     hist = ckpt.get("kernel_history") or []
@@ -252,13 +289,16 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
     if not hist or why_no_delay_figures(ckpt["config"]["model"]):
         return None
     td = int(ckpt["config"]["model"]["kernel_size"])
+    interpolation = ckpt["config"]["model"].get("interpolation", "gauss")  # the kernel that was trained
+    learned = bool(ckpt["config"]["model"].get("learn_sigma", False))
     chosen = _pick_epochs([h["epoch"] for h in hist], columns)
     snaps = [next(h for h in hist if h["epoch"] == e) for e in chosen]
     n_neur = min(neurons, snaps[0]["layers"][layer]["weight"].shape[0])
     w_last = snaps[-1]["layers"][layer]["weight"]  # (n, in, m)
-    data = {"layer": layer, "kernel_size": td, "checkpoint": checkpoint, "epochs": [], "note":
-            "kernel[n] = sum_e w_e / c_e * exp(-0.5 * ((n - Td + d_e + 1) / sigma)^2), see snn_delays.synapse; "
-            "sigma in steps"}
+    data = {"layer": layer, "kernel_size": td, "checkpoint": checkpoint, "epochs": [],
+            "interpolation": interpolation, "learn_sigma": learned, "note":
+            f"the {interpolation} training kernel of snn_delays.backends.interpolation, with "
+            + ("each element's learned width (steps)" if learned else "that epoch's shared sigma (steps)")}
     plt = _plt()
     fig, axes = plt.subplots(n_neur, len(snaps), figsize=(1.9 * len(snaps) + 2.2, 2.6 * n_neur + 0.6),
                              squeeze=False, layout="constrained")
@@ -273,7 +313,9 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
         for s in snaps:
             w = s["layers"][layer]["weight"][i][rows].float()  # (k, m)
             d = s["layers"][layer]["delay"][i][rows].float()
-            k = gaussian_kernel(w[None], d[None], max(float(s["sigma"]), 1e-3), td)[0]  # (k, Td)
+            lay = s["layers"][layer]
+            width = lay["width"][i][rows].float()[None] if "width" in lay else max(float(s["sigma"]), 1e-3)
+            k = interpolated_kernel(w[None], d[None], width, td, interpolation)[0]  # (k, Td)
             panels.append(k.flip(-1).numpy())  # column = delay in steps (tap Td-1-d holds delay d)
         # one colour scale per neuron (row), shown by its colour bar: a wide Gaussian early in
         # training spreads the weight thinly over many taps, a narrow one concentrates it
@@ -283,7 +325,15 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
             im = ax.imshow(k, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
                            extent=(-0.5, td - 0.5, len(rows) - 0.5, -0.5))
             if i == 0:
-                ax.set_title(f"epoch {s['epoch']}\nσ = {float(s['sigma']):.2f} steps", fontsize=9)
+                lay = s["layers"][layer]
+                if "width" in lay:  # learned: the widths of the neurons shown
+                    wd = lay["width"][:n_neur]
+                    what = f"s = {float(wd.min()):.2f} .. {float(wd.max()):.2f} steps"
+                elif interpolation == "bilinear":
+                    what = "bilinear (no width)"
+                else:
+                    what = f"σ = {float(s['sigma']):.2f} steps"
+                ax.set_title(f"epoch {s['epoch']}\n{what}", fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"neuron {i}\n{len(rows)} strongest synapses\n(sorted by final delay)", fontsize=8)
             ax.set_yticks([])
@@ -296,11 +346,13 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
     for s in snaps:
         lay = s["layers"][layer]
         data["epochs"].append({"epoch": s["epoch"], "sigma": float(s["sigma"]),
-                               "weight": lay["weight"][:n_neur].tolist(), "delay": lay["delay"][:n_neur].tolist()})
+                               "weight": lay["weight"][:n_neur].tolist(), "delay": lay["delay"][:n_neur].tolist(),
+                               **({"width": lay["width"][:n_neur].tolist()} if "width" in lay else {})})
     (out / "kernels.json").write_text(json.dumps(data))
     name = "readout" if layer == len(snaps[0]["layers"]) - 1 else f"hidden layer {layer}"
-    fig.suptitle(f"{_run_name(run)}: kernels of {n_neur} neuron{'s' if n_neur != 1 else ''} of {name} during "
-                 f"training (red +, blue -; one colour scale per neuron)", fontsize=10)
+    fig.suptitle(f"{_run_name(run)}: {interpolation} kernels{' (learned widths)' if learned else ''} of {n_neur} "
+                 f"neuron{'s' if n_neur != 1 else ''} of {name} during training (red +, blue -; one colour scale "
+                 f"per neuron)", fontsize=10)
     path = out / "kernels.png"
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -6,11 +6,16 @@ Every connection i <- j holds ``kernel_count`` = m elements (w, d); d is in step
 
     I_i[t] = sum_j sum_e  w_ije * S_j[t - d_ije]          (eval: d rounded to an integer)
 
-In training the tap is spread by a normalised Gaussian of width sigma (steps) so that d gets a
-gradient (DCLS with Gaussian interpolation)::
+In training the tap is spread over neighbouring taps so that d gets a gradient; by default
+(``interpolation="gauss"``) by a normalised Gaussian of width sigma (steps) (DCLS with Gaussian
+interpolation)::
 
     k_ij[n] = sum_e w_ije / c_ije * exp(-0.5 * ((n - Td + d_ije + 1) / sigma)^2),
     c_ije   = eps + sum_n exp(-0.5 * ((n - Td + d_ije + 1) / sigma)^2),     eps = 1e-7
+
+``interpolation="triangle"`` (normalised max(0, s - |x|)) and ``"bilinear"`` (max(0, 1 - |x|), not
+normalised) are the thesis's other kernels, and ``learn_sigma=True`` gives every element its own
+learned width s = s0 + |sigma_delta|; see :mod:`snn_delays.backends.interpolation` for the formulas.
 
 Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
 
@@ -31,12 +36,16 @@ from .backends.compiled import fast_available
 from .backends.dense import causal_conv, causal_conv_cm
 from .backends.fft import fft_causal_conv_cm
 from .backends.gaussian import compiled_gaussian_kernel
+from .backends.interpolation import INTERPOLATIONS, WIDTH_MIN, interp_tap_product_cm, interp_taps_per_element
+from .backends.interpolation import interpolated_kernel
 from .backends.taps import PlanCache, TapPlan, tap_product_cm
 
 __all__ = [
     "DelaySynapse",
     "DenseConvSynapse",
     "gaussian_kernel",
+    "interpolated_kernel",
+    "INTERPOLATIONS",
     "rounded_kernel",
     "round_delays",
     "causal_conv",
@@ -56,12 +65,9 @@ def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
 
 def gaussian_kernel(weight: Tensor, delay: Tensor, sigma: float | Tensor, kernel_size: int,
                     eps: float = KERNEL_EPS) -> Tensor:
-    """Training kernel (out, in, Td) from weight and delay (out, in, m); sigma in steps."""
-    n = torch.arange(kernel_size, device=delay.device, dtype=delay.dtype)  # (Td,)
-    centre = (kernel_size - 1) - delay  # (out, in, m)
-    g = torch.exp(-0.5 * ((n - centre.unsqueeze(-1)) / sigma) ** 2)  # (out, in, m, Td)
-    g = g / (eps + g.sum(-1, keepdim=True))
-    return (weight.unsqueeze(-1) * g).sum(2)  # (out, in, Td)
+    """Training kernel (out, in, Td) from weight and delay (out, in, m); sigma in steps (the
+    Gaussian case of :func:`interpolated_kernel`)."""
+    return interpolated_kernel(weight, delay, sigma, kernel_size, "gauss", eps)
 
 
 def rounded_kernel(weight: Tensor, delay: Tensor, kernel_size: int) -> Tensor:
@@ -95,12 +101,16 @@ class DelaySynapse(nn.Module):
         in_features, out_features: neurons before / after.
         kernel_size: Td, the number of taps; delays live in [0, Td - 1] steps.
         kernel_count: m >= 1 (weight, delay) elements per connection; their kernels add.
-        sigma: initial Gaussian width (steps); assign ``synapse.sigma = s`` to change it.
+        sigma: initial kernel width (steps); assign ``synapse.sigma = s`` to change it (the schedule
+            does; no effect on a synapse with learned widths, whose widths start at this value).
+        interpolation: "gauss" (default), "triangle" or "bilinear" (no width): the training kernel.
+        learn_sigma: a learned width per element, s = s0 + |sigma_delta| (s0 = 0.27 gauss, 1
+            triangle), instead of the shared ``sigma``; not for "bilinear".
         learn_delays / learn_weights: False freezes that parameter.
         mask: optional fixed (out, in) 0/1 connectivity (sparse fan-in).
         generator: a torch.Generator for reproducible initialisation.
 
-    Parameters ``weight`` and ``delay`` are (out, in, m). ``forward`` maps (T, B, in) spike counts to
+    Parameters ``weight`` and ``delay`` (and ``sigma_delta`` with learned widths) are (out, in, m). ``forward`` maps (T, B, in) spike counts to
     currents (T, B, out): output step t depends only on input steps <= t.
     """
 
@@ -116,6 +126,8 @@ class DelaySynapse(nn.Module):
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         backend: str = "auto",
+        interpolation: str = "gauss",
+        learn_sigma: bool = False,
     ):
         super().__init__()
         if kernel_size < 1 or kernel_count < 1:
@@ -127,6 +139,12 @@ class DelaySynapse(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         self.backend = backend
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
+        if learn_sigma and interpolation == "bilinear":
+            raise ValueError("learn_sigma needs a kernel with a width: interpolation 'gauss' or 'triangle'")
+        self.interpolation = interpolation
+        self.learn_sigma = bool(learn_sigma)
         self._plans = PlanCache()
         if mask is None:
             mask = torch.ones(out_features, in_features)
@@ -141,16 +159,33 @@ class DelaySynapse(nn.Module):
         delay = torch.rand(out_features, in_features, kernel_count, generator=generator) * (kernel_size - 1)
         self.weight = nn.Parameter(weight * self.mask.unsqueeze(-1), requires_grad=learn_weights)
         self.delay = nn.Parameter(delay, requires_grad=learn_delays and kernel_size > 1)
+        if self.learn_sigma:  # s = s0 + |sigma_delta| starts at the initial sigma
+            s0 = WIDTH_MIN[interpolation]
+            start = max(0.0, float(self.sigma) - s0)
+            self.sigma_delta = nn.Parameter(torch.full_like(delay, start), requires_grad=kernel_size > 1)
 
     # -- sigma -----------------------------------------------------------------------------------
     def set_sigma(self, value: float) -> None:
-        self.sigma.fill_(float(value))
+        """The shared width (the schedule's); ignored by a synapse with learned widths."""
+        if not self.learn_sigma:
+            self.sigma.fill_(float(value))
 
     def __setattr__(self, name, value):
         if name == "sigma" and "sigma" in self._buffers and not isinstance(value, Tensor):
-            self._buffers["sigma"].fill_(float(value))
+            self.set_sigma(value)
             return
         super().__setattr__(name, value)
+
+    def width(self) -> "Tensor | float":
+        """The training kernel's width (steps): (out, in, m) learned widths s0 + |sigma_delta|, or
+        the shared ``sigma`` (a number)."""
+        if self.learn_sigma:
+            return WIDTH_MIN[self.interpolation] + self.sigma_delta.abs()
+        return float(self.sigma)
+
+    def _max_width(self) -> float:
+        """The widest element's width among the synapses that exist (steps)."""
+        return float(self.width().detach()[self.mask.bool()].max()) if self.learn_sigma else float(self.sigma)
 
     # -- kernels ---------------------------------------------------------------------------------
     def masked_weight(self) -> Tensor:
@@ -161,10 +196,12 @@ class DelaySynapse(nn.Module):
         return round_delays(self.delay, self.kernel_size)
 
     def kernel(self) -> Tensor:
-        """(out, in, Td): Gaussian-interpolated in training mode, one rounded tap in eval mode."""
+        """(out, in, Td): interpolated in training mode, one rounded tap in eval mode."""
         w = self.masked_weight()
         if not self.training:
             return rounded_kernel(w, self.delay, self.kernel_size)
+        if self.interpolation != "gauss" or self.learn_sigma:
+            return interpolated_kernel(w, self.delay, self.width(), self.kernel_size, self.interpolation, KERNEL_EPS)
         if fast_available(w) and self.delay.dtype == w.dtype:  # the same values, compiled (tested)
             return compiled_gaussian_kernel(w, self.delay, float(self.sigma), self.kernel_size, KERNEL_EPS)
         return gaussian_kernel(w, self.delay, self.sigma, self.kernel_size)
@@ -177,7 +214,8 @@ class DelaySynapse(nn.Module):
     def trainable_count(self) -> int:
         """Trainable parameters that exist (masked-out synapses do not count)."""
         per = int(self.mask.sum().item()) * self.kernel_count
-        return per * (int(self.weight.requires_grad) + int(self.delay.requires_grad))
+        learned = [self.weight, self.delay] + ([self.sigma_delta] if self.learn_sigma else [])
+        return per * sum(int(p.requires_grad) for p in learned)
 
     # -- forward ---------------------------------------------------------------------------------
     def resolved_backend(self, x: Tensor | None = None) -> str:
@@ -185,8 +223,11 @@ class DelaySynapse(nn.Module):
         the current mode."""
         probe = x if x is not None else self.weight
         t_len = int(x.shape[0]) if x is not None else 4 * self.kernel_size
+        taps = None
+        if self.training and (self.interpolation != "gauss" or self.learn_sigma):
+            taps = interp_taps_per_element(self.interpolation, self._max_width(), self.kernel_size)
         return choose_backend(self.backend, probe, t_len, self.kernel_size, self.kernel_count, self.mask,
-                              self.sigma, self.training)
+                              self.sigma, self.training, taps=taps)
 
     def tap_plan(self, taps: int) -> TapPlan:
         """The static tap structure for ``taps`` taps per element (cached while the mask is unchanged)."""
@@ -204,6 +245,9 @@ class DelaySynapse(nn.Module):
         if self.kernel_size == 1:  # no delays: a matrix product
             return torch.matmul(self.masked_weight().sum(-1), x)  # (T, out, B)
         backend = self.resolved_backend(x)
+        if backend == "sparse" and self.training and (self.interpolation != "gauss" or self.learn_sigma):
+            return interp_tap_product_cm(x, self.masked_weight(), self.delay, self.width(), self.mask,
+                                         self.interpolation, self.kernel_size, self._plans, KERNEL_EPS)
         if backend == "sparse":  # only the taps that carry weight: Gaussian taps, or one rounded tap
             sigma, delay = (float(self.sigma), self.delay) if self.training else (0.0, self.rounded_delay())
             return tap_product_cm(x, self.masked_weight(), delay, self.mask, sigma, self.kernel_size, self._plans)
@@ -213,7 +257,8 @@ class DelaySynapse(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, kernel_size={self.kernel_size}, "
-                f"kernel_count={self.kernel_count}, sigma={float(self.sigma):.3g}, "
+                f"kernel_count={self.kernel_count}, interpolation={self.interpolation}, "
+                f"{'learned widths' if self.learn_sigma else f'sigma={float(self.sigma):.3g}'}, "
                 f"learn_delays={self.delay.requires_grad}, learn_weights={self.weight.requires_grad}, "
                 f"backend={self.backend}")
 

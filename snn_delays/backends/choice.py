@@ -28,10 +28,11 @@ COST = {"tap_train": 1.6, "tap_eval": 3.5, "fft_train": 3.8, "fft_eval": 4.0}
 
 
 def choose_backend(backend: str, probe: Tensor, t_len: int, kernel_size: int, kernel_count: int,
-                   mask: Tensor, sigma: Tensor | float, training: bool) -> str:
+                   mask: Tensor, sigma: Tensor | float, training: bool, taps: int | None = None) -> str:
     """"dense", "fft" or "sparse" for a synapse asked for ``backend`` on an input of ``t_len`` steps
     on ``probe``'s device: ``mask`` (out, in), ``sigma`` (steps) its Gaussian width, used in
-    ``training`` mode (evaluation: one rounded tap per element)."""
+    ``training`` mode (evaluation: one rounded tap per element). ``taps``: the taps per element in
+    training when not the Gaussian's of ``sigma`` (other interpolations, learned widths)."""
     if backend != "auto":
         return backend
     if probe.device.type != "cpu":
@@ -40,6 +41,8 @@ def choose_backend(backend: str, probe: Tensor, t_len: int, kernel_size: int, ke
     cost = {"dense": float(kernel_size),
             "fft": COST["fft_" + mode] * 4 * (fft_size(t_len + kernel_size - 1) // 2 + 1) / max(1, t_len)}
     if fast_available(probe):
-        taps = taps_per_element(float(sigma) if training else 0.0, kernel_size) * kernel_count
+        if taps is None or not training:
+            taps = taps_per_element(float(sigma) if training else 0.0, kernel_size)
+        taps *= kernel_count
         cost["sparse"] = taps * COST["tap_" + mode] * float(mask.mean())
     return min(cost, key=cost.get)
