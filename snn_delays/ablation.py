@@ -42,6 +42,16 @@ __all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci9
            "summarize_grid", "connectivity_label"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
+# The thesis's interpolation kernels as ablation variants: the full model (model.variant "full")
+# with another training kernel; "full" itself is the base config (Gaussian, scheduled sigma, unless
+# --set changes it). All start from the same weights and delays as "full" for a seed.
+INTERPOLATION_VARIANTS = {
+    "interp-triangle": {"interpolation": "triangle", "learn_sigma": False},
+    "interp-bilinear": {"interpolation": "bilinear", "learn_sigma": False},
+    "gauss-learned-sigma": {"interpolation": "gauss", "learn_sigma": True},
+    "triangle-learned-sigma": {"interpolation": "triangle", "learn_sigma": True},
+}
+ABLATION_VARIANTS = VARIANTS + tuple(INTERPOLATION_VARIANTS)
 LABELS = {
     "full": "learned delays\n(decreasing σ)",
     "constant-sigma": "learned delays\n(constant σ)",
@@ -50,6 +60,10 @@ LABELS = {
     "no-delays-wider": "no delays,\nwider",
     "no-delays-deeper": "no delays,\ndeeper",
     "dense-conv": "dense conv\ndelays",
+    "interp-triangle": "triangle kernel\n(decreasing σ)",
+    "interp-bilinear": "bilinear\nkernel",
+    "gauss-learned-sigma": "Gaussian,\nlearned widths",
+    "triangle-learned-sigma": "triangle,\nlearned widths",
 }
 
 def connectivity_label(fanin: int) -> str:
@@ -113,8 +127,10 @@ class Cell:
         return out / "runs" / self.connectivity / self.variant / f"seed{self.seed}"
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
-        cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}",
-                      model=replace(base.model, variant=self.variant, fanin=self.fanin),
+        kernel = INTERPOLATION_VARIANTS.get(self.variant)
+        model = (replace(base.model, variant="full", fanin=self.fanin, **kernel) if kernel is not None
+                 else replace(base.model, variant=self.variant, fanin=self.fanin))
+        cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}", model=model,
                       train=replace(base.train, seed=self.seed))
         return cfg.validate()
 
@@ -122,8 +138,8 @@ class Cell:
 def grid_cells(variants: Sequence[str], seeds: Sequence[int], fanins: Sequence[int]) -> list[Cell]:
     """Seed-major order, so that a partial grid already has every variant for the first seeds."""
     for v in variants:
-        if v not in VARIANTS:
-            raise UserError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        if v not in ABLATION_VARIANTS:
+            raise UserError(f"unknown variant {v!r}; choose from {', '.join(ABLATION_VARIANTS)}")
     return [Cell(v, k, s) for s in seeds for k in fanins for v in variants]
 
 
@@ -278,7 +294,8 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
     table = summarize(records)
     conns = list(dict.fromkeys(r["connectivity"] for r in table))
     variants = list(dict.fromkeys(r["variant"] for r in table))
-    colors = {v: c for v, c in zip(VARIANTS, ["#1f77b4", "#6baed6", "#ff7f0e", "#9467bd", "#2ca02c", "#98df8a", "#8c564b"])}
+    colors = {v: c for v, c in zip(ABLATION_VARIANTS, ["#1f77b4", "#6baed6", "#ff7f0e", "#9467bd", "#2ca02c", "#98df8a",
+                                                      "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#f7b6d2"])}
     width = 0.8 / max(len(variants), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 + 1.25 * len(variants) * len(conns)), 4.4), layout="constrained")
     lows, bars = [], []
@@ -394,7 +411,7 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
     if summary_only:
         return summarize_grid(out, log)
     if not variants:
-        raise UserError("--variants is empty; choose from " + ", ".join(VARIANTS))
+        raise UserError("--variants is empty; choose from " + ", ".join(ABLATION_VARIANTS))
     if stale_after_s <= 0:
         raise UserError(f"--stale-after must be > 0 seconds; got {stale_after_s}")
     out.mkdir(parents=True, exist_ok=True)
@@ -474,7 +491,8 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                   help=f"comma-separated, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
+                   help=f"comma-separated, from {', '.join(ABLATION_VARIANTS)} (default {','.join(DEFAULT_VARIANTS)}); "
+                        "interp-*/…-learned-sigma: the full model with another interpolation kernel")
     p.add_argument("--out", required=True, help="grid folder (shared by every process running this grid)")
     p.add_argument("--sparse-only", action="store_true", help="with --fanin: skip the fully connected runs")
     p.add_argument("--summary-only", action="store_true",

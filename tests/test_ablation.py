@@ -144,3 +144,25 @@ def test_threads_and_progress_do_not_split_a_grid(tmp_path):
     counts = run_grid(other, grid_cells(["no-delays-wider"], [0], [0]), tmp_path, log=quiet)
     assert counts["done_before"] == 1
     ablate(other, tmp_path, seeds=1, variants=["no-delays-wider"], log=quiet)  # same grid: accepted
+
+
+def test_interpolation_variants_in_one_grid(tmp_path):
+    """interp-*/…-learned-sigma cells are the full model with another training kernel, from the same
+    initial weights and delays; the table has them with their parameter counts."""
+    base = load_config("synthetic", TINY)
+    variants = ["full", "interp-triangle", "interp-bilinear", "gauss-learned-sigma", "triangle-learned-sigma"]
+    table = ablate(base, tmp_path, seeds=1, variants=variants, log=quiet)
+    assert [r["variant"] for r in table] == variants
+    n_full = next(r["params"] for r in table if r["variant"] == "full")
+    for r in table:
+        cfg = Cell(r["variant"], 0, 0).config(base).model
+        assert cfg.variant == "full"
+        want = {"full": ("gauss", False), "interp-triangle": ("triangle", False), "interp-bilinear": ("bilinear", False),
+                "gauss-learned-sigma": ("gauss", True), "triangle-learned-sigma": ("triangle", True)}[r["variant"]]
+        assert (cfg.interpolation, cfg.learn_sigma) == want
+        # one learned width per element: the delays' count again, i.e. the synapses' (params - BatchNorm) / 2
+        syn = n_full - 2 * cfg.hidden_size * cfg.n_layers
+        assert r["params"] == n_full + (syn // 2 if want[1] else 0)
+    assert "| fully connected | triangle-learned-sigma |" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(Exception, match="unknown variant"):
+        grid_cells(["interp-cubic"], [0], [0])
