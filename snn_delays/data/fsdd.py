@@ -15,9 +15,9 @@ Splits: by take (default): takes 0-4 are ``test``; ``valid`` is a seeded, strati
 those speakers' files are ``test``, ``valid`` a slice of the others, or, with
 ``valid_speakers="c"``, every file of those speakers (disjoint from the test speakers; then no
 ``test`` or ``valid`` speaker is ever in ``train``). ``all`` = every file.
-``normalize`` (mel only): ``"none"``, ``"utterance"`` (each clip minus its mean, over its standard
-deviation) or ``"channel"`` (each band of each clip minus its mean over time, over the clip's standard
-deviation): see :func:`snn_delays.data.audio.normalize_db`.
+``normalize`` (mel only; spike counts are left as they are): ``"none"``, ``"utterance"`` (each clip
+minus its mean, over its standard deviation) or ``"channel"`` (each band of each clip minus its mean
+over time, over the clip's standard deviation): see :func:`snn_delays.data.audio.normalize_db`.
 ``n_steps`` pads or cuts every sample to that many steps (0: 101 frames for mel, the longest
 recording for spikes).
 """
@@ -136,8 +136,6 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
         raise DatasetError(f"input must be 'mel' or 'spikes'; got {input!r}")
     if normalize not in NORMALIZATIONS:
         raise DatasetError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
-    if normalize != "none" and input != "mel":
-        raise DatasetError(f"normalize={normalize!r} applies to log-mel input (input='mel'); spikes are counts")
     if input == "spikes":
         check_binning(dt_ms, pool, frame_convention)  # before an encoding of many minutes
     else:
@@ -156,7 +154,7 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
         x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention)
         fill = 0
     x = fit_steps(np.asarray(x_all[idx]), n_steps, fill)
-    if normalize != "none":
+    if input == "mel" and normalize != "none":  # spikes are counts: left as they are
         x = normalize_db(x, normalize)
     return ArrayDataset(x, digits[idx], 10, speakers=[speakers[i] for i in idx], files=[names[i] for i in idx],
                         keys=[str(d) for d in range(10)], protocol_note=note, input=input)
