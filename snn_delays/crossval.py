@@ -41,7 +41,7 @@ from .errors import UserError
 from .workers import run_workers
 
 __all__ = ["FoldCell", "fold_cells", "valid_speaker_for", "collect_folds", "summarize_folds", "cross_validate",
-           "VALID_MODES"]
+           "VALID_MODES", "loso_validation"]
 
 VALID_MODES = ("slice", "next")
 
@@ -266,6 +266,28 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
     if valid == "next":
         all_cells = [replace(c, valid=valid_speaker_for(c.speaker, present, valid)) for c in all_cells]
     return _summary(base, all_cells, out, f"This invocation took {time.perf_counter() - t0:.0f} s.", log)
+
+
+def loso_validation(cfg: ExperimentConfig, out: Path, on_fold_end=None) -> dict[str, Any]:
+    """The objective ``tune --loso`` maximises: train ``cfg`` once per FSDD speaker with that speaker
+    as test set and the next one as validation set (``--valid next``) into ``out/<speaker>``, and
+    return ``{"valid_acc": mean best validation accuracy over folds, "test_acc": mean test accuracy
+    (information only, never selected on), "folds": {speaker: best validation accuracy}}``.
+    ``on_fold_end(k, running_mean)`` is called after fold k (an exception it raises stops the trial)."""
+    from .data.fsdd import fsdd_speakers
+    from .train import train
+
+    if cfg.data.dataset != "fsdd":
+        raise UserError(f"--loso holds out one FSDD speaker per fold; it needs --dataset fsdd (got {cfg.data.dataset})")
+    speakers = fsdd_speakers(cfg.data.root or None)
+    valid, test = {}, []
+    for k, cell in enumerate(fold_cells([cfg.model.variant], speakers, [cfg.train.seed], "next")):
+        res = train(cell.config(cfg), Path(out) / cell.speaker, resume=True)
+        valid[cell.speaker] = float(res["best_valid_acc"])
+        test.append(float(res["test_acc"]))
+        if on_fold_end is not None:
+            on_fold_end(k, sum(valid.values()) / len(valid))
+    return {"valid_acc": sum(valid.values()) / len(valid), "test_acc": sum(test) / len(test), "folds": valid}
 
 
 def cmd_cv(args: argparse.Namespace) -> int:

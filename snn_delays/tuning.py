@@ -4,7 +4,10 @@
     snn-delays train --config runs/tune-synthetic/best.toml --out runs/best     # train the winner
 
 Objective: the best validation accuracy of a trial's run (rounded delays; the test split is never
-used for selection; it is recorded in each trial's user attributes for information only).
+used for selection; it is recorded in each trial's user attributes for information only). With
+``--loso`` (FSDD): the mean over speakers of that accuracy, each fold validating on another speaker
+than its test speaker (:func:`snn_delays.crossval.loso_validation`; the running mean is reported
+after each fold, so ``--warmup-epochs`` counts folds).
 Pruning: every epoch's validation accuracy is reported to Optuna and a median pruner
 (``--pruner median``, default; ``none`` to disable) stops trials that trail the median of the
 trials before them at the same epoch (after ``--warmup-epochs``, default a quarter of the epochs).
@@ -185,8 +188,8 @@ def _finished(study) -> int:
 
 
 class _Objective:
-    def __init__(self, base: ExperimentConfig, out: Path, params: Sequence[str], log):
-        self.base, self.out, self.params, self.log = base, out, list(params), log
+    def __init__(self, base: ExperimentConfig, out: Path, params: Sequence[str], log, loso: bool = False):
+        self.base, self.out, self.params, self.log, self.loso = base, out, list(params), log, loso
 
     def __call__(self, trial) -> float:
         optuna = _optuna()
@@ -200,6 +203,8 @@ class _Objective:
         cfg = apply_overrides(self.base, suggest_overrides(trial, self.base, self.params))
         cfg = replace(cfg, name=f"{self.base.name}-trial{number:04d}").validate()
         trial.set_user_attr("run_dir", str(run))
+        if self.loso:  # FSDD leave-one-speaker-out: one training per speaker (crossval.loso_validation)
+            return self._loso(trial, cfg, run)
         # a retried trial resumes its folder: report the epochs it already has
         done_rows = []
         if origin is not None and (run / "metrics.jsonl").exists():
@@ -226,6 +231,28 @@ class _Objective:
         trial.set_user_attr("trainable_parameters", res["trainable_parameters"])
         self.log(f"trial {trial.number}: best valid {res['best_valid_acc']:.4f} (epoch {res['best_epoch']})")
         return float(res["best_valid_acc"])
+
+
+    def _loso(self, trial, cfg: ExperimentConfig, run: Path) -> float:
+        """Objective: mean best validation accuracy over the folds (validation = another speaker);
+        the running mean is reported after each fold (step = fold index) for pruning."""
+        optuna = _optuna()
+        from .crossval import loso_validation
+
+        def on_fold_end(k: int, mean: float) -> None:
+            trial.report(mean, k)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {k + 1} (mean valid {mean:.4f})")
+
+        try:
+            res = loso_validation(cfg, run, on_fold_end)
+        except TrainingDiverged as e:
+            trial.set_user_attr("diverged", str(e))
+            raise optuna.TrialPruned("training diverged") from None
+        trial.set_user_attr("test_acc_at_best_valid", res["test_acc"])  # mean over folds, information only
+        trial.set_user_attr("valid_acc_per_fold", res["folds"])
+        self.log(f"trial {trial.number}: mean best valid over speakers {res['valid_acc']:.4f}")
+        return res["valid_acc"]
 
 
 def best_config(study, base: ExperimentConfig, params: Sequence[str]) -> ExperimentConfig:
@@ -264,8 +291,10 @@ def write_best(study, base: ExperimentConfig, params: Sequence[str], out: Path) 
 def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage: str | None = None,
          study_name: str | None = None, params: Sequence[str] = SEARCH_SPACE, pruner: str = "median",
          warmup_epochs: int | None = None, heartbeat_s: int = 30, timeout_s: float | None = None,
-         seed: int | None = None, log=print) -> dict[str, Any]:
-    """Run (or continue) a study until it has ``trials`` finished trials; returns a short report."""
+         seed: int | None = None, log=print, loso: bool = False) -> dict[str, Any]:
+    """Run (or continue) a study until it has ``trials`` finished trials; returns a short report.
+    ``loso``: the objective is FSDD's leave-one-speaker-out validation accuracy (each trial trains
+    once per speaker; :func:`snn_delays.crossval.loso_validation`)."""
     optuna = _optuna()
     unknown = [p for p in params if p not in SEARCH_SPACE]
     if unknown:
@@ -277,7 +306,7 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     warmup = warmup_epochs if warmup_epochs is not None else max(1, base.train.epochs // 4)
     study = open_study(storage, study_name, heartbeat_s, pruner, warmup, seed)
     # the base configuration is part of the study: refuse to mix two searches in one study
-    base_json = json.dumps(asdict(result_config(base)), sort_keys=True)
+    base_json = json.dumps({**asdict(result_config(base)), **({"objective": "loso"} if loso else {})}, sort_keys=True)
     old = study.user_attrs.get("base_config")
     if old is None:
         study.set_user_attr("base_config", base_json)
@@ -292,7 +321,7 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     log(f"study {study_name!r} in {mask_url(storage)}: {before} finished trial(s), target {trials}")
     if before < trials:
         S = optuna.trial.TrialState
-        study.optimize(_Objective(base, out, params, log), timeout=timeout_s, catch=(),
+        study.optimize(_Objective(base, out, params, log, loso), timeout=timeout_s, catch=(),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(S.COMPLETE, S.PRUNED))])
     path = write_best(study, base, params, out)
     figures, skipped = plot_study(study, out)
@@ -390,7 +419,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     kwargs = dict(out=str(out), trials=args.trials, storage=args.storage, study_name=args.study, params=params,
                   pruner=args.pruner, warmup_epochs=args.warmup_epochs, heartbeat_s=args.heartbeat,
-                  timeout_s=args.timeout, seed=args.sampler_seed)
+                  timeout_s=args.timeout, seed=args.sampler_seed, loso=args.loso)
     if args.workers > 1:
         tune(base, **{**kwargs, "trials": 0})  # create the study (and its tables) once
         run_workers(_tune_worker, asdict(base), (kwargs,), args.workers)
@@ -419,5 +448,8 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible proposals)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--loso", action="store_true",
+                   help="FSDD: optimise the leave-one-speaker-out validation accuracy (each fold validates on "
+                        "another speaker, never its test speaker; a trial is one training per speaker)")
     add_config_args(p)
     p.set_defaults(func=cmd_tune)

@@ -103,3 +103,30 @@ def test_refusals(base, tmp_path):
         cross_validate(replace(base, data=replace(base.data, dataset="synthetic")), tmp_path / "x")
     with pytest.raises(UserError, match="nothing to summarise"):
         cross_validate(None, tmp_path / "empty", summary_only=True)
+
+
+def test_loso_validation_objective(base, tmp_path):
+    from snn_delays.crossval import loso_validation
+
+    seen = []
+    res = loso_validation(base, tmp_path / "trial", on_fold_end=lambda k, mean: seen.append((k, mean)))
+    valid = {s: json.loads((tmp_path / "trial" / s / "summary.json").read_text())["best_valid_acc"] for s in SPEAKERS}
+    assert res["folds"] == pytest.approx(valid)
+    assert res["valid_acc"] == pytest.approx(statistics.fmean(valid.values()))
+    assert [k for k, _ in seen] == [0, 1, 2] and seen[-1][1] == pytest.approx(res["valid_acc"])
+    for s in SPEAKERS:  # each fold validated on another speaker, never its test speaker
+        note = json.loads((tmp_path / "trial" / s / "summary.json").read_text())["protocol_note"]
+        assert f"test = speakers {s}," in note and f"valid = speakers {valid_speaker_for(s, SPEAKERS, 'next')}" in note
+
+
+def test_tune_loso_objective_is_the_mean_over_speakers(base, tmp_path):
+    pytest.importorskip("optuna")
+    from snn_delays.tuning import tune
+
+    report = tune(base, tmp_path / "tune", trials=1, params=["dropout"], pruner="none", seed=0, log=lambda s: None,
+                  loso=True)
+    trial_dir = tmp_path / "tune" / "trials" / "trial_0000"
+    valid = [json.loads((trial_dir / s / "summary.json").read_text())["best_valid_acc"] for s in SPEAKERS]
+    assert report["best_valid_acc"] == pytest.approx(statistics.fmean(valid))
+    with pytest.raises(UserError, match="another base configuration"):  # a loso study is not a plain one
+        tune(base, tmp_path / "tune", trials=1, params=["dropout"], pruner="none", log=lambda s: None)
