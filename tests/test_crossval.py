@@ -130,3 +130,19 @@ def test_tune_loso_objective_is_the_mean_over_speakers(base, tmp_path):
     assert report["best_valid_acc"] == pytest.approx(statistics.fmean(valid))
     with pytest.raises(UserError, match="another base configuration"):  # a loso study is not a plain one
         tune(base, tmp_path / "tune", trials=1, params=["dropout"], pruner="none", log=lambda s: None)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "3"], "--first-seed 3 --seeds 1"),
+    (["--variant", "full"], "--variants full"),
+    (["--test-speakers", "anna"], "drop --test-speakers"),
+    (["--speakers", "zed"], "zed not in the folder"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+])
+def test_cli_refusals_are_one_line(extra, message, tmp_path, capsys):
+    from snn_delays.cli import main
+
+    root = write_tiny_fsdd(tmp_path / "fsdd", speakers=SPEAKERS, digits=range(2), takes=range(1))
+    code = main(["cv", "--dataset", "fsdd", "--data-dir", str(root), "--out", str(tmp_path / "cv"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
