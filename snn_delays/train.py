@@ -610,8 +610,14 @@ def write_epoch(r: _Run, epoch: int, stats: dict[str, float], evaluation: dict[s
         rates = "-" if row["spike_rate"] is None else "/".join(f"{v:.3f}" for v in row["spike_rate"])
         _say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  valid loss "
              f"{num(row['valid_loss'], 4)}  train {row['train_acc']:.3f}  valid {num(valid_acc)}  "
-             f"test {num(test_acc)}  spike rate {rates}  sigma {stats['sigma']:.2f}  {row['epoch_time_s']:.1f}s")
+             f"test {num(test_acc)}  spike rate {rates}  {_width_text(row, stats['sigma'])}  {row['epoch_time_s']:.1f}s")
     return row
+
+
+def _width_text(row: dict[str, Any], sigma: float) -> str:
+    """The console's kernel width: the scheduled sigma, or the learned widths' mean per layer."""
+    learned = [row[k] for k in sorted(row) if k.startswith("width_mean_")]
+    return f"width {'/'.join(f'{v:.2f}' for v in learned)}" if learned else f"sigma {sigma:.2f}"
 
 
 def finish(r: _Run) -> dict[str, Any]:
