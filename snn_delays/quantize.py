@@ -170,10 +170,10 @@ class ChipNeuron(nn.Module):
             a = _ste(c * s, torch.round(c * s)) * _SHIFT  # a_in << 6
             b = _ste(bias * s, torch.round(bias * s)).view(shape) * _SHIFT
             v = c.new_zeros(c.shape[1:])
-            for k in range(c.shape[0]):
-                dv = v * keep
-                v = _ste(dv / LOIHI_DECAY_UNITY, torch.sign(dv) * torch.floor(dv.abs() / LOIHI_DECAY_UNITY))
-                v = v + a[k] + b[0]
+            for a_k in a.unbind(0):  # unbind: one gradient node, not a full-size zero tensor per step
+                dv = v * keep / LOIHI_DECAY_UNITY  # exact: v and keep are integers, 4096 a power of two
+                v = _ste(dv, dv.detach().long().to(dv.dtype))  # sign-magnitude >> 12 (truncation toward 0)
+                v = v + a_k + b[0]
                 v = _ste(v, v.clamp(-LOIHI_MAX_UV + 1, LOIHI_MAX_UV - 1))
                 if self.readout:
                     out.append(v / (s * _SHIFT))
@@ -184,8 +184,8 @@ class ChipNeuron(nn.Module):
         else:
             u = c.new_zeros(c.shape[1:])
             b = bias.view(shape)[0]
-            for k in range(c.shape[0]):
-                u = self.decay * u + c[k] + b
+            for c_k in c.unbind(0):
+                u = self.decay * u + c_k + b
                 if self.readout:
                     out.append(u)
                     continue
