@@ -12,7 +12,7 @@ from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
 from snn_delays.data.cochlea import bm_response, channel_cf_hz, encode, parse_names
 from snn_delays.data.spikefile import read_spike_file
-from _procs import alive, children
+from _procs import kill_parent_and_check_workers_end
 
 
 def tone(freq, seconds=0.3, sr=16000):
@@ -111,7 +111,6 @@ def test_encode_audio_bad_input(tmp_path, capsys):
 def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
     """SIGKILL of a 2-worker encoding: its busy workers end within a few seconds, not after their chunks."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -122,24 +121,11 @@ def test_workers_die_when_the_encoding_process_is_killed(tmp_path):
               f"    encode_files(sorted(glob.glob({str(tmp_path)!r} + '/*.wav')), workers=2, batch=1, progress=True)\n")
     env = {**os.environ, "SNN_DELAYS_PROGRESS_INTERVAL": "0"}  # a line per finished file
     parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
-    workers: list[int] = []
-    try:
-        first = parent.stderr.readline()  # one file done: both workers are up and encoding
-        assert "1/10 files" in first, first  # counted by the parent
-        workers = children(parent.pid)
-        assert len(workers) == 2, "the encoding did not run two workers"
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 2.0  # each worker has about 4 clips of 1 s left to encode
-        while any(alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [w for w in workers if alive(w)], "workers outlived the killed encoding"
-    finally:
-        for w in workers:  # only the processes this test started
-            if alive(w):
-                os.kill(w, signal.SIGKILL)
-        if parent.poll() is None:
-            parent.kill()
+    first = parent.stderr.readline()  # one file done: both workers are up and encoding
+    if "1/10 files" not in first:  # counted by the parent
+        parent.kill()
+        raise AssertionError(first)
+    kill_parent_and_check_workers_end(parent, 2, within_s=2.0)  # each worker has ~4 clips of 1 s left
 
 
 def test_clips_too_long_for_the_cochlea_are_refused_before_encoding(tmp_path, capsys, monkeypatch):

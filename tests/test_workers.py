@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _procs import alive, children
+from _procs import kill_parent_and_check_workers_end
 
 
 def wait_in_worker(cfg, marker_dir: str) -> None:
@@ -28,22 +27,7 @@ def test_workers_die_when_their_parent_is_killed(tmp_path):
               "if __name__ == '__main__':\n"
               "    run_workers(wait_in_worker, config_to_dict(load_config('synthetic')), (sys.argv[2],), 2)\n")
     parent = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path)])
-    workers: list[int] = []
-    try:
-        deadline = time.monotonic() + 120.0  # spawned workers import torch: slow on a loaded machine
-        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
-            time.sleep(0.1)
-        workers = children(parent.pid)
-        assert len(workers) == 2, "run_workers did not start two workers"
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 3.0  # the kernel's PDEATHSIG, or the once-a-second check
-        while any(alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [w for w in workers if alive(w)], "workers outlived their killed parent"
-    finally:
-        for w in workers:  # only the processes this test started
-            if alive(w):
-                os.kill(w, signal.SIGKILL)
-        if parent.poll() is None:
-            parent.kill()
+    deadline = time.monotonic() + 120.0  # spawned workers import torch: slow on a loaded machine
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    kill_parent_and_check_workers_end(parent, 2, within_s=3.0)  # PDEATHSIG, or the once-a-second check
