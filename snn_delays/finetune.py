@@ -12,7 +12,9 @@ way: the same command continues from ``NEW_RUN/last.pt``); its config is the fin
     name = <run name>-<T>
 
 and any ``--set section.key=value`` applied last. Validation accuracy is measured with the chip's
-forward, so ``best.pt`` is the epoch that does best on the chip.
+forward, so ``best.pt`` is the epoch that does best on the chip; when no fine-tuned epoch beats the
+starting weights there, ``best.pt`` holds the starting weights (epoch 0; ``summary.json`` ->
+``finetune_start``), so fine-tuning never leaves a worse run.
 """
 
 from __future__ import annotations
@@ -63,7 +65,44 @@ def finetune(run_dir: "str | Path", target: str, out: "str | Path", epochs: int 
     if out.resolve() == (source if source.is_dir() else source.parent).resolve():
         raise UserError(f"--out {out} is the run being fine-tuned; choose a new folder")
     cfg = finetune_config(run_dir, target, epochs, overrides, checkpoint)
-    return train(cfg, out, resume=resume)
+    return keep_start_if_better(out, train(cfg, out, resume=resume))
+
+
+def keep_start_if_better(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Make ``out/best.pt`` the starting weights (epoch 0) when no fine-tuned epoch beats them on the
+    validation split in the chip's forward: fine-tuning then never leaves a worse run. The summary
+    (returned, and rewritten in summary.json) says which under ``finetune_start``."""
+    import json
+
+    import torch
+
+    from ._atomic import atomic_write_text
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import open_dataset
+    from .model import DelaySNN
+    from .quantize import apply_target, init_from
+    from .train import measure_split
+
+    last = load_checkpoint(out / "last.pt")
+    cfg = config_from_dict(last["config"])
+    model = DelaySNN(cfg.model, seed=cfg.train.seed)
+    init_from(model, cfg.train.init_from)
+    apply_target(model, cfg.train.target)
+    model.eval()
+    opts, root = cfg.data.dataset_options(), cfg.data.root or None
+    with torch.no_grad():
+        valid = measure_split(model, open_dataset(cfg.data.dataset, root, "valid", **opts), cfg.data.batch_size)
+        test = measure_split(model, open_dataset(cfg.data.dataset, root, "test", **opts), cfg.data.batch_size)
+    kept = summary.get("best_valid_acc") is None or valid.accuracy >= summary["best_valid_acc"]
+    if kept:
+        best = {"valid_acc": valid.accuracy, "epoch": 0, "test_acc": test.accuracy}
+        save_checkpoint(out / "best.pt", {"config": last["config"], "model": model.state_dict(), "epoch": 0,
+                                          "sigma": last.get("sigma"), "metrics": last["metrics"], "best": best,
+                                          "run_info": last.get("run_info")})
+        summary = {**summary, "best_epoch": 0, "best_valid_acc": valid.accuracy, "test_acc": test.accuracy}
+    summary["finetune_start"] = {"valid_acc": valid.accuracy, "test_acc": test.accuracy, "kept": kept}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    return summary
 
 
 def add_subcommand(subparsers, name: str) -> None:
@@ -84,7 +123,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     result = finetune(args.run_dir, args.target, args.out, args.epochs, args.overrides, resume=not args.restart,
                       checkpoint=args.checkpoint)
     print(f"run folder: {args.out} (fine-tuned for {args.target})")
-    if result.get("best_epoch", -1) >= 0:
+    if result.get("finetune_start", {}).get("kept"):
+        print(f"  no fine-tuned epoch beat the starting weights on {args.target}'s forward (valid "
+              f"{result['best_valid_acc']:.4f}): best.pt holds them (epoch 0)")
+    elif result.get("best_epoch", -1) >= 0:
         print(f"  best valid accuracy on {args.target}'s forward {result['best_valid_acc']:.4f} (epoch "
               f"{result['best_epoch']}), test accuracy at that epoch {result['test_acc']:.4f}")
     print(f"  export it with: snn-delays export {args.out} --target {args.target} --out EXPORT_DIR")

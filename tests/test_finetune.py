@@ -35,6 +35,8 @@ def test_finetune_resumes_to_the_same_result(base_run, tmp_path):
     train(cfg, tmp_path / "parts", max_epochs=1)  # interrupted after one epoch
     parts = finetune(base_run, "loihi1", tmp_path / "parts", epochs=2)  # the same command resumes
     assert parts["epochs_done"] == whole["epochs_done"] == 2
+    start = whole["finetune_start"]  # best.pt is never worse on validation than the starting weights
+    assert whole["best_valid_acc"] >= start["valid_acc"] and (whole["best_epoch"] == 0) == start["kept"]
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["model"]
     for k in a:  # the same up to float summation order
