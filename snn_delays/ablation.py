@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._atomic import atomic_write_text
-from .config import VARIANTS, ExperimentConfig, config_from_dict, result_config
+from .config import (VARIANTS, ExperimentConfig, config_differences, config_from_dict, config_value,
+                     result_config)
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 from .workers import FolderLock, run_workers
@@ -424,8 +425,12 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
     plan_path = out / "grid.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
-        if asdict(result_config(config_from_dict(old["base_config"]))) != plan["base_config"]:
-            raise UserError(f"{out} holds a grid with another base configuration; choose another --out")
+        old_base = result_config(config_from_dict(old["base_config"]))
+        if asdict(old_base) != plan["base_config"]:
+            changed = ", ".join(f"{k}: {config_value(old_base, k)!r} -> {config_value(result_config(base), k)!r}"
+                                for k in config_differences(old_base, result_config(base)))
+            raise UserError(f"{out} holds a grid with another base configuration ({changed}); "
+                            f"choose another --out, or run with the grid's values")
         plan = _merge_plan(old, plan)
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()

@@ -36,6 +36,7 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
+    "config_value",
     "parse_override",
     "is_config_path",
     "config_to_dict",
@@ -421,7 +422,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _get(cfg: ExperimentConfig, key: str) -> Any:
+def config_value(cfg: ExperimentConfig, key: str) -> Any:
+    """The value of ``key`` (``section.key`` or ``name``) in ``cfg``."""
     if key == "name":
         return cfg.name
     section, name = key.split(".", 1)
@@ -430,7 +432,7 @@ def _get(cfg: ExperimentConfig, key: str) -> Any:
 
 def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
     """The keys (``section.key``, in :func:`valid_keys` order) whose values differ between ``a`` and ``b``."""
-    return [k for k in valid_keys() if _get(a, k) != _get(b, k)]
+    return [k for k in valid_keys() if config_value(a, k) != config_value(b, k)]
 
 
 def result_config(cfg: ExperimentConfig) -> ExperimentConfig:

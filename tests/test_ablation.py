@@ -58,7 +58,7 @@ def test_grid_writes_summary_and_skips_finished_cells(tmp_path):
     assert main(["ablate", "--out", str(tmp_path), "--summary-only"]) == 0
     assert (tmp_path / "summary.csv").read_text() == before and (tmp_path / "ablation.png").exists()
     # a different base config in the same folder is refused
-    with pytest.raises(Exception, match="another base configuration"):
+    with pytest.raises(Exception, match=r"another base configuration \(model.dropout: 0.1 -> 0.3\)"):
         ablate(load_config("synthetic", TINY + ["model.dropout=0.3"]), tmp_path, seeds=1, log=quiet)
 
 
