@@ -434,16 +434,23 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
         plan = _merge_plan(old, plan)
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
+    run_cells(base, cells, out, stale_after_s, workers, log, unit="cell")
+    all_cells = grid_cells(plan["variants"], plan["seeds"], plan["fanins"])
+    return _write_grid_summary(base, all_cells, out, time.perf_counter() - t0, log) or []
+
+
+def run_cells(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float, workers: int,
+              log, unit: str = "cell") -> None:
+    """Run the unfinished ``cells`` of a grid in this process (``workers <= 1``) or in ``workers``
+    spawned processes, and log what was run; shared by ``ablate`` and ``cv``."""
     if workers <= 1:
         counts = run_grid(base, cells, out, stale_after_s, log)
-        log(f"this process ran {_count(counts['ran'], 'cell')}; {counts['done_before']} were done before, "
+        log(f"this process ran {_count(counts['ran'], unit)}; {counts['done_before']} were done before, "
             f"{counts['busy']} are being run by other processes")
     else:
         bad = run_workers(run_grid, asdict(base), (cells, out, stale_after_s), workers)
         if bad:
             log(f"warning: {_count(len(bad), 'worker')} failed (exit codes {bad}); run the command again to resume")
-    all_cells = grid_cells(plan["variants"], plan["seeds"], plan["fanins"])
-    return _write_grid_summary(base, all_cells, out, time.perf_counter() - t0, log) or []
 
 
 def _console_table(table: Sequence[dict[str, Any]]) -> str:

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._atomic import atomic_write_text
-from .ablation import DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_grid
+from .ablation import DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_cells
 from .config import VARIANTS, ExperimentConfig, config_from_dict, result_config
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
-from .workers import run_workers
 
 __all__ = ["FoldCell", "fold_cells", "valid_speaker_for", "collect_folds", "summarize_folds", "cross_validate",
            "VALID_MODES", "loso_validation"]
@@ -254,14 +253,7 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
                 "speakers": union(old["speakers"], plan["speakers"]), "seeds": sorted(set(old["seeds"]) | set(seeds))}
     atomic_write_text(path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
-    if workers <= 1:
-        counts = run_grid(base, cells, out, stale_after_s, log)
-        log(f"this process ran {_count(counts['ran'], 'run')}; {counts['done_before']} were done before, "
-            f"{counts['busy']} are being run by other processes")
-    else:
-        bad = run_workers(run_grid, asdict(base), (cells, out, stale_after_s), workers)
-        if bad:
-            log(f"warning: {_count(len(bad), 'worker')} failed (exit codes {bad}); run the command again to resume")
+    run_cells(base, cells, out, stale_after_s, workers, log, unit="run")
     all_cells = _cells_of(plan)
     if valid == "next":
         all_cells = [replace(c, valid=valid_speaker_for(c.speaker, present, valid)) for c in all_cells]
