@@ -92,6 +92,9 @@ def _expected_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
         if k < m.n_layers:
             for part in ("weight", "bias", "running_mean", "running_var"):
                 want[f"hidden.{k}.norm.{part}"] = (fan_out,)
+            if m.recurrent:  # delays stored minus one step (snn_delays.recurrent)
+                want[f"hidden.{k}.recurrent.mask"] = (fan_out, fan_out)
+                want[f"hidden.{k}.recurrent.weight"] = want[f"hidden.{k}.recurrent.delay"] = (fan_out, fan_out, 1)
     return want
 
 
@@ -122,9 +125,11 @@ def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "st
                             f"match the arrays")
         if have.is_floating_point() and not bool(have.isfinite().all()):
             raise UserError(f"{source}: array {key} holds NaN or infinity; this model cannot be used")
-        if key.endswith(".delay") and have.numel() and float(have.max()) > m.kernel_size - 1 + 1e-3:
-            raise UserError(f"{source}: delays in {key} reach {float(have.max()):.1f} steps but model.kernel_size "
-                            f"{m.kernel_size} allows at most {m.kernel_size - 1}: the config does not match the arrays")
+        taps, what = ((m.resolved_recurrent_kernel_size, "model.recurrent_kernel_size") if ".recurrent." in key
+                      else (m.kernel_size, "model.kernel_size"))
+        if key.endswith(".delay") and have.numel() and float(have.max()) > taps - 1 + 1e-3:
+            raise UserError(f"{source}: delays in {key} reach {float(have.max()):.1f} steps but {what} "
+                            f"{taps} allows at most {taps - 1}: the config does not match the arrays")
     widest = max((s[0] * s[1] for k, s in want.items() if k.endswith("mask")), default=0)
     kernel_bytes = widest * m.kernel_size * 4
     if kernel_bytes > MAX_KERNEL_BYTES:

@@ -47,8 +47,10 @@ __all__ = [
     "config_differences",
     "RUNTIME_ONLY_KEYS",
     "VARIANTS",
+    "RECURRENT_DELAYS",
 ]
 
+RECURRENT_DELAYS = ("learned", "fixed", "one-step")
 VARIANTS = (
     "full",
     "constant-sigma",
@@ -76,6 +78,10 @@ class ModelConfig:
     ``interpolation``: the training kernel spreading each delay over the taps, ``gauss`` (default),
     ``triangle`` or ``bilinear``; ``learn_sigma``: a learned width per element (gauss, triangle)
     instead of the shared scheduled sigma.
+    ``recurrent``: every hidden layer also gets a recurrent delay synapse onto itself (N -> N, all
+    to all, or ``recurrent_fanin`` random inputs per neuron) with delays in [1,
+    ``recurrent_kernel_size``] steps (0: ``kernel_size``); ``recurrent_delays``: ``learned``,
+    ``fixed`` (random, not learned) or ``one-step`` (every delay 1 step: a plain recurrent SNN).
     """
 
     input_size: int = 140
@@ -95,9 +101,26 @@ class ModelConfig:
     backend: str = "auto"
     interpolation: str = "gauss"
     learn_sigma: bool = False
+    recurrent: bool = False
+    recurrent_kernel_size: int = 0
+    recurrent_delays: str = "learned"
+    recurrent_fanin: int = 0
 
     def validate(self) -> None:
         _refuse_non_finite(self, "model")
+        if self.recurrent_kernel_size < 0:
+            raise ConfigError("model.recurrent_kernel_size must be >= 1 (steps), or 0 for model.kernel_size; "
+                              f"got {self.recurrent_kernel_size}")
+        if self.recurrent_delays not in RECURRENT_DELAYS:
+            raise ConfigError(f"model.recurrent_delays must be one of {', '.join(RECURRENT_DELAYS)}; "
+                              f"got {self.recurrent_delays!r}")
+        if self.recurrent_fanin < 0:
+            raise ConfigError(f"model.recurrent_fanin must be >= 0 (0 = all to all); got {self.recurrent_fanin}")
+        if self.recurrent and 0 < self.hidden_size < self.recurrent_fanin:
+            raise ConfigError(f"model.recurrent_fanin={self.recurrent_fanin} is more than the hidden size "
+                              f"{self.hidden_size}; use 1..{self.hidden_size}, or 0 for all to all")
+        if self.recurrent and self.variant == "dense-conv":
+            raise ConfigError("model.recurrent needs delay synapses; variant dense-conv has none")
         if self.variant not in VARIANTS:
             raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
         if self.kernel_size < 1:
@@ -130,6 +153,13 @@ class ModelConfig:
             raise ConfigError(f"model.surrogate_alpha must be > 0; got {self.surrogate_alpha}")
         if self.extra_steps < -1:
             raise ConfigError(f"model.extra_steps must be >= 0 (steps), or -1 for the default; got {self.extra_steps}")
+
+    @property
+    def resolved_recurrent_kernel_size(self) -> int:
+        """Taps of the recurrent synapses: delays 1 .. this many steps (1 for ``one-step``)."""
+        if self.recurrent_delays == "one-step":
+            return 1
+        return self.recurrent_kernel_size or self.kernel_size
 
     @property
     def resolved_extra_steps(self) -> int:

@@ -25,6 +25,7 @@ from .backends import fast_eval, norm_lif
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
 from .neuron import LIF
+from .recurrent import RecurrentDelaySynapse
 from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
 
 __all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock",
@@ -66,14 +67,19 @@ class TimeSharedDropout(nn.Module):
 
 
 class HiddenBlock(nn.Module):
-    """delay synapse -> BatchNorm over time and batch -> LIF -> dropout; (T, B, C_in) -> (T, B, H) spikes."""
+    """delay synapse -> BatchNorm over time and batch -> LIF -> dropout; (T, B, C_in) -> (T, B, H) spikes.
 
-    def __init__(self, synapse: nn.Module, hidden: int, tau: float, threshold: float, alpha: float, dropout: float):
+    With a ``recurrent`` synapse the LIF also receives the layer's own spikes (before dropout)
+    through it, after delays >= 1 step; that current is added after the BatchNorm."""
+
+    def __init__(self, synapse: nn.Module, hidden: int, tau: float, threshold: float, alpha: float, dropout: float,
+                 recurrent: RecurrentDelaySynapse | None = None):
         super().__init__()
         self.synapse = synapse
         self.norm = nn.BatchNorm1d(hidden)
         self.lif = LIF(tau, threshold, alpha)
         self.dropout = TimeSharedDropout(dropout)
+        self.recurrent = recurrent
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (T, B, C_in) -> (spikes after dropout, spikes before dropout), both (T, B, H)."""
@@ -84,7 +90,9 @@ class HiddenBlock(nn.Module):
         """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B). ``dropout_rows``:
         see :class:`TimeSharedDropout`."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
-        if torch.is_grad_enabled() and norm_lif.supported(self.norm, self.lif):
+        if self.recurrent is not None:
+            s = self.recurrent.run(self.norm(i), self.lif.tau, self.lif.threshold, self.lif.alpha)
+        elif torch.is_grad_enabled() and norm_lif.supported(self.norm, self.lif):
             s = norm_lif.norm_lif(i, self.norm, self.lif)  # the same, keeping one tensor less
         else:
             i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
@@ -135,7 +143,8 @@ class DelaySNN(nn.Module):
                 )
             synapses.append(syn)
         self.hidden = nn.ModuleList(
-            HiddenBlock(synapses[k], cfg.hidden_size, cfg.tau_steps, cfg.threshold, cfg.surrogate_alpha, cfg.dropout)
+            HiddenBlock(synapses[k], cfg.hidden_size, cfg.tau_steps, cfg.threshold, cfg.surrogate_alpha, cfg.dropout,
+                        recurrent=_recurrent_synapse(cfg, seed, k, sigma_init) if cfg.recurrent else None)
             for k in range(cfg.n_layers)
         )
         self.readout = synapses[-1]
@@ -143,7 +152,12 @@ class DelaySNN(nn.Module):
 
     # -- sigma, clamping ------------------------------------------------------------------------
     def synapses(self) -> list[nn.Module]:
+        """The feed-forward synapses, one per layer: hidden layers', then the readout's."""
         return [blk.synapse for blk in self.hidden] + [self.readout]
+
+    def recurrent_synapses(self) -> list[RecurrentDelaySynapse]:
+        """The hidden layers' recurrent synapses (empty unless ``model.recurrent``)."""
+        return [blk.recurrent for blk in self.hidden if blk.recurrent is not None]
 
     @property
     def sigma(self) -> float:
@@ -151,11 +165,11 @@ class DelaySNN(nn.Module):
 
     @sigma.setter
     def sigma(self, value: float) -> None:
-        for s in self.synapses():
+        for s in self.synapses() + self.recurrent_synapses():
             s.set_sigma(value)
 
     def clamp_(self) -> None:
-        for s in self.synapses():
+        for s in self.synapses() + self.recurrent_synapses():
             s.clamp_()
 
     # -- forward --------------------------------------------------------------------------------
@@ -239,7 +253,7 @@ class DelaySNN(nn.Module):
 
     def trainable_count(self) -> int:
         """Trainable parameters that exist (masked-out synapses and frozen parameters excluded)."""
-        n = sum(s.trainable_count() for s in self.synapses())
+        n = sum(s.trainable_count() for s in self.synapses() + self.recurrent_synapses())
         for blk in self.hidden:
             n += sum(p.numel() for p in blk.norm.parameters() if p.requires_grad)
         return n
@@ -292,7 +306,26 @@ def count_trainable(cfg: ModelConfig) -> int:
         per_kind = fout * fan * m
         n += per_kind * (int(cfg.variant != "fixed-weights") + int(not no_delays and cfg.variant != "fixed-delays")
                          + int(cfg.learn_sigma and not no_delays and cfg.kernel_size > 1))
+    if cfg.recurrent:
+        h = cfg.hidden_size
+        fan = h if cfg.recurrent_fanin <= 0 or cfg.recurrent_fanin >= h else cfg.recurrent_fanin
+        dr = cfg.resolved_recurrent_kernel_size
+        learned = (int(cfg.variant != "fixed-weights") + int(dr > 1 and cfg.recurrent_delays == "learned")
+                   + int(cfg.learn_sigma and dr > 1 and cfg.recurrent_delays == "learned"))
+        n += cfg.n_layers * h * fan * learned
     return n + 2 * cfg.hidden_size * cfg.n_layers
+
+
+def _recurrent_synapse(cfg: ModelConfig, seed: int, layer: int, sigma_init: float | None) -> RecurrentDelaySynapse:
+    """Hidden layer ``layer``'s recurrent synapse (its own random streams: the feed-forward
+    synapses of a seed are the same with and without recurrence)."""
+    h = cfg.hidden_size
+    dr = cfg.resolved_recurrent_kernel_size
+    mask = random_fanin_mask(h, h, cfg.recurrent_fanin, _generator(seed, layer, 2))
+    return RecurrentDelaySynapse(
+        h, dr, sigma=sigma_init, learn_delays=cfg.recurrent_delays == "learned",
+        learn_weights=cfg.variant != "fixed-weights", mask=mask, generator=_generator(seed, layer, 3),
+        backend=cfg.backend, interpolation=cfg.interpolation, learn_sigma=cfg.learn_sigma)
 
 
 def check_fanin(cfg: ModelConfig) -> None:

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .backends.lif import leaky_fused, lif_fused, lif_step, surrogate_grad
+from .backends.lif import leaky_fused, lif_fused, lif_step, spike_atan
 
 __all__ = ["LIF", "lif_sequence", "leaky_integrate", "spike_atan", "atan_surrogate"]
 
@@ -31,24 +31,6 @@ __all__ = ["LIF", "lif_sequence", "leaky_integrate", "spike_atan", "atan_surroga
 def atan_surrogate(x: Tensor, alpha: float = 5.0) -> Tensor:
     """The smooth function whose derivative is the surrogate gradient: atan(pi/2 alpha x)/pi + 1/2."""
     return torch.atan(math.pi / 2 * alpha * x) / math.pi + 0.5
-
-
-class _SpikeATan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        return surrogate_grad(grad, x, ctx.alpha), None
-
-
-def spike_atan(x: Tensor, alpha: float = 5.0) -> Tensor:
-    """Heaviside(x) forward (1 where x >= 0), arctan surrogate gradient backward."""
-    return _SpikeATan.apply(x, alpha)
 
 
 def lif_sequence(current: Tensor, tau: float, threshold: float = 1.0, alpha: float = 5.0,

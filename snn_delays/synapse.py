@@ -37,8 +37,8 @@ from .backends.dense import causal_conv, causal_conv_cm
 from .backends.fft import fft_causal_conv_cm
 from .backends.gaussian import compiled_gaussian_kernel
 from .backends.interpolation import INTERPOLATIONS, WIDTH_MIN, interp_tap_product_cm, interp_taps_per_element
-from .backends.interpolation import interpolated_kernel
-from .backends.taps import PlanCache, TapPlan, tap_product_cm
+from .backends.interpolation import interp_tap_structure, interpolated_kernel
+from .backends.taps import PlanCache, TapPlan, tap_product_cm, tap_structure, taps_per_element
 
 __all__ = [
     "DelaySynapse",
@@ -232,6 +232,24 @@ class DelaySynapse(nn.Module):
     def tap_plan(self, taps: int) -> TapPlan:
         """The static tap structure for ``taps`` taps per element (cached while the mask is unchanged)."""
         return self._plans.get(self.mask, self.kernel_count, taps)
+
+    def taps(self) -> tuple[Tensor, Tensor, TapPlan]:
+        """The product in tap form in the current mode: (value (n_taps,), delay (n_taps,) int64 steps,
+        plan); training: the interpolated taps around each real delay (values differentiable w.r.t.
+        the parameters; taps outside [0, Td - 1] hold 0), eval: one tap per element at the rounded
+        delay with the full weight. Ordered by output neuron as ``plan.indptr`` says."""
+        w = self.masked_weight()
+        if self.kernel_size == 1 or not self.training:
+            plan = self.tap_plan(1)
+            value, steps = tap_structure(w, self.rounded_delay(), plan, 0.0, self.kernel_size)
+            return value, steps, plan
+        if self.interpolation != "gauss" or self.learn_sigma:
+            return interp_tap_structure(w, self.delay, self.width(), self.mask, self.interpolation,
+                                        self.kernel_size, self._plans, KERNEL_EPS)
+        sigma = float(self.sigma)
+        plan = self.tap_plan(taps_per_element(sigma, self.kernel_size))
+        value, steps = tap_structure(w, self.delay, plan, sigma, self.kernel_size)
+        return value, steps, plan
 
     def forward(self, x: Tensor) -> Tensor:
         """x (T, B, in) -> (T, B, out)."""

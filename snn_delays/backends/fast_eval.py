@@ -54,6 +54,8 @@ def applicable(model, x: Tensor) -> bool:
             return False
     for blk in model.hidden:
         norm = blk.norm
+        if getattr(blk, "recurrent", None) is not None:  # the layer runs step by step (its own loop)
+            return False
         if norm.training or norm.running_mean is None or not blk.lif.spiking:
             return False
     return True

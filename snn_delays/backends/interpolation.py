@@ -23,10 +23,10 @@ from torch import Tensor
 
 from .compiled import fast_available
 from .kernels import interpolation as interp_loops
-from .taps import PlanCache, tap_conv_cm, taps_per_element
+from .taps import PlanCache, TapPlan, tap_conv_cm, taps_per_element
 
 __all__ = ["INTERPOLATIONS", "WIDTH_MIN", "interpolated_kernel", "interp_radius", "interp_taps_per_element",
-           "interp_tap_values", "interp_tap_values_reference", "interp_tap_product_cm"]
+           "interp_tap_values", "interp_tap_values_reference", "interp_tap_structure", "interp_tap_product_cm"]
 
 INTERPOLATIONS = ("gauss", "triangle", "bilinear")
 WIDTH_MIN = {"gauss": 0.27, "triangle": 1.0, "bilinear": 0.0}  # s0 of learned widths (the thesis's minima)
@@ -129,9 +129,9 @@ def interp_tap_values(weight: Tensor, delay: Tensor, width: "float | Tensor", ke
     return interp_tap_values_reference(weight, delay, width, kernel_size, interpolation, r, eps)
 
 
-def interp_tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, width: "float | Tensor", mask: Tensor,
-                          interpolation: str, kernel_size: int, plans: PlanCache, eps: float = 1e-7) -> Tensor:
-    """The synapse's training product in tap form, channel-major: x (T, in, B) -> (T, out, B);
+def interp_tap_structure(weight: Tensor, delay: Tensor, width: "float | Tensor", mask: Tensor, interpolation: str,
+                         kernel_size: int, plans: PlanCache, eps: float = 1e-7) -> tuple[Tensor, Tensor, TapPlan]:
+    """(value (n_taps,), delay steps (n_taps,) int64, plan) of the training kernel in tap form;
     ``weight`` (masked), ``delay`` and a per-element ``width`` (out, in, m), or a shared width."""
     per_element = isinstance(width, Tensor) and width.dim() > 0
     s = width[mask.bool()].reshape(-1) if per_element else width  # widths of the synapses that exist
@@ -142,4 +142,12 @@ def interp_tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, width: "floa
     else:
         pick = lambda t: t[plan.rows, plan.cols].reshape(-1)
     values, steps = interp_tap_values(pick(weight), pick(delay), s, kernel_size, interpolation, r, eps)
-    return tap_conv_cm(x, values.reshape(-1), steps.reshape(-1), plan, kernel_size)
+    return values.reshape(-1), steps.reshape(-1), plan
+
+
+def interp_tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, width: "float | Tensor", mask: Tensor,
+                          interpolation: str, kernel_size: int, plans: PlanCache, eps: float = 1e-7) -> Tensor:
+    """The synapse's training product in tap form, channel-major: x (T, in, B) -> (T, out, B);
+    ``weight`` (masked), ``delay`` and a per-element ``width`` (out, in, m), or a shared width."""
+    values, steps, plan = interp_tap_structure(weight, delay, width, mask, interpolation, kernel_size, plans, eps)
+    return tap_conv_cm(x, values, steps, plan, kernel_size)

@@ -25,7 +25,7 @@ from torch import Tensor
 from .compiled import fast_available, set_threads
 from .kernels import neuron as neuron_loops
 
-__all__ = ["lif_step", "surrogate_grad", "lif_fused", "lif_forward_values", "lif_backward_values",
+__all__ = ["lif_step", "surrogate_grad", "spike_atan", "lif_fused", "lif_forward_values", "lif_backward_values",
            "lif_forward_loop", "lif_backward_loop", "leaky_fused"]
 
 
@@ -41,6 +41,24 @@ def surrogate_grad(grad: Tensor, x: Tensor, alpha: float) -> Tensor:
     """``grad`` times the arctan surrogate derivative at x = u - threshold:
     d/dx [atan(pi/2 alpha x) / pi + 1/2] = alpha / 2 / (1 + (pi/2 alpha x)^2)."""
     return grad * (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+
+
+class _SpikeATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        return surrogate_grad(grad, x, ctx.alpha), None
+
+
+def spike_atan(x: Tensor, alpha: float = 5.0) -> Tensor:
+    """Heaviside(x) forward (1 where x >= 0), arctan surrogate gradient backward."""
+    return _SpikeATan.apply(x, alpha)
 
 
 def lif_forward_loop(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:

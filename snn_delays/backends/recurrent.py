@@ -1,0 +1,118 @@
+"""A LIF layer whose neurons also receive their own layer's spikes through recurrent delay synapses.
+
+Channel-major, batch-innermost tensors (T, H, B), as the model keeps between layers. With c the
+layer's (batch-normalised) feed-forward current, for neuron i at step t::
+
+    I_i[t] = c_i[t] + sum_j sum_{n=1..Dr} k_ij[n] * S_j[t - n]          (S_j[t'] = 0 for t' < 0)
+    v_i[t] = decay * u_i[t-1] + I_i[t];  S_i[t] = (v_i[t] >= threshold);  u_i[t] = v_i[t] (1 - S_i[t])
+
+k_ij[n] is the recurrent synapse's kernel at delay n >= 1 (a Gaussian bump around the real delay in
+training, one tap at the rounded delay in evaluation). Only earlier steps' spikes enter, so the
+layer runs step by step. Backward: detached reset and arctan surrogate as for the plain LIF
+(:mod:`.lif`), plus the recurrent path, in one reverse loop::
+
+    g_S[t] = g_out[t] + sum_{i, n} k_ij[n] g_I_i[t + n];   g_I[t] = g_S[t] surrogate'(v[t] - th) + decay g_I[t + 1] (1 - S[t])
+
+Two forms, same numbers: :func:`recurrent_lif_reference` (PyTorch, the dense kernel, autograd over
+the step loop: any device) and :func:`recurrent_lif_taps` (only the taps that carry weight,
+compiled loops parallel over the batch, hand-written backward; CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .compiled import fast_available, set_threads
+from .kernels import recurrent as recurrent_loops
+from .kernels import taps as tap_loops
+from .kernels.runtime import n_threads
+from .lif import lif_step, spike_atan
+from .taps import TapPlan
+
+__all__ = ["recurrent_lif_reference", "recurrent_lif_taps", "fast_recurrent_available"]
+
+
+def batch_chunk(batch: int) -> int:
+    """Samples per thread of the compiled loops: the batch split evenly over the threads, in
+    multiples of 8 (whole vectors)."""
+    per = -(-batch // max(1, n_threads()))
+    return max(8, -(-per // 8) * 8)
+
+
+def recurrent_lif_reference(current: Tensor, kernel: Tensor, decay: float, threshold: float,
+                            alpha: float) -> Tensor:
+    """PyTorch step loop: current (T, H, B), kernel (H, H, Dr) with kernel[..., n - 1] the weight at
+    delay n steps (n = 1 .. Dr) -> spikes (T, H, B). Autograd differentiates it op by op."""
+    t_len, h, b = current.shape
+    dr = kernel.shape[-1]
+    by_delay = kernel.permute(0, 2, 1).reshape(h, dr * h)  # columns: (delay n - 1, pre j)
+    zero = current.new_zeros(h, b)
+    history = [zero] * dr  # history[n - 1] = S[t - n]
+    u = zero
+    spikes = []
+    for t in range(t_len):
+        recurrent = by_delay @ torch.cat(history, 0) if dr > 1 else by_delay @ history[0]  # (H, B)
+        v, _, u = lif_step(u, current[t] + recurrent, decay, threshold)
+        s = spike_atan(v - threshold, alpha)
+        spikes.append(s)
+        history = [s] + history[:-1]
+    return torch.stack(spikes)
+
+
+class _RecurrentLIF(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current: Tensor, value: Tensor, step: Tensor, valid: Tensor, plan: TapPlan, decay: float,
+                threshold: float, alpha: float):
+        c = current.detach().contiguous()
+        v = value.detach().to(c.dtype).contiguous()
+        st = step.contiguous()
+        spikes = torch.zeros_like(c)
+        membrane = torch.empty_like(c)
+        set_threads()
+        chunk = batch_chunk(c.shape[2])
+        recurrent_loops.recurrent_forward(c.numpy(), plan.indptr, plan.src, st.numpy(), v.numpy(), decay, threshold,
+                                          spikes.numpy(), membrane.numpy(), chunk)
+        ctx.save_for_backward(membrane, spikes, v, st, valid)
+        ctx.plan = plan
+        ctx.constants = (decay, threshold, alpha, chunk)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):
+        membrane, spikes, v, st, valid = ctx.saved_tensors
+        plan = ctx.plan
+        decay, threshold, alpha, chunk = ctx.constants
+        g = grad_spikes.to(membrane.dtype).contiguous()
+        grad_current = torch.empty_like(membrane)
+        set_threads()
+        order = plan.order
+        recurrent_loops.recurrent_backward(g.numpy(), membrane.numpy(), plan.indptr_t, plan.dst_t,
+                                           np.ascontiguousarray(st.numpy()[order]),
+                                           np.ascontiguousarray(v.numpy()[order]), decay, threshold, alpha,
+                                           grad_current.numpy(), chunk)
+        grad_value = None
+        if ctx.needs_input_grad[1]:
+            grad_value = torch.empty_like(v)
+            tap_loops.tap_backward_values(grad_current.numpy(), spikes.numpy(), plan.indptr, plan.src, st.numpy(),
+                                          grad_value.numpy())
+            grad_value *= valid
+        return grad_current, grad_value, None, None, None, None, None, None
+
+
+def recurrent_lif_taps(current: Tensor, value: Tensor, offset: Tensor, plan: TapPlan, kernel_size: int,
+                       decay: float, threshold: float, alpha: float) -> Tensor:
+    """Compiled step loop on the tap form of the recurrent synapse: current (T, H, B) -> spikes
+    (T, H, B). ``value``/``offset`` (n_taps,) as :meth:`snn_delays.synapse.DelaySynapse.taps` gives
+    them for a synapse of ``kernel_size`` taps: tap k sits at delay ``offset[k] + 1`` steps (taps
+    with offsets outside [0, kernel_size - 1] carry 0 and are skipped). CPU float tensors."""
+    valid = (offset >= 0) & (offset <= kernel_size - 1)
+    step = torch.where(valid, offset + 1, torch.ones_like(offset))  # every step >= 1: only earlier spikes
+    return _RecurrentLIF.apply(current, value, step, valid.to(current.dtype), plan, float(decay), float(threshold),
+                               float(alpha))
+
+
+def fast_recurrent_available(current: Tensor) -> bool:
+    """Whether :func:`recurrent_lif_taps` runs here (compiled loops on, CPU, float)."""
+    return fast_available(current)
