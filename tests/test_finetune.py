@@ -9,7 +9,8 @@ import torch
 
 from snn_delays.cli import main as cli_main
 from snn_delays.config import load_config
-from snn_delays.finetune import finetune, finetune_config
+import snn_delays.finetune as finetune_module
+from snn_delays.finetune import SELECT_ALPHA, finetune, finetune_config, keep_start_if_better, sign_test_p
 from snn_delays.train import train
 
 from test_export_model import _save_run, _spiking_model
@@ -37,6 +38,7 @@ def test_finetune_resumes_to_the_same_result(base_run, tmp_path):
     assert parts["epochs_done"] == whole["epochs_done"] == 2
     start = whole["finetune_start"]  # best.pt is never worse on validation than the starting weights
     assert whole["best_valid_acc"] >= start["valid_acc"] and (whole["best_epoch"] == 0) == start["kept"]
+    assert start["kept"] == (sign_test_p(start["gained"], start["lost"]) > SELECT_ALPHA)
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["model"]
     for k in a:  # the same up to float summation order
@@ -86,3 +88,62 @@ def test_finetune_refusals(base_run, tmp_path, capsys):
     assert "unknown target 'truenorth'" in capsys.readouterr().err
     assert cli_main(["finetune", str(base_run), "--target", "loihi1", "--out", str(base_run)]) == 2
     assert cli_main(["finetune", str(tmp_path / "none"), "--target", "loihi1", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_sign_test_p_hand_computed_and_by_enumeration():
+    # hand-computed: P(X >= gained), X ~ Binomial(gained + lost, 1/2)
+    assert sign_test_p(0, 0) == 1.0  # the models never differ
+    assert sign_test_p(1, 0) == 0.5
+    assert sign_test_p(6, 5) == 0.5  # FSDD seed 1 on Loihi: one recording up, out of 11 that changed
+    assert sign_test_p(4, 0) == 1 / 16 and sign_test_p(5, 0) == 1 / 32  # 5 clean gains are the fewest that pass
+    assert sign_test_p(9, 1) == 11 / 1024 and sign_test_p(12, 0) == 1 / 4096
+    assert sign_test_p(2, 3) == 1 - 1 / 32 - 5 / 32 + 10 / 32 - 10 / 32  # 26/32: more lost than gained
+    # an independent reference: count the sign patterns of n differing samples with at least `gained` gains
+    import itertools
+    for n in range(0, 11):
+        patterns = list(itertools.product([0, 1], repeat=n))
+        for gained in range(n + 1):
+            expected = sum(sum(pt) >= gained for pt in patterns) / len(patterns)
+            assert sign_test_p(gained, n - gained) == pytest.approx(expected, abs=1e-15)
+    with pytest.raises(ValueError):
+        sign_test_p(-1, 2)
+
+
+def test_selection_keeps_the_start_unless_the_gain_is_significant(base_run, tmp_path, monkeypatch):
+    """The selection rule on hand-made per-sample results: a gain of one validation sample (or five
+    gained against three lost) keeps the start in best.pt; six clean gains (p = 1/64) replace it."""
+    import shutil
+
+    run = tmp_path / "tuned"
+    summary = finetune(base_run, "loihi1", run, epochs=1)
+    n = 40
+    start = np.zeros(n, dtype=bool); start[:30] = True  # the start gets 30 of 40 right
+
+    def with_tuned(tuned):
+        calls = iter([start, tuned])
+        monkeypatch.setattr(finetune_module, "_correct", lambda model, dataset, batch_size: next(calls))
+
+    cases = {"one_more": ([30], [], True), "five_vs_three": ([30, 31, 32, 33, 34], [0, 1, 2], True),
+             "six_clean": ([30, 31, 32, 33, 34, 35], [], False)}
+    for name, (gain, loss, kept) in cases.items():
+        out = tmp_path / name
+        shutil.copytree(run, out)
+        tuned = start.copy(); tuned[gain] = True; tuned[loss] = False
+        with_tuned(tuned)
+        best_before = torch.load(out / "best.pt", weights_only=True)
+        res = keep_start_if_better(out, {**summary, "best_valid_acc": float(tuned.mean()), "best_epoch": 1})
+        fs = res["finetune_start"]
+        assert (fs["gained"], fs["lost"], fs["kept"]) == (len(gain), len(loss), kept), name
+        assert fs["valid_acc"] == 0.75 and fs["p"] == sign_test_p(len(gain), len(loss))
+        on_disk = json.loads((out / "summary.json").read_text())
+        assert on_disk["finetune_start"] == fs
+        best = torch.load(out / "best.pt", weights_only=True)
+        if kept:  # best.pt is the starting weights, epoch 0, with the start's validation accuracy
+            assert best["epoch"] == 0 and res["best_epoch"] == 0 and res["best_valid_acc"] == 0.75
+            init = torch.load(base_run / "best.pt", weights_only=True)["model"]
+            for k in init:
+                torch.testing.assert_close(best["model"][k].double(), init[k].double())
+        else:  # the training loop's best.pt stays as it was
+            assert res["best_epoch"] == 1 and best["epoch"] == best_before["epoch"]
+            for k in best_before["model"]:
+                assert torch.equal(best["model"][k], best_before["model"][k])
