@@ -2,7 +2,9 @@
 
 The checkpoint format is the one in ``docs/internals.md``: a ``torch.save`` dict with
 ``format == "snn-delays-checkpoint"``, ``format_version == 1``, the resolved ``config`` (nested
-dict) and the ``model`` state dict. torch is needed here only to unpickle the file (it is present
+dict) and the ``model`` state dict. A model with ``model.recurrent = true`` also has, per hidden
+layer k, ``hidden.{k}.recurrent.weight`` / ``.delay`` (H, H, m) and ``.mask`` (H, H): the layer's
+synapses onto itself, the delay stored as d - 1 steps. torch is needed here only to unpickle the file (it is present
 wherever a checkpoint was made); everything returned is numpy.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 from .errors import ExportError
 
 __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
-           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS"]
+           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS", "RECURRENT_DELAYS"]
 
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSIONS = (1,)
@@ -30,6 +32,7 @@ BN_EPS = 1e-5
 # out x in x kernel_size floats per layer, and every input gets extra_steps zero steps.
 MAX_KERNEL_BYTES = 8 * 2 ** 30
 MAX_EXTRA_STEPS = 1_000_000
+RECURRENT_DELAYS = ("learned", "fixed", "one-step")  # model.recurrent_delays ("one-step": every delay 1 step)
 DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms: DataConfig.dt_ms's default
 
 
@@ -39,12 +42,15 @@ class HiddenLayer:
 
     weight, delay: (H_out, H_in, m) (delay in real-valued steps); mask: (H_out, H_in).
     norm: BatchNorm running statistics and affine parameters (H_out,) each, or None (readout).
+    recurrent: a hidden layer's synapses onto itself (weight, delay (H, H, m), mask (H, H), norm
+    None; delay holds d - 1 steps, real-valued), or None.
     """
 
     weight: np.ndarray
     delay: np.ndarray
     mask: np.ndarray
     norm: dict[str, np.ndarray] | None
+    recurrent: "HiddenLayer | None" = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Checkpoint:
     extra_steps: int
     dt_ms: float
     epoch: int
+    recurrent_kernel_size: int = 0  # Dr': taps of the recurrent synapses (delays 1..Dr' steps); 0: none
 
     @property
     def input_size(self) -> int:
@@ -182,6 +189,7 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         dt_ms = float(data_cfg.get("dt_ms", DEFAULT_DT_MS))
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
+    recurrent_ks = _recurrent_kernel_size(p, model_cfg, kernel_size)
     if str(model_cfg.get("variant", "full")) == "dense-conv":
         raise ExportError(f"{p}: variant dense-conv has a free kernel per connection and cannot be exported")
     if not 0 <= n_layers <= 1000:
@@ -201,7 +209,12 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         h = w.shape[0]
         norm = {name: _get(state, f"hidden.{k}.norm.{name}", p, (h,))
                 for name in ("weight", "bias", "running_mean", "running_var")}
-        hidden.append(HiddenLayer(w, d, mask, norm))
+        hidden.append(HiddenLayer(w, d, mask, norm, _read_recurrent(state, k, h, recurrent_ks, p)))
+    stray = sorted(key for key in state if ".recurrent." in key and key.startswith("hidden.")
+                   and key.endswith((".weight", ".delay")))
+    if not recurrent_ks and stray:
+        raise ExportError(f"{p}: the state dict has recurrent synapses ({', '.join(stray[:4])}) but the config says "
+                          "model.recurrent = false: config and weights disagree (a corrupted or edited checkpoint)")
     w, d, mask = _read_synapse(state, "readout", p)
     readout = HiddenLayer(w, d, mask, None)
     for k in range(1, n_layers + 1):
@@ -209,14 +222,48 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         nxt = (hidden[k] if k < n_layers else readout).weight.shape[1]
         if prev != nxt:
             raise ExportError(f"{p}: layer {k} expects {nxt} inputs but layer {k - 1} has {prev} neurons")
-    _check_config_sizes(p, model_cfg, hidden, readout, kernel_size, extra)
+    _check_config_sizes(p, model_cfg, hidden, readout, kernel_size, extra, recurrent_ks)
     return Checkpoint(path=p, config=config, hidden=hidden, readout=readout, kernel_size=kernel_size,
                       tau_steps=tau, readout_tau_steps=readout_tau, threshold=threshold,
-                      extra_steps=extra, dt_ms=dt_ms, epoch=int(blob.get("epoch", 0) or 0))
+                      extra_steps=extra, dt_ms=dt_ms, epoch=int(blob.get("epoch", 0) or 0),
+                      recurrent_kernel_size=recurrent_ks)
+
+
+def _recurrent_kernel_size(p: Path, model_cfg: dict, kernel_size: int) -> int:
+    """Dr' of a recurrent model (delays 1..Dr' steps): model.recurrent_kernel_size (0 = kernel_size),
+    1 for recurrent_delays = "one-step"; 0 when model.recurrent is false or absent (older checkpoints)."""
+    recurrent = model_cfg.get("recurrent", False)
+    if not isinstance(recurrent, bool):
+        raise ExportError(f"{p}: checkpoint config has model.recurrent = {recurrent!r}; expected true or false")
+    if not recurrent:
+        return 0
+    size, kind = model_cfg.get("recurrent_kernel_size", 0), model_cfg.get("recurrent_delays", "learned")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ExportError(f"{p}: checkpoint config has model.recurrent_kernel_size = {size!r}; expected an integer "
+                          ">= 1 (steps), or 0 for model.kernel_size")
+    if kind not in RECURRENT_DELAYS:
+        raise ExportError(f"{p}: checkpoint config has model.recurrent_delays = {kind!r}; expected one of "
+                          f"{', '.join(RECURRENT_DELAYS)}")
+    return 1 if kind == "one-step" else (size or kernel_size)
+
+
+def _read_recurrent(state: dict, k: int, h: int, kernel_size: int, p: Path) -> HiddenLayer | None:
+    """Hidden layer k's recurrent synapses (H, H, m) when the model has them (kernel_size > 0)."""
+    if not kernel_size:
+        return None
+    prefix = f"hidden.{k}.recurrent"
+    if f"{prefix}.weight" not in state:
+        raise ExportError(f"{p}: the config says model.recurrent = true but the state dict has no {prefix}.weight "
+                          "(a checkpoint of another model, or an edited one)")
+    w, d, mask = _read_synapse(state, prefix, p)
+    if w.shape[:2] != (h, h):
+        raise ExportError(f"{p}: {prefix}.weight has shape {w.shape}, expected ({h}, {h}, m): a recurrent synapse "
+                          f"connects the layer's {h} neurons to themselves")
+    return HiddenLayer(w, d, mask, None)
 
 
 def _check_config_sizes(p: Path, model_cfg: dict, hidden: list[HiddenLayer], readout: HiddenLayer,
-                        kernel_size: int, extra_steps: int) -> None:
+                        kernel_size: int, extra_steps: int, recurrent_kernel_size: int = 0) -> None:
     """The config's sizes against the arrays actually stored, before anyone allocates from them
     (the model rebuilt by ``verify`` allocates out x in x kernel_size per layer, hidden_size neurons,
     extra_steps zero steps per input)."""
@@ -231,8 +278,12 @@ def _check_config_sizes(p: Path, model_cfg: dict, hidden: list[HiddenLayer], rea
             raise ExportError(f"{p}: checkpoint config has model.{key} = {model_cfg[key]!r} but its weights have "
                               f"{value}: config and weights disagree (a corrupted or edited checkpoint)")
     kernel_bytes = sum(w.shape[0] * w.shape[1] for w in weights) * kernel_size * 8
+    kernel_bytes += sum(h.recurrent.weight.shape[0] * h.recurrent.weight.shape[1] for h in hidden
+                        if h.recurrent is not None) * recurrent_kernel_size * 8
     if kernel_bytes > MAX_KERNEL_BYTES:
-        raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}: the model's delay kernels "
+        raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}"
+                          + (f" and recurrent kernel size {recurrent_kernel_size}" if recurrent_kernel_size else "")
+                          + ": the model's delay kernels "
                           f"would need {kernel_bytes / 2 ** 30:.0f} GiB (limit {MAX_KERNEL_BYTES / 2 ** 30:.0f} GiB); "
                           "a corrupted or edited checkpoint")
     if extra_steps > MAX_EXTRA_STEPS:

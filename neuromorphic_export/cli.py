@@ -151,6 +151,11 @@ def cmd_export(args: argparse.Namespace) -> int:
           "delays per layer); what each file carries to the chip:")
     for name, what in d["per_file"].items():
         print(f"    {name}: {what}")
+    if "per_file_recurrent" in d:
+        print(f"  recurrent synapses per hidden layer {rep['recurrent_synapses']}, max recurrent delay (steps) "
+              f"{rep['max_recurrent_delay_steps']}; what each file carries of them:")
+        for name, what in d["per_file_recurrent"].items():
+            print(f"    {name}: {what}")
     for ch in rep["clipped"]:
         print(f"  clipped: {ch}")
     if "accuracy" in rep:

@@ -17,7 +17,7 @@ from .checkpoint import load_checkpoint
 from .errors import ExportError
 from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate
-from .targets import DELAY_CARRIAGE, Target, get_target, prepare
+from .targets import DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
 
 __all__ = ["export_run", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
 
@@ -112,6 +112,9 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
     check_destination(out, ckpt.path, force)
     float_net = network_from_checkpoint(ckpt)
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
+    if "netx" in FORMATS[t.name]:  # before anything is written
+        from .netx import refuse_recurrent
+        refuse_recurrent(chip)
     digest = ckpt.sha256()
     chip.attrs["source_sha256"] = digest
     report: dict[str, Any] = {
@@ -122,6 +125,8 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "clipped": rep.changes, "notes": rep.notes, "quantisation": rep.quantisation,
         "synapses": [l.n_synapses for l in chip.layers],
         "max_delay_steps": [int(l.delay.max()) if l.n_synapses else 0 for l in chip.layers],
+        "recurrent_synapses": [l.n_recurrent for l in chip.layers[:-1]],
+        "max_recurrent_delay_steps": [int(l.recurrent.delay.max()) if l.n_recurrent else 0 for l in chip.layers[:-1]],
         "delays": delay_report(chip, t),
     }
     trained_for = (ckpt.config.get("train") or {}).get("target") or ""
@@ -166,14 +171,24 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
 
 
 def delay_report(chip: Network, t: Target) -> dict[str, Any]:
-    """Which of the network's delays each file of the export carries to the chip (per file, in words),
-    and per layer the synapses with a non-zero delay and the distinct delays (steps)."""
-    files = {name: DELAY_CARRIAGE[t.name][name] for name in DELAY_CARRIAGE[t.name]
-             if name.rstrip("/") in ("network.h5",) + _format_entries(t)}
-    return {"per_file": files,
-            "delayed_synapses": [int((l.delay > 0).sum()) for l in chip.layers],
-            "distinct_delays": [int(len(np.unique(l.delay))) for l in chip.layers],
-            "carried_to_chip": not any(v.startswith("NOT carried") for v in files.values())}
+    """Which of the network's delays each file of the export carries to the chip (per file, in words;
+    ``per_file_recurrent`` the same for recurrent tables, when the network has them), and per layer
+    the synapses with a non-zero delay and the distinct delays (steps)."""
+    names = ("network.h5",) + _format_entries(t)
+    files = {name: DELAY_CARRIAGE[t.name][name] for name in DELAY_CARRIAGE[t.name] if name.rstrip("/") in names}
+    report = {"per_file": files,
+              "delayed_synapses": [int((l.delay > 0).sum()) for l in chip.layers],
+              "distinct_delays": [int(len(np.unique(l.delay))) for l in chip.layers]}
+    texts = list(files.values())
+    if chip.is_recurrent:
+        rec = {name: RECURRENT_CARRIAGE[t.name][name] for name in RECURRENT_CARRIAGE[t.name]
+               if name.rstrip("/") in names}
+        report["per_file_recurrent"] = rec
+        report["distinct_recurrent_delays"] = [int(len(np.unique(l.recurrent.delay))) if l.recurrent is not None
+                                               else 0 for l in chip.layers[:-1]]
+        texts += list(rec.values())
+    report["carried_to_chip"] = not any(v.startswith(("NOT carried", "REFUSED")) for v in texts)
+    return report
 
 
 def _format_entries(t: Target) -> tuple[str, ...]:

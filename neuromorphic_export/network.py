@@ -1,6 +1,7 @@
 """The canonical exported network: ``network.h5`` (numpy + h5py only).
 
-Layout (format_version 1; see docs/export.md, which is the stable description)::
+Layout (format_version 1, or 2 for a file with recurrent tables; see docs/export.md, which is the
+stable description)::
 
     /                      attrs: format_version, dt_ms, input_size, n_layers (synapse layers:
                            hidden + readout), n_classes, extra_steps, delay_convention (text),
@@ -8,11 +9,15 @@ Layout (format_version 1; see docs/export.md, which is the stable description)::
                            writer, source
     /layer/<k>/            attrs: kind ('hidden' | 'readout'), n_in, n_out, [weight_scale]
     /layer/<k>/synapses/   pre int32, post int32, weight float64 (int32 when quantised), delay int32
+    /layer/<k>/recurrent/  (version 2, hidden layers that have one) pre, post (int32, neurons of this
+                           layer), weight (as the synapses'), delay int32 >= 1
     /layer/<k>/neurons/    decay, threshold (+inf for the readout), bias: float64 (n_out,)
 
 One row per non-zero synapse; a spike of ``pre`` at step t is added to the input of ``post`` at
-step t + delay (delay 0: the same step, the model's convention). The membrane of each neuron is
-u[t] = decay * u[t-1] + input[t] + bias, it spikes when u >= threshold and is then reset to 0.
+step t + delay (delay 0: the same step, the model's convention). A recurrent spike of ``pre`` at
+step t reaches ``post`` of the same layer at step t + delay on every runtime (delay >= 1; the
+hop latency is not added again: it comes back to the layer it left). The membrane of each neuron
+is u[t] = decay * u[t-1] + input[t] + bias, it spikes when u >= threshold and is then reset to 0.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import numpy as np
 from .checkpoint import BN_EPS, Checkpoint, HiddenLayer
 from .errors import ExportError
 
-__all__ = ["Layer", "Network", "network_from_checkpoint", "write_network", "read_network",
-           "round_delays", "FORMAT_VERSION", "DELAY_CONVENTION", "THRESHOLD_RULES", "ARITHMETICS",
-           "MAX_EXTRA_STEPS", "INT32_MAX"]
+__all__ = ["Layer", "Network", "Recurrent", "network_from_checkpoint", "write_network", "read_network",
+           "round_delays", "FORMAT_VERSION", "FORMAT_VERSION_FEEDFORWARD", "DELAY_CONVENTION", "THRESHOLD_RULES",
+           "ARITHMETICS",           "MAX_EXTRA_STEPS", "INT32_MAX"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this module writes and reads: 2 = recurrent tables
+FORMAT_VERSION_FEEDFORWARD = 1  # written for networks without recurrent tables (readable by older readers)
 THRESHOLD_RULES = (">=", ">")  # spike when u >= threshold (the model) or u > threshold (Loihi, NIR)
 ARITHMETICS = ("float64", "loihi")
 # Bounds a reader accepts before it allocates anything from a file's attributes (the arrays are
@@ -44,7 +50,9 @@ INT32_MAX = 2 ** 31 - 1  # integer weights are stored as int32
 DELAY_CONVENTION = (
     "steps; a spike of pre at step t is added to the input of post at step t + delay "
     "(delay 0 = the same step, as in the PyTorch model). A runtime with hop_latency_steps = h "
-    "delivers it at t + delay + h: the effective hardware delay is D = delay + h."
+    "delivers it at t + delay + h: the effective hardware delay is D = delay + h. Recurrent tables "
+    "(layer/<k>/recurrent) hold the effective delay D >= 1 itself: a spike of pre at step t reaches post of "
+    "the same layer at step t + delay on every runtime."
 )
 
 
@@ -53,13 +61,64 @@ def round_delays(delay: np.ndarray, kernel_size: int) -> np.ndarray:
     return np.rint(np.clip(delay, 0, kernel_size - 1)).astype(np.int32)
 
 
+def _dense_table(pre: np.ndarray, post: np.ndarray, delay: np.ndarray, weight: np.ndarray, n_out: int,
+                 n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W (n_out, n_in, max_delay + 1) weights per delay, the distinct delays) of synapse rows."""
+    dmax = int(delay.max()) if len(delay) else 0
+    w = np.zeros((n_out, n_in, dmax + 1))
+    np.add.at(w, (post, pre, delay), weight)
+    return w, np.unique(delay)
+
+
+@dataclass
+class Recurrent:
+    """The recurrent synapses of one hidden layer: its ``n`` neurons onto the same ``n`` neurons.
+
+    pre, post, delay: int32 (S,); weight: float64 (S,) in the units of the layer's feed-forward
+    weights (real, or integers when the layer's ``weight_scale`` is set: one scale for both, since
+    both currents add in the same neurons). delay >= 1 step is the effective delay on every runtime:
+    a spike of ``pre`` at step t is added to the input of ``post`` at step t + delay.
+    """
+
+    n: int
+    pre: np.ndarray
+    post: np.ndarray
+    weight: np.ndarray
+    delay: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.pre = np.asarray(self.pre, dtype=np.int32)
+        self.post = np.asarray(self.post, dtype=np.int32)
+        self.delay = np.asarray(self.delay, dtype=np.int32)
+        self.weight = np.asarray(self.weight, dtype=np.float64)
+        s = self.pre.shape
+        if not (self.post.shape == s == self.weight.shape == self.delay.shape and len(s) == 1):
+            raise ExportError(f"recurrent synapse arrays must be 1-D of one length; got pre {self.pre.shape}, post "
+                              f"{self.post.shape}, weight {self.weight.shape}, delay {self.delay.shape}")
+        if s[0] and (min(self.pre.min(), self.post.min()) < 0 or max(self.pre.max(), self.post.max()) >= self.n):
+            raise ExportError(f"recurrent synapse indices out of range for a layer of {self.n} neurons")
+        if s[0] and self.delay.min() < 1:
+            raise ExportError(f"recurrent synapse with delay {int(self.delay.min())} steps; every recurrent delay "
+                              "must be >= 1 step (a spike cannot come back within the step that made it)")
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.pre.shape[0])
+
+    def copy(self, **changes: Any) -> "Recurrent":
+        base = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        base.update(changes)
+        return Recurrent(**base)
+
+
 @dataclass
 class Layer:
     """One synapse layer and the neurons it feeds.
 
     pre, post, delay: int32 (S,); weight: float64 (S,) real weights, or integers when
     ``weight_scale`` is set (real weight = weight / weight_scale).
-    decay, threshold, bias: float64 (n_out,).
+    decay, threshold, bias: float64 (n_out,). recurrent: the hidden layer's synapses onto itself
+    (weights in the same units, same ``weight_scale``), or None.
     """
 
     n_in: int
@@ -73,6 +132,7 @@ class Layer:
     bias: np.ndarray
     kind: str = "hidden"
     weight_scale: float | None = None
+    recurrent: Recurrent | None = None
 
     def __post_init__(self) -> None:
         self.pre = np.asarray(self.pre, dtype=np.int32)
@@ -91,6 +151,8 @@ class Layer:
             raise ExportError(f"synapse indices out of range for a {self.n_in} -> {self.n_out} layer")
         if s[0] and self.delay.min() < 0:
             raise ExportError("negative synaptic delay")
+        if self.recurrent is not None and self.recurrent.n != self.n_out:
+            raise ExportError(f"a recurrent table of {self.recurrent.n} neurons on a layer of {self.n_out}")
 
     @property
     def real_weight(self) -> np.ndarray:
@@ -101,22 +163,41 @@ class Layer:
     def n_synapses(self) -> int:
         return int(self.pre.shape[0])
 
+    @property
+    def recurrent_real_weight(self) -> np.ndarray:
+        """Recurrent weights in model units (float64); empty without a recurrent table."""
+        if self.recurrent is None:
+            return np.zeros(0)
+        w = self.recurrent.weight
+        return w if self.weight_scale is None else w / self.weight_scale
+
+    @property
+    def n_recurrent(self) -> int:
+        """Recurrent synapses of this layer (0 without a recurrent table)."""
+        return 0 if self.recurrent is None else self.recurrent.n_synapses
+
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """(W (n_out, n_in, max_delay + 1) real weights per delay, and the list of distinct delays)."""
-        dmax = int(self.delay.max()) if self.n_synapses else 0
-        w = np.zeros((self.n_out, self.n_in, dmax + 1))
-        np.add.at(w, (self.post, self.pre, self.delay), self.real_weight)
-        return w, np.unique(self.delay)
+        return _dense_table(self.pre, self.post, self.delay, self.real_weight, self.n_out, self.n_in)
+
+    def dense_recurrent(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W (n_out, n_out, max_delay + 1) real recurrent weights per delay (index 0 unused: every
+        recurrent delay is >= 1), and the distinct recurrent delays); empty without a table."""
+        r = self.recurrent
+        if r is None:
+            return np.zeros((self.n_out, self.n_out, 1)), np.zeros(0, dtype=np.int32)
+        return _dense_table(r.pre, r.post, r.delay, self.recurrent_real_weight, self.n_out, self.n_out)
 
     def copy(self, **changes: Any) -> "Layer":
-        base = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        base = {k: (v.copy() if isinstance(v, (np.ndarray, Recurrent)) else v) for k, v in self.__dict__.items()}
         base.update(changes)
         return Layer(**base)
 
 
 @dataclass
 class Network:
-    """A feed-forward delay SNN: ``layers[:-1]`` hidden spiking layers, ``layers[-1]`` the readout.
+    """A delay SNN: ``layers[:-1]`` hidden spiking layers (each may have a recurrent table),
+    ``layers[-1]`` the readout.
 
     ``attrs`` carries the target's conventions (``target``, ``hop_latency_steps``,
     ``threshold_rule``, ``arithmetic``) and provenance; they are written as root attributes.
@@ -140,15 +221,21 @@ class Network:
     def target(self) -> str:
         return str(self.attrs.get("target", "generic"))
 
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether any layer has a recurrent table (then network.h5 is written as format_version 2)."""
+        return any(l.recurrent is not None for l in self.layers)
+
     def copy(self, layers: list[Layer] | None = None, **attrs: Any) -> "Network":
         return replace(self, layers=[l.copy() for l in (layers or self.layers)],
                        attrs={**self.attrs, **attrs})
 
 
-def _merge(layer: HiddenLayer, kernel_size: int, scale: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Rows (pre, post, weight, delay) of one layer: masked, delays rounded as in eval, elements of a
-    connection with the same rounded delay summed (in element order, as the model's scatter_add),
-    BatchNorm scale folded in, exact zeros dropped."""
+def _merge(layer: HiddenLayer, kernel_size: int, scale: np.ndarray, offset: int = 0) -> tuple[np.ndarray, ...]:
+    """Rows (pre, post, weight, delay) of one layer: masked, delays rounded as in eval (plus ``offset``
+    steps: 1 for recurrent synapses, which store d - 1), elements of a connection with the same
+    rounded delay summed (in element order, as the model's scatter_add), ``scale`` (the BatchNorm
+    scale, per post neuron) folded in, exact zeros dropped."""
     w = layer.weight * layer.mask[:, :, None]  # (out, in, m)
     d = round_delays(layer.delay, kernel_size)  # (out, in, m)
     n_out, n_in, m = w.shape
@@ -158,7 +245,18 @@ def _merge(layer: HiddenLayer, kernel_size: int, scale: np.ndarray) -> tuple[np.
         acc[oi, ii, d[:, :, e]] += w[:, :, e]
     acc *= scale[:, None, None]
     post, pre, delay = np.nonzero(acc)
-    return pre, post, acc[post, pre, delay], delay
+    return pre, post, acc[post, pre, delay], delay + offset
+
+
+def _recurrent(h: HiddenLayer, kernel_size: int) -> Recurrent | None:
+    """The recurrent table of a checkpoint layer: delays d = 1 + round-half-even(clip(stored d - 1,
+    0, kernel_size - 1)), weights NOT scaled by BatchNorm (the model adds the recurrent current
+    after the normalisation)."""
+    r = h.recurrent
+    if r is None:
+        return None
+    pre, post, w, d = _merge(r, kernel_size, np.ones(r.weight.shape[0]), offset=1)
+    return Recurrent(r.weight.shape[0], pre, post, w, d)
 
 
 def network_from_checkpoint(ckpt: Checkpoint) -> Network:
@@ -170,16 +268,19 @@ def network_from_checkpoint(ckpt: Checkpoint) -> Network:
         bias = n["bias"] - n["running_mean"] * scale
         pre, post, w, d = _merge(h, ckpt.kernel_size, scale)
         layers.append(Layer(h.weight.shape[1], h.weight.shape[0], pre, post, w, d,
-                            decay=1.0 - 1.0 / ckpt.tau_steps, threshold=ckpt.threshold, bias=bias))
+                            decay=1.0 - 1.0 / ckpt.tau_steps, threshold=ckpt.threshold, bias=bias,
+                            recurrent=_recurrent(h, ckpt.recurrent_kernel_size)))
     r = ckpt.readout
     pre, post, w, d = _merge(r, ckpt.kernel_size, np.ones(r.weight.shape[0]))
     layers.append(Layer(r.weight.shape[1], r.weight.shape[0], pre, post, w, d,
                         decay=1.0 - 1.0 / ckpt.readout_tau_steps, threshold=np.inf, bias=0.0,
                         kind="readout"))
+    attrs = {"target": "generic", "hop_latency_steps": 0, "threshold_rule": ">=", "arithmetic": "float64",
+             "source": str(ckpt.path), "kernel_size": ckpt.kernel_size, "dataset": ckpt.dataset}
+    if ckpt.recurrent_kernel_size:
+        attrs["recurrent_kernel_size"] = ckpt.recurrent_kernel_size
     return Network(layers, dt_ms=ckpt.dt_ms, input_size=ckpt.input_size, extra_steps=ckpt.extra_steps,
-                   attrs={"target": "generic", "hop_latency_steps": 0, "threshold_rule": ">=",
-                          "arithmetic": "float64", "source": str(ckpt.path),
-                          "kernel_size": ckpt.kernel_size, "dataset": ckpt.dataset})
+                   attrs=attrs)
 
 
 def write_network(net: Network, path: str | os.PathLike) -> Path:
@@ -190,8 +291,9 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     for k, layer in enumerate(net.layers):
-        if layer.weight_scale is not None and layer.n_synapses and np.abs(layer.weight).max() > INT32_MAX:
-            raise ExportError(f"layer {k}: integer weights up to {np.abs(layer.weight).max():.0f} do not fit "
+        both = np.concatenate([layer.weight, layer.recurrent.weight if layer.recurrent is not None else []])
+        if layer.weight_scale is not None and both.size and np.abs(both).max() > INT32_MAX:
+            raise ExportError(f"layer {k}: integer weights up to {np.abs(both).max():.0f} do not fit "
                               "network.h5's int32 weights (use at most 32 weight bits)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # written beside the target, then renamed: a crash leaves the old file or none. (Not
@@ -201,7 +303,7 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "snn-delays-network"
-            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["format_version"] = FORMAT_VERSION if net.is_recurrent else FORMAT_VERSION_FEEDFORWARD
             f.attrs["dt_ms"] = float(net.dt_ms)
             f.attrs["input_size"] = int(net.input_size)
             f.attrs["n_layers"] = net.n_layers
@@ -225,6 +327,12 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
                 wdt = np.int32 if layer.weight_scale is not None else np.float64
                 s.create_dataset("weight", data=layer.weight.astype(wdt), dtype=wdt)
                 s.create_dataset("delay", data=layer.delay, dtype=np.int32)
+                if layer.recurrent is not None:
+                    r = g.create_group("recurrent")
+                    r.create_dataset("pre", data=layer.recurrent.pre, dtype=np.int32)
+                    r.create_dataset("post", data=layer.recurrent.post, dtype=np.int32)
+                    r.create_dataset("weight", data=layer.recurrent.weight.astype(wdt), dtype=wdt)
+                    r.create_dataset("delay", data=layer.recurrent.delay, dtype=np.int32)
                 nrn = g.create_group("neurons")
                 for name in ("decay", "threshold", "bias"):
                     nrn.create_dataset(name, data=getattr(layer, name), dtype=np.float64)
@@ -258,6 +366,10 @@ def _check_network(net: Network) -> None:
         kind = "readout" if k == net.n_layers - 1 else "hidden"
         if layer.kind != kind:
             raise ExportError(f"layer {k} has kind {layer.kind!r}; expected {kind!r}")
+        if layer.recurrent is not None and kind == "readout":
+            raise ExportError(f"layer {k} is the readout and has a recurrent table; only hidden layers can")
+        if layer.recurrent is not None and not np.all(np.isfinite(layer.recurrent.weight)):
+            raise ExportError(f"layer {k} holds NaN/inf recurrent weights")
         if layer.weight_scale is not None and not (np.isfinite(layer.weight_scale) and layer.weight_scale > 0):
             raise ExportError(f"layer {k} has weight_scale {layer.weight_scale}; must be finite and > 0")
         if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))
@@ -275,9 +387,16 @@ def _check_network(net: Network) -> None:
         raise ExportError(f"dt_ms = {net.dt_ms} must be a positive number of milliseconds")
 
 
-def _read_layer(g, k: int, where: str) -> Layer:
+def _read_layer(g, k: int, where: str, version: int) -> Layer:
     """Layer k of an open network.h5, its sizes checked against the arrays actually stored."""
     s, nrn = g["synapses"], g["neurons"]
+    recurrent = None
+    if "recurrent" in g:
+        if version < 2:
+            raise ExportError(f"{where} layer {k} has a recurrent table but the file says format_version {version}; "
+                              "recurrent tables need format_version 2 (a corrupt or edited file)")
+        r = g["recurrent"]
+        recurrent = {name: r[name][()] for name in ("pre", "post", "weight", "delay")}
     arrays = {name: s[name][()] for name in ("pre", "post", "weight", "delay")}
     arrays.update({name: nrn[name][()] for name in ("decay", "threshold", "bias")})
     n_neurons = {name: np.shape(arrays[name]) for name in ("decay", "threshold", "bias")}
@@ -294,9 +413,12 @@ def _read_layer(g, k: int, where: str) -> Layer:
     kind = g.attrs.get("kind", "hidden")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     try:
+        if recurrent is not None:
+            recurrent = Recurrent(n_out, recurrent["pre"], recurrent["post"],
+                                  np.asarray(recurrent["weight"], dtype=np.float64), recurrent["delay"])
         return Layer(n_in, n_out, arrays["pre"], arrays["post"], np.asarray(arrays["weight"], dtype=np.float64),
                      arrays["delay"], arrays["decay"], arrays["threshold"], arrays["bias"], kind=kind,
-                     weight_scale=scale)
+                     weight_scale=scale, recurrent=recurrent)
     except ExportError as e:
         raise ExportError(f"{where} layer {k}: {e}") from None
 
@@ -329,7 +451,7 @@ def read_network(path: str | os.PathLike) -> Network:
             stored = len(f["layer"]) if "layer" in f else 0
             if stored != n_layers:
                 raise ExportError(f"{p}: attribute n_layers = {n_layers} but the file holds {stored} layer groups")
-            layers = [_read_layer(f[f"layer/{k}"], k, str(p)) for k in range(n_layers)]
+            layers = [_read_layer(f[f"layer/{k}"], k, str(p), version) for k in range(n_layers)]
             known = {"format", "format_version", "dt_ms", "input_size", "n_layers", "n_classes",
                      "extra_steps", "delay_convention", "prediction", "writer"}
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k not in known}

@@ -11,6 +11,9 @@ Weights are the quantised integers of a Loihi export (``prepare(net, 'loihi1'|'l
 reads them with ``astype(int)`` and finds the exponent itself. Lava's Dense adds one step per hop,
 so the value written is D - 1 = the model delay d. Extra attributes (``weight_scale``, ``dt_ms``,
 ``extra_steps``) let :func:`read_netx` rebuild the network; lava ignores them.
+
+Recurrent layers are refused (:func:`refuse_recurrent`): netx's ``hdf5.Network`` connects each
+layer to the one before it and has no layer type whose synapses come back to the same layer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .errors import ExportError
 from .network import DELAY_CONVENTION, Layer, Network
 from .simulate import LOIHI_DECAY_UNITY, loihi_parameters
 
-__all__ = ["write_netx", "read_netx", "READOUT_VTH_MANT"]
+__all__ = ["write_netx", "read_netx", "refuse_recurrent", "READOUT_VTH_MANT"]
 
 READOUT_VTH_MANT = 2 ** 17 - 1  # the readout never spikes: the largest Loihi 1 threshold mantissa
 
@@ -35,9 +38,25 @@ def _uniform(values: np.ndarray, what: str, k: int) -> int:
     return int(values[0])
 
 
+def refuse_recurrent(net: Network) -> None:
+    """ExportError when ``net`` has recurrent tables, which netx cannot hold."""
+    layers = [k for k, l in enumerate(net.layers) if l.recurrent is not None]
+    if layers:
+        raise ExportError(
+            f"netx.h5 cannot hold the recurrent synapses of layer{'s' if len(layers) > 1 else ''} "
+            f"{', '.join(map(str, layers))}: lava-dl netx (hdf5.Network) connects every layer to the one before it and "
+            "has no recurrent layer type, so a recurrent model cannot be exported for loihi1/loihi2. The chip's "
+            "limits do not forbid it (delays and weights were checked): prepare(net, target) + write_network gives "
+            "network.h5 with the quantised recurrent tables, for a Lava network connected by hand (a Dense from "
+            "each LIF back to itself, delay D - 1)")
+
+
 def write_netx(net: Network, path: str | os.PathLike) -> Path:
-    """Write a Loihi-quantised network as netx HDF5. Needs integer weights and one delay per pair."""
+    """Write a Loihi-quantised network as netx HDF5. Needs integer weights and one delay per pair;
+    refuses recurrent layers (netx has no recurrent layer type)."""
     import h5py
+
+    refuse_recurrent(net)
 
     if any(l.weight_scale is None for l in net.layers):
         raise ExportError("netx needs integer weights: export with --target loihi1 or loihi2")

@@ -4,12 +4,16 @@
 
     layer<k>_excitatory.csv, layer<k>_inhibitory.csv   rows: pre, post, weight, delay_ms
                                                        (|w| in mV of a delta synapse; delay D * dt)
+    layer<k>_recurrent_excitatory.csv, ..._inhibitory.csv   (hidden layers with a recurrent table)
+                                                       the same rows, pre and post both in layer k,
+                                                       delay_ms = d * dt (d >= 1: the effective delay)
     neurons.json      per layer: n, tau_m_ms, v_thresh, i_offset_nA (bias as a current), readout flag
     run_pynn.py       builds the network with FromListConnector and IF_curr_delta populations and
                       runs one input sample:  python run_pynn.py --simulator nest --input x.npy
 
 One projection must not mix signs, hence the excitatory/inhibitory split. Delays follow the
-runtime's convention D = d + 1 (every hop adds one step; sPyNNaker's minimum delay is 1 step).
+runtime's convention D = d + 1 (every hop adds one step; sPyNNaker's minimum delay is 1 step);
+recurrent delays are effective already (D = d >= 1), so their delay_ms = d * dt.
 IF_curr_delta integrates with an exponential leak and treats the bias as a constant current: it
 approximates the model's Euler update (exact for the weights and delays, not for the leak).
 """
@@ -24,7 +28,7 @@ import numpy as np
 
 from .network import DELAY_CONVENTION, Network
 
-__all__ = ["write_pynn", "connection_lists"]
+__all__ = ["write_pynn", "connection_lists", "recurrent_connection_lists"]
 
 CM_NF = 1.0  # membrane capacitance used to turn the per-step bias into a current
 
@@ -38,6 +42,22 @@ def connection_lists(net: Network, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[w > 0], rows[w < 0]
 
 
+def recurrent_connection_lists(net: Network, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(excitatory, inhibitory) rows (pre, post, |weight|, delay_ms) of layer k's recurrent table,
+    delay_ms = d * dt (the effective delay: no hop added). Empty without a recurrent table."""
+    layer = net.layers[k]
+    if layer.recurrent is None:
+        return np.zeros((0, 4)), np.zeros((0, 4))
+    r, w = layer.recurrent, layer.recurrent_real_weight
+    rows = np.stack([r.pre, r.post, np.abs(w), r.delay * net.dt_ms], axis=1)
+    return rows[w > 0], rows[w < 0]
+
+
+def _save_rows(path: Path, rows: np.ndarray) -> None:
+    np.savetxt(path, rows, delimiter=",", fmt=["%d", "%d", "%.17g", "%.10g"], header="pre,post,weight,delay_ms",
+               comments="")
+
+
 def write_pynn(net: Network, folder: str | os.PathLike) -> Path:
     """Write the connection lists, ``neurons.json`` and ``run_pynn.py`` into ``folder``."""
     folder = Path(folder)
@@ -46,17 +66,21 @@ def write_pynn(net: Network, folder: str | os.PathLike) -> Path:
     for k, layer in enumerate(net.layers):
         exc, inh = connection_lists(net, k)
         for name, rows in (("excitatory", exc), ("inhibitory", inh)):
-            np.savetxt(folder / f"layer{k}_{name}.csv", rows, delimiter=",",
-                       fmt=["%d", "%d", "%.17g", "%.10g"], header="pre,post,weight,delay_ms", comments="")
+            _save_rows(folder / f"layer{k}_{name}.csv", rows)
+        if layer.recurrent is not None:
+            for name, rows in zip(("excitatory", "inhibitory"), recurrent_connection_lists(net, k)):
+                _save_rows(folder / f"layer{k}_recurrent_{name}.csv", rows)
         tau_steps = float(1.0 / (1.0 - layer.decay[0])) if layer.decay[0] < 1 else float("inf")
         neurons.append({
             "layer": k, "n": layer.n_out, "readout": layer.kind == "readout",
+            "recurrent": layer.recurrent is not None,
             "tau_m_ms": tau_steps * net.dt_ms,
             "v_thresh": None if layer.kind == "readout" else float(layer.threshold[0]),
             "i_offset_nA": (layer.bias * CM_NF / net.dt_ms).tolist(),
         })
     meta = {"dt_ms": net.dt_ms, "input_size": net.input_size, "extra_steps": net.extra_steps,
-            "cm_nF": CM_NF, "delay_convention": "delay_ms = D * dt with D = d + 1; " + DELAY_CONVENTION,
+            "cm_nF": CM_NF, "delay_convention": "delay_ms = D * dt with D = d + 1 (recurrent lists: D = d); "
+                                                + DELAY_CONVENTION,
             "layers": neurons}
     (folder / "neurons.json").write_text(json.dumps(meta, indent=1))
     (folder / "run_pynn.py").write_text(_SCRIPT)
@@ -99,12 +123,14 @@ def main():
                       v_thresh=1e9 if layer["readout"] else layer["v_thresh"])
         pop = sim.Population(layer["n"], sim.IF_curr_delta(**params), initial_values={"v": 0.0})
         pop.set(i_offset=layer["i_offset_nA"])
-        for receptor in ("excitatory", "inhibitory"):
-            rows = np.loadtxt(here / f"layer{k}_{receptor}.csv", delimiter=",", skiprows=1, ndmin=2)
-            if len(rows):
-                conn = sim.FromListConnector([(int(a), int(b), w, d) for a, b, w, d in rows],
-                                             column_names=["weight", "delay"])
-                sim.Projection(prev, pop, conn, receptor_type=receptor)
+        sources = [(prev, "")] + ([(pop, "recurrent_")] if layer.get("recurrent") else [])  # a layer onto itself
+        for source, kind in sources:
+            for receptor in ("excitatory", "inhibitory"):
+                rows = np.loadtxt(here / f"layer{k}_{kind}{receptor}.csv", delimiter=",", skiprows=1, ndmin=2)
+                if len(rows):
+                    conn = sim.FromListConnector([(int(a), int(b), w, d) for a, b, w, d in rows],
+                                                 column_names=["weight", "delay"])
+                    sim.Projection(source, pop, conn, receptor_type=receptor)
         prev = pop
     prev.record("v")
     sim.run(steps * dt)

@@ -12,6 +12,11 @@ update per step)::
 
     u[t] = decay * u[t-1] + input[t] + bias;  spike where u >= threshold (or u > threshold); u = 0 there
 
+A hidden layer with a recurrent table is integrated step by step: the spikes of step t are fanned
+out along the recurrent synapses into the layer's own input at step t + delay (delay >= 1, the
+same on every runtime: the hop latency is not added to a spike that comes back to its layer), so
+input[t] = feed-forward current[t] + sum_j w_ij * s_j[t - d_ij].
+
 A :class:`Convention` says how a runtime differs from the model:
 
 * ``Convention.model()``: hop latency 0, ``>=``, float64 - reproduces the PyTorch model's
@@ -89,17 +94,47 @@ def predict_from_readout(readout: np.ndarray) -> np.ndarray:
 
 
 class _FanOut:
-    """Synapses of one layer sorted by pre-synaptic neuron (CSR), for event fan-out."""
+    """Synapse rows (pre, post, delay, weight) sorted by pre-synaptic neuron (CSR), for event fan-out."""
 
-    def __init__(self, layer: Layer, weight: np.ndarray):
-        self.n_out = layer.n_out
+    def __init__(self, pre: np.ndarray, post: np.ndarray, delay: np.ndarray, weight: np.ndarray, n_in: int,
+                 n_out: int):
+        self.n_out = n_out
         self._per_delay: list[tuple[int, np.ndarray]] | None = None
-        order = np.argsort(layer.pre, kind="stable")
-        self.post = layer.post[order].astype(np.int64)
-        self.delay = layer.delay[order].astype(np.int64)
+        order = np.argsort(pre, kind="stable")
+        self.post = post[order].astype(np.int64)
+        self.delay = delay[order].astype(np.int64)
         self.weight = weight[order]
-        self.ptr = np.zeros(layer.n_in + 1, dtype=np.int64)
-        np.cumsum(np.bincount(layer.pre, minlength=layer.n_in), out=self.ptr[1:])
+        self.ptr = np.zeros(n_in + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pre, minlength=n_in), out=self.ptr[1:])
+
+    @classmethod
+    def feedforward(cls, layer: Layer, integer: bool) -> "_FanOut":
+        """The layer's feed-forward synapses, real weights (or the file's integers)."""
+        w = layer.weight if integer else layer.real_weight
+        return cls(layer.pre, layer.post, layer.delay, w, layer.n_in, layer.n_out)
+
+    @classmethod
+    def recurrent(cls, layer: Layer, integer: bool) -> "_FanOut | None":
+        """The layer's recurrent synapses (n_out -> n_out), or None without a recurrent table."""
+        r = layer.recurrent
+        if r is None or r.n_synapses == 0:
+            return None
+        w = r.weight if integer else layer.recurrent_real_weight
+        return cls(r.pre, r.post, r.delay, w, layer.n_out, layer.n_out)
+
+    def add_step(self, spikes: np.ndarray, t: int, current: np.ndarray) -> None:
+        """Fan the spikes of step t, (B, n_in) counts, out into ``current`` (T, B, n_out) at steps
+        t + delay (dropped beyond T). Every delay >= 1, so only later steps change."""
+        b, j = np.nonzero(spikes)
+        if len(b) == 0:
+            return
+        counts = self.ptr[j + 1] - self.ptr[j]
+        ev = np.repeat(np.arange(len(b)), counts)
+        syn = np.repeat(self.ptr[j] - (np.cumsum(counts) - counts), counts) + np.arange(len(ev))
+        tt = t + self.delay[syn]
+        keep = tt < current.shape[0]
+        np.add.at(current, (tt[keep], b[ev][keep], self.post[syn][keep]),
+                  (spikes[b, j].astype(np.float64)[ev] * self.weight[syn])[keep])
 
     def dense_currents(self, s: np.ndarray, hop: int) -> np.ndarray:
         """The same currents by one matrix product per distinct delay, for dense input such as
@@ -150,8 +185,10 @@ def _events(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return t, b, j, s[t, b, j].astype(np.float64)
 
 
-def _lif_float(current: np.ndarray, layer: Layer, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 neurons over a sequence: current (T, B, n) -> (spikes uint8, membrane before reset)."""
+def _lif_float(current: np.ndarray, layer: Layer, rule: str,
+               recurrent: _FanOut | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 neurons over a sequence: current (T, B, n) -> (spikes uint8, membrane before reset).
+    With ``recurrent``, each step's spikes are added to ``current`` (changed in place) at later steps."""
     u = np.zeros(current.shape[1:])
     spikes = np.zeros(current.shape, dtype=np.uint8)
     memb = np.empty_like(current)
@@ -163,6 +200,8 @@ def _lif_float(current: np.ndarray, layer: Layer, rule: str) -> tuple[np.ndarray
             s = u >= layer.threshold if rule == ">=" else u > layer.threshold
             spikes[t] = s
             u = np.where(s, 0.0, u)
+            if recurrent is not None:
+                recurrent.add_step(spikes[t], t, current)
     return spikes, memb
 
 
@@ -179,11 +218,11 @@ def loihi_parameters(layer: Layer) -> dict[str, np.ndarray]:
     return {"vDecay": v_decay, "bias": bias, "vThMant": vth}
 
 
-def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+def _lif_loihi(current: np.ndarray, layer: Layer, recurrent: _FanOut | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Loihi fixed point (lava's bit-accurate LIF with iDecay = 4096): integer currents
-    (T, B, n) -> (spikes uint8, membrane in model units)."""
+    (T, B, n) -> (spikes uint8, membrane in model units). With ``recurrent`` (integer weights), each
+    step's spikes are added to ``current`` (changed in place) at later steps."""
     p = loihi_parameters(layer)
-    a_in = np.rint(current).astype(np.int64)  # integer weights x spike counts: already integral
     keep = LOIHI_DECAY_UNITY - p["vDecay"]
     bias = p["bias"] << LOIHI_ACT_SHIFT
     finite = np.isfinite(layer.threshold)
@@ -192,7 +231,7 @@ def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarra
     spikes = np.zeros(current.shape, dtype=np.uint8)
     memb = np.empty(current.shape)
     for t in range(current.shape[0]):
-        u = a_in[t] << LOIHI_ACT_SHIFT
+        u = np.rint(current[t]).astype(np.int64) << LOIHI_ACT_SHIFT  # integer weights x counts: integral
         u = np.where(u > LOIHI_MAX_UV, u - 2 * LOIHI_MAX_UV, u)
         u = np.where(u <= -LOIHI_MAX_UV, u + 2 * LOIHI_MAX_UV, u)
         dv = v * keep
@@ -202,6 +241,8 @@ def _lif_loihi(current: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarra
         s = finite & (v > vth)
         spikes[t] = s
         v = np.where(s, 0, v)
+        if recurrent is not None:
+            recurrent.add_step(spikes[t], t, current)
     return spikes, memb
 
 
@@ -247,7 +288,9 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
                           f"{net.extra_steps} + latency) needs about {need / 2 ** 30:.0f} GiB (limit "
                           f"{MEMORY_LIMIT_BYTES / 2 ** 30:.0f} GiB): check extra_steps and the layer sizes, or "
                           "use fewer samples")
-    fan = [_FanOut(l, l.weight if conv.arithmetic == "loihi" else l.real_weight) for l in net.layers]
+    integer = conv.arithmetic == "loihi"
+    fan = [_FanOut.feedforward(l, integer) for l in net.layers]
+    rec = [_FanOut.recurrent(l, integer) for l in net.layers]
     readouts, preds = [], []
     spikes: list[list[np.ndarray]] = [[] for _ in net.layers[:-1]]
     for b0 in range(0, x.shape[1], batch_size):
@@ -255,15 +298,15 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
         batch = xb.shape[1]
         s = np.zeros((n_steps, batch, net.input_size), dtype=xb.dtype)
         s[: xb.shape[0]] = xb  # the input padded with zero steps at the end
-        for k, (layer, f) in enumerate(zip(net.layers, fan)):
+        for k, (layer, f, r) in enumerate(zip(net.layers, fan, rec)):
             if np.count_nonzero(s) > DENSE_FRACTION * s.size:  # e.g. real-valued input features
                 current = f.dense_currents(s.astype(np.float64), hop)
             else:
                 current = f.currents(_events(s), n_steps, batch, layer.n_out, hop)
-            if conv.arithmetic == "loihi":
-                s, memb = _lif_loihi(current, layer)
+            if integer:
+                s, memb = _lif_loihi(current, layer, r)
             else:
-                s, memb = _lif_float(current, layer, conv.threshold_rule)
+                s, memb = _lif_float(current, layer, conv.threshold_rule, r)
             if layer.kind != "readout" and record_spikes:
                 spikes[k].append(s)
         readouts.append(memb)

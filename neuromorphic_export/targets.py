@@ -3,6 +3,10 @@
 Delays: ``network.h5`` keeps the model's delay d (steps, 0 = same step). Every hardware runtime
 adds one step per hop, so the chip realises D = d + hop_latency_steps; the limits below are on
 D, the effective delay (hardware.md). Netx/Lava store D - 1, PyNN D * dt, Brian2 (D - 1) * dt.
+
+Recurrent tables (a hidden layer's synapses onto itself) hold the effective delay D >= 1 itself (a
+spike comes back to the layer it left, whose clock the hop latency already shifted): the same
+delay range applies to D, the same weight bits and one scale per layer for both tables.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ExportError
-from .network import INT32_MAX, Layer, Network
+from .network import INT32_MAX, Layer, Network, Recurrent
 
 __all__ = ["Target", "TARGETS", "get_target", "prepare", "quantise_layer", "Violation",
            "PrepareReport", "check_weight_bits", "max_weight_bits", "LayerScale", "choose_scale",
-           "quantisation_errors", "DELAY_CARRIAGE"]
+           "quantisation_errors", "DELAY_CARRIAGE", "RECURRENT_CARRIAGE"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,28 @@ DELAY_CARRIAGE: dict[str, dict[str, str]] = {
                        "rejects nir.Delay, so on the chip every synapse would run with delay 0 (+ 1 step per hop). "
                        "No expansion into delay buckets or relay populations is done: map network.h5's delays by "
                        "hand (py-spinnaker2 connection lists take a delay per synapse)",
+    },
+}
+
+
+# What each target's files carry of the recurrent tables (only reported for networks that have them).
+_NIR_RECURRENT = ("written as a cycle per layer (LIF -> Delay(d * dt) -> Linear -> the same LIF, one branch per "
+                  "distinct recurrent delay)")
+RECURRENT_CARRIAGE: dict[str, dict[str, str]] = {
+    "generic": {
+        "network.h5": "carried: layer/<k>/recurrent, one integer delay >= 1 per synapse row",
+        "network.nir": _NIR_RECURRENT + "; the delays, like the feed-forward ones, are run by no current NIR consumer",
+        "pynn/": "carried: a Projection of each population onto itself, delay_ms = d * dt per synapse",
+    },
+    "loihi1": {"network.h5": "carried", "netx.h5": "REFUSED: lava-dl netx chains layers and has no recurrent layer"},
+    "loihi2": {"network.h5": "carried", "netx.h5": "REFUSED: lava-dl netx chains layers and has no recurrent layer"},
+    "spinnaker1": {"network.h5": "carried", "pynn/": "carried: a Projection of each population onto itself, "
+                   "delay_ms = d * dt per synapse"},
+    "spinnaker2": {
+        "network.h5": "carried: layer/<k>/recurrent, one integer delay >= 1 per synapse row",
+        "network.nir": "NOT carried to the chip: " + _NIR_RECURRENT + ", but SpiNNaker 2's NIR importer ignores or "
+                       "rejects nir.Delay (every recurrent synapse would run with the hop's 1 step); whether it "
+                       "maps cycles is not verified",
     },
 }
 
@@ -227,28 +253,41 @@ def _round_weights(w: np.ndarray, scale: float, bits: int, mode: str) -> np.ndar
 
 def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool,
                    choice: LayerScale | None = None) -> tuple[Layer, int]:
-    """Integer weights (real = integer / scale) for one layer; returns (layer, synapses that
-    became 0 and were dropped). ``choice``: the scale and bias exponent (default: the full weight
-    range, exponent 0). With ``integer_bias`` the bias is rounded to the grid of
-    2^bias_exponent / scale."""
-    w = layer.real_weight
-    max_abs = float(np.abs(w).max()) if w.size else 0.0
+    """Integer weights (real = integer / scale) for one layer, its recurrent table at the same scale;
+    returns (layer, synapses that became 0 and were dropped, feed-forward and recurrent). ``choice``:
+    the scale and bias exponent (default: the largest |weight| of both tables takes the full range,
+    exponent 0). With ``integer_bias`` the bias is rounded to the grid of 2^bias_exponent / scale."""
+    w, wr = layer.real_weight, layer.recurrent_real_weight
+    max_abs = _max_abs(w, wr)
     if max_abs == 0.0:
-        return layer.copy(weight=w.copy(), weight_scale=1.0), 0
+        return layer.copy(weight=w.copy(), weight_scale=1.0,
+                          recurrent=None if layer.recurrent is None else layer.recurrent.copy(weight=wr.copy())), 0
     if choice is None:
         choice = LayerScale(_scale_for(max_abs, bits, mode)[0])
     scale, step = choice.scale, 2.0 ** choice.bias_exponent
     q = _round_weights(w, scale, bits, mode)
     keep = q != 0
     bias = np.rint(layer.bias * scale / step) * step / scale if integer_bias else layer.bias
+    recurrent, dropped = None, int((~keep).sum())
+    if layer.recurrent is not None:
+        r = layer.recurrent
+        qr = _round_weights(wr, scale, bits, mode)
+        kr = qr != 0
+        recurrent = Recurrent(r.n, r.pre[kr], r.post[kr], qr[kr], r.delay[kr])
+        dropped += int((~kr).sum())
     return layer.copy(pre=layer.pre[keep], post=layer.post[keep], weight=q[keep],
-                      delay=layer.delay[keep], bias=bias, weight_scale=scale), int((~keep).sum())
+                      delay=layer.delay[keep], bias=bias, weight_scale=scale, recurrent=recurrent), dropped
+
+
+def _max_abs(*weights: np.ndarray) -> float:
+    """Largest |w| over the given weight arrays (0 when all are empty)."""
+    return max((float(np.abs(w).max()) for w in weights if w.size), default=0.0)
 
 
 def quantisation_errors(before: Layer, after: Layer, t: Target) -> dict[str, float]:
     """How far the quantised layer is from the float one, in the model's units: largest and RMS
-    weight error (over the float layer's synapses, dropped ones counted as errors), largest bias
-    error, and the threshold error (Loihi: (vThMant + 1) / scale - theta; the chip fires on
+    weight error (over the float layer's synapses, dropped ones counted as errors; the same for the
+    recurrent table as ``recurrent_weight_*`` when there is one), largest bias error, and the threshold error (Loihi: (vThMant + 1) / scale - theta; the chip fires on
     v > vThMant)."""
     dense_b, _ = before.dense()
     dense_a, _ = after.dense()
@@ -259,6 +298,13 @@ def quantisation_errors(before: Layer, after: Layer, t: Target) -> dict[str, flo
            "weight_rms_error": float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0,
            "bias_max_error": float(np.abs(after.bias - before.bias).max()) if before.n_out else 0.0,
            "threshold_error": 0.0}
+    if before.recurrent is not None and after.recurrent is not None:
+        rb, _ = before.dense_recurrent()
+        ra, _ = after.dense_recurrent()
+        n = max(ra.shape[2], rb.shape[2])
+        err = (pad(ra) - pad(rb))[pad(rb) != 0]
+        out["recurrent_weight_max_error"] = float(np.abs(err).max()) if err.size else 0.0
+        out["recurrent_weight_rms_error"] = float(np.sqrt(np.mean(err ** 2))) if err.size else 0.0
     finite = np.isfinite(before.threshold)
     if t.arithmetic == "loihi" and after.weight_scale is not None and finite.any():
         s = after.weight_scale
@@ -330,41 +376,21 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
     layers = []
     for k, layer in enumerate(net.layers):
         layer = layer.copy()
-        D = layer.delay.astype(np.int64) + hop
-        if t.max_delay_D is not None and (D > t.max_delay_D).any():
-            n = int((D > t.max_delay_D).sum())
-            rep.violations.append(Violation(k, f"synapses with effective delay up to {int(D.max())} steps",
-                                            n, f"D <= {t.max_delay_D} steps ({t.notes or t.name})"))
-            rep.changes.append(f"layer {k}: {_count(n, 'synapse delay')} clipped to D = {t.max_delay_D} steps")
-            layer.delay = np.minimum(layer.delay, t.max_delay_D - hop).astype(np.int32)
-        if (D < t.min_delay_D).any():
-            n = int((D < t.min_delay_D).sum())
-            rep.violations.append(Violation(k, "synapses with too short a delay", n, f"D >= {t.min_delay_D}"))
-            rep.changes.append(f"layer {k}: {_count(n, 'synapse delay')} raised to D = {t.min_delay_D}")
-            layer.delay = np.maximum(layer.delay, t.min_delay_D - hop).astype(np.int32)
-        if t.one_delay_per_pair:
-            layer, n = _one_delay_per_pair(layer)
-            if n:
-                rep.violations.append(Violation(k, "(pre, post) pairs with several delays", n,
-                                                "one delay per pair (2-D delay matrix)"))
-                rep.changes.append(f"layer {k}: {_count(n, 'pair')} merged onto the delay of their largest weight")
-        if t.delay_granularity == "per-axon":
-            layer, n = _per_axon(layer)
-            if n:
-                rep.violations.append(Violation(k, "pre-synaptic neurons with several delays", n,
-                                                "one delay per axon"))
-                rep.changes.append(f"layer {k}: {_count(n, 'axon')} given one delay (their largest weight's)")
+        layer = _limit_delays(layer, k, t, rep, hop, t.min_delay_D)
+        if layer.recurrent is not None:  # effective delays already: no hop added, and at least one step
+            layer = _with_table(layer, _limit_delays(_table(layer), k, t, rep, 0, max(t.min_delay_D, hop, 1),
+                                                     "recurrent "))
         if t.max_fanin is not None:
-            layer, n = _fanin(layer, t.max_fanin)
+            layer, n = _fanin_with_recurrent(layer, t.max_fanin)
             if n:
                 rep.violations.append(Violation(k, "neurons with too many inputs", n, f"fan-in <= {t.max_fanin}"))
                 rep.changes.append(f"layer {k}: {_count(n, 'neuron')} pruned to their {t.max_fanin} largest inputs")
         if bits is not None:
             integer_bias = t.arithmetic == "loihi"
-            w = layer.real_weight
             theta = float(layer.threshold[0]) if layer.n_out else math.inf
-            choice = choose_scale(float(np.abs(w).max()) if w.size else 0.0, layer.bias, theta, t, bits,
-                                  integer_bias)
+            # one scale for both tables: their currents add in the same neurons
+            choice = choose_scale(_max_abs(layer.real_weight, layer.recurrent_real_weight), layer.bias, theta, t,
+                                  bits, integer_bias)
             before = layer
             layer, zeroed = quantise_layer(layer, bits, t.weight_mode, integer_bias, choice)
             _check_ranges(layer, k, t, rep, choice.bias_exponent)
@@ -379,6 +405,8 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
                 + f"; {_count(zeroed, 'synapse')} rounded to 0 and dropped; error: weights max "
                 f"{errors['weight_max_error']:.3g} rms {errors['weight_rms_error']:.3g}, biases max "
                 f"{errors['bias_max_error']:.3g}, threshold {errors['threshold_error']:.3g}"
+                + (f", recurrent weights max {errors['recurrent_weight_max_error']:.3g} rms "
+                   f"{errors['recurrent_weight_rms_error']:.3g}" if "recurrent_weight_max_error" in errors else "")
                 + (f" ({choice.reason})" if choice.reason else ""))
         layers.append(layer)
     if rep.violations and not clip:
@@ -386,13 +414,79 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
             f"the network breaks the limits of {t.name}:\n  " + "\n  ".join(map(str, rep.violations))
             + "\nuse --clip to clip instead (the report gives the accuracy before and after), or retrain "
               "within the limits" + (" (e.g. model.kernel_size <= the delay limit)" if any(
-                  "delay" in v.what for v in rep.violations) else ""))
+                  "delay" in v.what and "recurrent" not in v.what for v in rep.violations) else "")
+            + (" (recurrent delays: model.recurrent_kernel_size <= the delay limit)" if any(
+                "recurrent" in v.what and "delay" in v.what for v in rep.violations) else ""))
+    if net.is_recurrent:
+        rep.notes.append("recurrent synapses per layer " + str([l.n_recurrent for l in layers[:-1]])
+                         + ", delays (effective, steps) up to " + str([int(l.recurrent.delay.max()) if l.n_recurrent
+                                                                    else 0 for l in layers[:-1]]))
     attrs = {"target": t.name, "hop_latency_steps": hop, "threshold_rule": t.threshold_rule,
              "arithmetic": t.arithmetic,
              "weight_bits": bits if bits is not None else 0, "clipped": bool(rep.changes)}
     if t.bias_exp_max:  # per layer, "e0,e1,...": integer bias = mantissa << e (network.h5 root attribute)
         attrs["bias_exponents"] = ",".join(str(q["bias_exponent"]) for q in rep.quantisation)
     return net.copy(layers=layers, **attrs), rep
+
+
+def _table(layer: Layer) -> Layer:
+    """The recurrent table of ``layer`` as a Layer of its own (n -> n), for the per-table helpers."""
+    r = layer.recurrent
+    return Layer(r.n, r.n, r.pre, r.post, r.weight, r.delay, decay=0.0, threshold=np.inf, bias=0.0,
+                 weight_scale=layer.weight_scale)
+
+
+def _with_table(layer: Layer, table: Layer) -> Layer:
+    return layer.copy(recurrent=Recurrent(layer.n_out, table.pre, table.post, table.weight, table.delay))
+
+
+def _limit_delays(table: Layer, k: int, t: Target, rep: PrepareReport, hop: int, low: int,
+                  what: str = "") -> Layer:
+    """The target's delay limits on one synapse table of layer k (effective delay D = delay + hop,
+    at least ``low``; ``what``: "recurrent " for a recurrent table): delay range, one delay per pair
+    and per axon where the target needs them. Violations go to ``rep``; the table returned is clipped
+    (the caller refuses it unless clipping is allowed)."""
+    D = table.delay.astype(np.int64) + hop
+    if t.max_delay_D is not None and (D > t.max_delay_D).any():
+        n = int((D > t.max_delay_D).sum())
+        rep.violations.append(Violation(k, f"{what}synapses with effective delay up to {int(D.max())} steps",
+                                        n, f"D <= {t.max_delay_D} steps ({t.notes or t.name})"))
+        rep.changes.append(f"layer {k}: {_count(n, what + 'synapse delay')} clipped to D = {t.max_delay_D} steps")
+        table.delay = np.minimum(table.delay, t.max_delay_D - hop).astype(np.int32)
+    if (D < low).any():
+        n = int((D < low).sum())
+        rep.violations.append(Violation(k, f"{what}synapses with too short a delay", n, f"D >= {low}"))
+        rep.changes.append(f"layer {k}: {_count(n, what + 'synapse delay')} raised to D = {low}")
+        table.delay = np.maximum(table.delay, low - hop).astype(np.int32)
+    if t.one_delay_per_pair:
+        table, n = _one_delay_per_pair(table)
+        if n:
+            rep.violations.append(Violation(k, f"{what}(pre, post) pairs with several delays", n,
+                                            "one delay per pair (2-D delay matrix)"))
+            rep.changes.append(f"layer {k}: {_count(n, what + 'pair')} merged onto the delay of their largest weight")
+    if t.delay_granularity == "per-axon":
+        table, n = _per_axon(table)
+        if n:
+            rep.violations.append(Violation(k, f"{what}pre-synaptic neurons with several delays", n,
+                                            "one delay per axon"))
+            rep.changes.append(f"layer {k}: {_count(n, what + 'axon')} given one delay (their largest weight's)")
+    return table
+
+
+def _fanin_with_recurrent(layer: Layer, limit: int) -> tuple[Layer, int]:
+    """:func:`_fanin` over the feed-forward and recurrent inputs of each neuron together (both
+    count against a chip's fan-in): recurrent rows take pre indices n_in.. in a combined table."""
+    if layer.recurrent is None:
+        return _fanin(layer, limit)
+    r = layer.recurrent
+    both = Layer(layer.n_in + r.n, layer.n_out, np.concatenate([layer.pre, r.pre + layer.n_in]),
+                 np.concatenate([layer.post, r.post]), np.concatenate([layer.weight, r.weight]),
+                 np.concatenate([layer.delay, r.delay]), decay=0.0, threshold=np.inf, bias=0.0)
+    kept, n = _fanin(both, limit)
+    ff = kept.pre < layer.n_in
+    return layer.copy(pre=kept.pre[ff], post=kept.post[ff], weight=kept.weight[ff], delay=kept.delay[ff],
+                      recurrent=Recurrent(r.n, kept.pre[~ff] - layer.n_in, kept.post[~ff], kept.weight[~ff],
+                                          kept.delay[~ff])), n
 
 
 def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport, bias_exponent: int = 0) -> None:
