@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["synthetic_state", "save_synthetic_checkpoint"]
+__all__ = ["synthetic_state", "save_synthetic_checkpoint", "add_recurrent_state"]
 
 
 def synthetic_state(rng: np.random.Generator, input_size: int = 12, hidden_size: int = 10,
@@ -41,6 +41,29 @@ def synthetic_state(rng: np.random.Generator, input_size: int = 12, hidden_size:
             state[f"hidden.{k}.norm.running_mean"] = rng.normal(0, 0.2, fout).astype(np.float32)
             state[f"hidden.{k}.norm.running_var"] = rng.uniform(0.3, 1.5, fout).astype(np.float32)
             state[f"hidden.{k}.norm.num_batches_tracked"] = np.int64(100)
+    return state
+
+
+def add_recurrent_state(state: dict[str, np.ndarray], rng: np.random.Generator, n_layers: int,
+                        kernel_size: int, fanin: int = 0, weight_gain: float = 1.0) -> dict[str, np.ndarray]:
+    """Add the recurrent synapses of a ``model.recurrent = true`` checkpoint to ``state`` (in place):
+    per hidden layer k, ``hidden.{k}.recurrent.weight`` / ``.delay`` (H, H, 1) with the delay stored
+    as d - 1 in about [0, kernel_size - 1] (some exact .5: half-to-even), ``.mask`` (H, H), ``.sigma``."""
+    for k in range(n_layers):
+        h = state[f"hidden.{k}.synapse.weight"].shape[0]
+        mask = np.ones((h, h))
+        if 0 < fanin < h:
+            mask[:] = 0
+            for i in range(h):
+                mask[i, rng.choice(h, fanin, replace=False)] = 1
+        w = rng.normal(0, weight_gain / np.sqrt(mask.sum(1, keepdims=True)), (h, h))[:, :, None] * mask[:, :, None]
+        d = rng.uniform(-0.3, kernel_size - 1 + 0.3, (h, h, 1))
+        d[rng.random(d.shape) < 0.1] = rng.integers(0, max(kernel_size - 1, 1), 1) + 0.5
+        prefix = f"hidden.{k}.recurrent"
+        state[f"{prefix}.weight"] = w.astype(np.float32)
+        state[f"{prefix}.delay"] = d.astype(np.float32)
+        state[f"{prefix}.mask"] = mask.astype(np.float32)
+        state[f"{prefix}.sigma"] = np.float32(0.5)
     return state
 
 

@@ -1,5 +1,6 @@
 """Independent simulator: the exported network.h5 run in Brian2 (hardware.md's recipe) gives the
 same spikes as neuromorphic_export's simulator in the same convention (one step per hop, u >= theta).
+The runner also builds recurrent tables (used by tests/test_export_recurrent.py).
 
 Brian2 2.9.0 needs numpy < 2.4, so it lives in its own venv, made by ``bash tests/brian2_env.sh``
 (default .venv-brian2 next to .venv, or $BRIAN2_VENV). Without it this test is skipped.
@@ -43,6 +44,9 @@ with h5py.File(net_path) as f:
         layers.append({"n": int(g.attrs["n_out"]), **{n: g[f"synapses/{n}"][()] for n in ("pre", "post", "delay")},
                        "w": g["synapses/weight"][()] / scale,
                        **{n: g[f"neurons/{n}"][()] for n in ("decay", "threshold", "bias")}})
+        if "recurrent" in g:  # format_version 2: the layer's synapses onto itself
+            layers[-1]["rec"] = {n: g[f"recurrent/{n}"][()] for n in ("pre", "post", "delay")}
+            layers[-1]["rec"]["w"] = g["recurrent/weight"][()] / scale
 defaultclock.dt = dt
 steps = x.shape[0] + extra + n_layers  # one step of latency per hop
 t_idx, c_idx = np.nonzero(x)
@@ -62,6 +66,12 @@ for k, L in enumerate(layers):
     S.connect(i=L["pre"], j=L["post"])
     S.w = L["w"]
     S.delay = L["delay"] * dt  # (D - 1) * dt with D = d + 1
+    if "rec" in L and len(L["rec"]["pre"]):
+        R = Synapses(G, G, "w : 1", on_pre="I_post += w")
+        R.connect(i=L["rec"]["pre"], j=L["rec"]["post"])
+        R.w = L["rec"]["w"]
+        R.delay = (L["rec"]["delay"] - 1) * dt  # D - 1: a recurrent delay is the effective one, D = d
+        objs.append(R)
     mon = StateMonitor(G, "v", record=True, when="end") if readout else SpikeMonitor(G)
     objs += [G, S, mon]
     monitors.append(mon)
