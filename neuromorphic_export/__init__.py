@@ -1,7 +1,8 @@
 """Export trained delay SNNs to neuromorphic formats, and check that they compute the same thing.
 
 Reads checkpoints written by ``snn-delays train`` (never imports the training code). The
-canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it event by event.
+canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it event by event
+(recurrent layers, issue 16: step by step, their tables in ``Layer.recurrent``).
 
     ckpt = load_checkpoint("runs/x")                 # best.pt of a run folder
     net = network_from_checkpoint(ckpt)              # float64, the model's own convention
@@ -15,7 +16,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .errors import ExportError
 from .export import FORMATS, export_run
 from .netx import read_netx, write_netx
-from .network import Layer, Network, network_from_checkpoint, read_network, write_network
+from .network import Layer, Network, Recurrent, network_from_checkpoint, read_network, write_network
 from .nir_format import NIR_READOUT_NODE, nir_predict, read_nir, write_nir
 from .pynn import write_pynn
 from .simulate import Convention, SimResult, predict_from_readout, simulate
@@ -31,6 +32,7 @@ __all__ = [
     "Layer",
     "NIR_READOUT_NODE",
     "Network",
+    "Recurrent",
     "SimResult",
     "TARGETS",
     "Target",

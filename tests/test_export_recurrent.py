@@ -15,11 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-from neuromorphic_export import (Convention, ExportError, Layer, Network, export_run, load_checkpoint,
+from neuromorphic_export import (Convention, ExportError, Layer, Network, Recurrent, export_run, load_checkpoint,
                                  network_from_checkpoint, nir_predict, prepare, read_network, read_nir, simulate,
-                                 write_network, write_nir, write_pynn)
+                                 write_network, write_nir)
 from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
-from neuromorphic_export.network import Recurrent
 
 # ---------------------------------------------------------------------------------------------
 # hand-built networks
