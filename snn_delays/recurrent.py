@@ -24,7 +24,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .backends.recurrent import fast_recurrent_available, recurrent_lif_reference, recurrent_lif_taps
+from .backends.interpolation import interp_taps_per_element
+from .backends.recurrent import fast_recurrent_available, recurrent_lif_dense, recurrent_lif_taps
+from .backends.taps import taps_per_element
 from .synapse import DelaySynapse, round_delays
 
 __all__ = ["RecurrentDelaySynapse", "RECURRENT_INIT_GAIN"]
@@ -71,14 +73,31 @@ class RecurrentDelaySynapse(DelaySynapse):
     def run(self, current: Tensor, tau: float, threshold: float, alpha: float) -> Tensor:
         """Spikes (T, H, B) of LIF neurons (``tau`` steps, hard reset at ``threshold``, arctan
         surrogate ``alpha``) driven by the feed-forward ``current`` (T, H, B) plus this synapse's
-        recurrent current. Compiled tap loops on CPU (unless the backend is ``dense``), else the
-        PyTorch step loop on the dense kernel (any device)."""
+        recurrent current. :meth:`uses_taps` says which form runs: the compiled tap loops, or the
+        step loop on the dense kernel (PyTorch matrix products, any device)."""
         decay = 1.0 - 1.0 / tau
-        if self.backend != "dense" and fast_recurrent_available(current) and self.weight.dtype == current.dtype:
+        if self.uses_taps(current):
             value, offset, plan = self.taps()
             return recurrent_lif_taps(current, value, offset, plan, self.kernel_size, decay, threshold, alpha)
         kernel = self.kernel().flip(-1)  # (H, H, Dr): index n - 1 holds delay n (tap Dr - n of the kernel)
-        return recurrent_lif_reference(current, kernel, decay, threshold, alpha)
+        return recurrent_lif_dense(current, kernel, decay, threshold, alpha)
+
+    def taps_per_connection(self) -> int:
+        """P, the taps per connection of the tap form in the current mode (1 in evaluation)."""
+        if not self.training or self.kernel_size == 1:
+            return 1
+        if self.interpolation != "gauss" or self.learn_sigma:
+            return interp_taps_per_element(self.interpolation, self._max_width(), self.kernel_size)
+        return taps_per_element(float(self.sigma), self.kernel_size)
+
+    def uses_taps(self, current: Tensor) -> bool:
+        """Whether :meth:`run` takes the compiled tap loops for ``current``: on CPU with the loops
+        on, backend not ``dense``, and at most Dr / 3 taps per connection (P <= 8 of Dr = 25: a
+        wider kernel runs faster as dense matrix products; measured in benchmarks/README.md)."""
+        if self.backend == "dense" or not fast_recurrent_available(current) or self.weight.dtype != current.dtype:
+            return False
+        p = self.taps_per_connection()
+        return p == 1 or 3 * p <= self.kernel_size or self.backend == "sparse"
 
     def extra_repr(self) -> str:
         return "recurrent, delays 1.." + str(self.kernel_size) + " steps; " + super().extra_repr()

@@ -324,6 +324,13 @@ def _delay_stats(model: DelaySNN) -> dict[str, float]:
                 s = syn.width().detach()[syn.mask.bool()]
                 out.update({f"width_mean_{k}": float(s.mean()), f"width_min_{k}": float(s.min()),
                             f"width_max_{k}": float(s.max())})
+    for k, blk in enumerate(model.hidden):
+        rec = blk.recurrent
+        if rec is not None and rec.kernel_size > 1:  # real delays d in [1, Dr] steps
+            d = rec.real_delay().detach()[rec.mask.bool()]
+            out[f"recurrent_delay_mean_{k}"] = float(d.mean())
+            out[f"recurrent_delay_std_{k}"] = float(d.std()) if d.numel() > 1 else 0.0
+            out[f"recurrent_delay_at_limits_{k}"] = float(((d < 1.5) | (d > rec.kernel_size - 0.5)).float().mean())
     return out
 
 

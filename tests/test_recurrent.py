@@ -204,14 +204,16 @@ def test_config_refuses_bad_recurrent_settings():
         _cfg(variant="dense-conv").validate()
 
 
-@pytest.mark.parametrize("interpolation", ["gauss", "triangle"])
-def test_model_training_step_compiled_equals_plain(interpolation):
-    # the whole model, training mode: the compiled recurrent loop and the PyTorch step loop give the
-    # same outputs and gradients, up to the taps the tap form drops (Gaussian: <= 3.4e-4 of a weight)
+@pytest.mark.parametrize("interpolation,backend", [("gauss", "sparse"), ("triangle", "sparse"), ("gauss", "auto")])
+def test_model_training_step_compiled_equals_plain(interpolation, backend):
+    # the whole model, training mode: the compiled recurrent loop (tap form; "auto" takes the dense
+    # form at this width) and the PyTorch step loop give the same outputs and gradients, up to the
+    # taps the tap form drops (Gaussian: <= 3.4e-4 of a weight)
     torch.manual_seed(3)
-    model = build_model(_cfg(interpolation=interpolation, dropout=0.2)).double().train()
+    model = build_model(_cfg(interpolation=interpolation, dropout=0.2, backend=backend)).double().train()
     model.sigma = 1.0
     x = (torch.rand(25, 6, 10) < 0.3).double()
+    assert model.hidden[0].recurrent.uses_taps(x) == (backend == "sparse")
     grads = []
     for compiled in (True, False):
         model.zero_grad()
@@ -237,3 +239,51 @@ def test_eval_mode_compiled_equals_plain_and_rounds():
         with use_compiled(False):
             b = model(x)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dr", [1, 5])
+def test_dense_node_equals_step_loop_values_and_gradients(dr):
+    from snn_delays.backends.recurrent import recurrent_lif_dense
+    torch.manual_seed(6)
+    h, t_len, b = 6, 30, 5
+    kernel = (torch.randn(h, h, dr, dtype=torch.float64) * 0.6).requires_grad_()
+    current = (torch.randn(t_len, h, b, dtype=torch.float64) * 0.7 + 0.4).requires_grad_()
+    probe = torch.randn(t_len, h, b, dtype=torch.float64)
+    s1 = recurrent_lif_dense(current, kernel, 0.8, 1.0, 5.0)
+    g1 = torch.autograd.grad((s1 * probe).sum(), (current, kernel))
+    s2 = recurrent_lif_reference(current, kernel, 0.8, 1.0, 5.0)
+    g2 = torch.autograd.grad((s2 * probe).sum(), (current, kernel))
+    assert torch.equal(s1, s2) and 0.05 < float(s1.mean()) < 0.9
+    for a, r in zip(g1, g2):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
+
+
+TINY = ["model.hidden_size=12", "model.kernel_size=9", "data.synthetic_train=120", "data.synthetic_valid=40",
+        "data.synthetic_test=40", "data.batch_size=40", "train.epochs=3", "train.progress=false", "model.dropout=0.2",
+        "model.recurrent=true", "model.recurrent_kernel_size=6"]
+
+
+def test_recurrent_run_resumes_to_the_same_weights_and_evaluates(tmp_path):
+    import json
+
+    from snn_delays import load_config, load_model
+    from snn_delays.evaluate import evaluate_run
+    from snn_delays.train import train
+
+    cfg = load_config("synthetic", TINY)
+    full = train(cfg, tmp_path / "full")
+    part = tmp_path / "part"
+    train(cfg, part, max_epochs=1)
+    resumed = train(cfg, part)
+    assert full["test_acc"] == resumed["test_acc"]
+    ma, mb = load_model(tmp_path / "full", "last"), load_model(part, "last")
+    assert any(k.startswith("hidden.0.recurrent.") for k in ma.state_dict())
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    for syn in ma.recurrent_synapses():  # clamped after every step: delays 1..Dr
+        d = syn.real_delay()
+        assert float(d.min()) >= 1 and float(d.max()) <= 6
+    row = json.loads((part / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "recurrent_delay_mean_0" in row
+    report = evaluate_run(tmp_path / "full")
+    assert report["accuracy"] == pytest.approx(full["test_acc"])

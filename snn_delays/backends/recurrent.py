@@ -26,12 +26,11 @@ from torch import Tensor
 
 from .compiled import fast_available, set_threads
 from .kernels import recurrent as recurrent_loops
-from .kernels import taps as tap_loops
 from .kernels.runtime import n_threads
-from .lif import lif_step, spike_atan
+from .lif import lif_step, spike_atan, surrogate_grad
 from .taps import TapPlan
 
-__all__ = ["recurrent_lif_reference", "recurrent_lif_taps", "fast_recurrent_available"]
+__all__ = ["recurrent_lif_reference", "recurrent_lif_dense", "recurrent_lif_taps", "fast_recurrent_available"]
 
 
 def batch_chunk(batch: int) -> int:
@@ -61,44 +60,122 @@ def recurrent_lif_reference(current: Tensor, kernel: Tensor, decay: float, thres
     return torch.stack(spikes)
 
 
+class _RecurrentLIFDense(torch.autograd.Function):
+    """The step loop on the dense kernel with a hand-written reverse loop: one (H, Dr H) x (Dr H, B)
+    matrix product per step and direction, nothing stored per step but spikes and membranes.
+    The form for wide kernels (many taps per connection) and for any device."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, kernel: Tensor, decay: float, threshold: float, alpha: float):
+        t_len, h, b = current.shape
+        dr = kernel.shape[-1]
+        k = kernel.detach()
+        # columns of block q hold delay dr - q: block q multiplies padded[t + q] = S[t - (dr - q)]
+        by_lag = k.flip(-1).permute(0, 2, 1).reshape(h, dr * h)
+        padded = current.new_zeros(t_len + dr, h, b)  # padded[dr + t] = S[t]
+        membrane = torch.empty_like(current)
+        u = current.new_zeros(h, b)
+        c = current.detach()
+        for t in range(t_len):
+            v = torch.addmm(c[t], by_lag, padded[t:t + dr].reshape(dr * h, b))
+            v.add_(u, alpha=decay)
+            membrane[t] = v
+            fired = v >= threshold
+            padded[dr + t] = fired
+            u = v.masked_fill(fired, 0.0)
+        spikes = padded[dr:]
+        ctx.save_for_backward(membrane, padded, k)
+        ctx.constants = (decay, threshold, alpha)
+        return spikes.clone()
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):
+        membrane, padded, k = ctx.saved_tensors
+        decay, threshold, alpha = ctx.constants
+        t_len, h, b = membrane.shape
+        dr = k.shape[-1]
+        # block q (0-based) of by_delay^T holds K_{q+1}^T: multiplies g_I[t + 1 + q]
+        by_delay_t = k.permute(1, 2, 0).reshape(h, dr * h)  # [j, (n - 1) * h + i] = k[i, j, n - 1]
+        g_pad = membrane.new_zeros(t_len + dr + 1, h, b)  # g_pad[t] = dL/dI[t], zero past the end
+        carry = membrane.new_zeros(h, b)
+        g = grad_spikes.to(membrane.dtype)
+        for t in range(t_len - 1, -1, -1):
+            gs = torch.addmm(g[t], by_delay_t, g_pad[t + 1:t + 1 + dr].reshape(dr * h, b))
+            m = membrane[t]
+            gi = surrogate_grad(gs, m - threshold, alpha) + carry * (m < threshold)
+            g_pad[t] = gi
+            carry = decay * gi
+        grad_current = g_pad[:t_len]
+        grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            # dL/dk[i, j, n - 1] = sum_t sum_b g_I[t, i, b] S[t - n, j, b], S[t - n] = padded[dr + t - n]
+            gi_flat = grad_current.permute(1, 0, 2).reshape(h, t_len * b)
+            grad_kernel = torch.empty_like(k)
+            for n in range(1, dr + 1):
+                s_lag = padded[dr - n:dr - n + t_len].permute(1, 0, 2).reshape(h, t_len * b)
+                grad_kernel[:, :, n - 1] = gi_flat @ s_lag.t()
+        return grad_current.clone(), grad_kernel, None, None, None
+
+
+def recurrent_lif_dense(current: Tensor, kernel: Tensor, decay: float, threshold: float, alpha: float) -> Tensor:
+    """:func:`recurrent_lif_reference`'s result and gradients with one autograd node: current
+    (T, H, B), kernel (H, H, Dr) (index n - 1 = delay n) -> spikes (T, H, B). Any device."""
+    return _RecurrentLIFDense.apply(current, kernel, float(decay), float(threshold), float(alpha))
+
+
+def _to_chunks(x: Tensor, width: int) -> Tensor:
+    """(T, H, B) -> (C, T, H, W) contiguous, the batch zero-padded to C * W samples."""
+    t_len, h, b = x.shape
+    n = -(-b // width)
+    if n * width != b:
+        x = torch.cat([x, x.new_zeros(t_len, h, n * width - b)], 2)
+    return x.reshape(t_len, h, n, width).permute(2, 0, 1, 3).contiguous()
+
+
+def _from_chunks(x: Tensor, batch: int) -> Tensor:
+    """(C, T, H, W) -> (T, H, B), the padding dropped."""
+    n, t_len, h, w = x.shape
+    return x.permute(1, 2, 0, 3).reshape(t_len, h, n * w)[:, :, :batch].contiguous()
+
+
 class _RecurrentLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current: Tensor, value: Tensor, step: Tensor, valid: Tensor, plan: TapPlan, decay: float,
                 threshold: float, alpha: float):
-        c = current.detach().contiguous()
+        batch = current.shape[2]
+        set_threads()
+        c = _to_chunks(current.detach(), batch_chunk(batch))
         v = value.detach().to(c.dtype).contiguous()
         st = step.contiguous()
-        spikes = torch.zeros_like(c)
+        spikes = torch.empty_like(c)
         membrane = torch.empty_like(c)
-        set_threads()
-        chunk = batch_chunk(c.shape[2])
         recurrent_loops.recurrent_forward(c.numpy(), plan.indptr, plan.src, st.numpy(), v.numpy(), decay, threshold,
-                                          spikes.numpy(), membrane.numpy(), chunk)
+                                          spikes.numpy(), membrane.numpy())
         ctx.save_for_backward(membrane, spikes, v, st, valid)
         ctx.plan = plan
-        ctx.constants = (decay, threshold, alpha, chunk)
-        return spikes
+        ctx.constants = (decay, threshold, alpha, batch)
+        return _from_chunks(spikes, batch)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):
         membrane, spikes, v, st, valid = ctx.saved_tensors
         plan = ctx.plan
-        decay, threshold, alpha, chunk = ctx.constants
-        g = grad_spikes.to(membrane.dtype).contiguous()
+        decay, threshold, alpha, batch = ctx.constants
+        g = _to_chunks(grad_spikes.to(membrane.dtype), membrane.shape[3])
         grad_current = torch.empty_like(membrane)
         set_threads()
         order = plan.order
         recurrent_loops.recurrent_backward(g.numpy(), membrane.numpy(), plan.indptr_t, plan.dst_t,
                                            np.ascontiguousarray(st.numpy()[order]),
                                            np.ascontiguousarray(v.numpy()[order]), decay, threshold, alpha,
-                                           grad_current.numpy(), chunk)
+                                           grad_current.numpy())
         grad_value = None
         if ctx.needs_input_grad[1]:
             grad_value = torch.empty_like(v)
-            tap_loops.tap_backward_values(grad_current.numpy(), spikes.numpy(), plan.indptr, plan.src, st.numpy(),
-                                          grad_value.numpy())
+            recurrent_loops.recurrent_value_grad(grad_current.numpy(), spikes.numpy(), plan.indptr, plan.src,
+                                                 st.numpy(), grad_value.numpy())
             grad_value *= valid
-        return grad_current, grad_value, None, None, None, None, None, None
+        return _from_chunks(grad_current, batch), grad_value, None, None, None, None, None, None
 
 
 def recurrent_lif_taps(current: Tensor, value: Tensor, offset: Tensor, plan: TapPlan, kernel_size: int,
