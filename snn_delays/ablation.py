@@ -52,7 +52,16 @@ INTERPOLATION_VARIANTS = {
     "gauss-learned-sigma": {"interpolation": "gauss", "learn_sigma": True},
     "triangle-learned-sigma": {"interpolation": "triangle", "learn_sigma": True},
 }
-ABLATION_VARIANTS = VARIANTS + tuple(INTERPOLATION_VARIANTS)
+# Recurrent delay synapses (issue 16) as ablation variants of the full model: learned delays in
+# [1, Dr], fixed random delays, every delay one step (a plain recurrent SNN). "full" is then the
+# feed-forward model of the base config.
+RECURRENT_VARIANTS = {
+    "recurrent": {"recurrent": True, "recurrent_delays": "learned"},
+    "recurrent-fixed-delays": {"recurrent": True, "recurrent_delays": "fixed"},
+    "recurrent-one-step": {"recurrent": True, "recurrent_delays": "one-step"},
+}
+MODEL_VARIANTS = {**INTERPOLATION_VARIANTS, **RECURRENT_VARIANTS}
+ABLATION_VARIANTS = VARIANTS + tuple(MODEL_VARIANTS)
 LABELS = {
     "full": "learned delays\n(decreasing σ)",
     "constant-sigma": "learned delays\n(constant σ)",
@@ -65,6 +74,9 @@ LABELS = {
     "interp-bilinear": "bilinear\nkernel",
     "gauss-learned-sigma": "Gaussian,\nlearned widths",
     "triangle-learned-sigma": "triangle,\nlearned widths",
+    "recurrent": "recurrent,\nlearned delays",
+    "recurrent-fixed-delays": "recurrent,\nfixed random delays",
+    "recurrent-one-step": "recurrent,\none-step delays",
 }
 
 def connectivity_label(fanin: int) -> str:
@@ -128,7 +140,7 @@ class Cell:
         return out / "runs" / self.connectivity / self.variant / f"seed{self.seed}"
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
-        kernel = INTERPOLATION_VARIANTS.get(self.variant)
+        kernel = MODEL_VARIANTS.get(self.variant)
         model = (replace(base.model, variant="full", fanin=self.fanin, **kernel) if kernel is not None
                  else replace(base.model, variant=self.variant, fanin=self.fanin))
         cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}", model=model,
@@ -296,7 +308,8 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
     conns = list(dict.fromkeys(r["connectivity"] for r in table))
     variants = list(dict.fromkeys(r["variant"] for r in table))
     colors = {v: c for v, c in zip(ABLATION_VARIANTS, ["#1f77b4", "#6baed6", "#ff7f0e", "#9467bd", "#2ca02c", "#98df8a",
-                                                      "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#f7b6d2"])}
+                                                      "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#f7b6d2",
+                                                      "#d62728", "#ff9896", "#7f7f7f"])}
     width = 0.8 / max(len(variants), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 + 1.25 * len(variants) * len(conns)), 4.4), layout="constrained")
     lows, bars = [], []

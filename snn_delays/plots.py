@@ -140,13 +140,14 @@ def plot_curves(run: Path, out: Path) -> Path:
 
 
 # -- delay histograms --------------------------------------------------------------------------------
-def _delay_layers(state: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray]]:
-    """(layer name, real-valued delays of existing synapses) for every delay synapse."""
+def _delay_layers(state: dict[str, torch.Tensor], recurrent: bool = False) -> list[tuple[str, np.ndarray]]:
+    """(layer name, real-valued delays (steps) of existing synapses) for every feed-forward delay
+    synapse, or with ``recurrent`` every recurrent one (their delays d = stored value + 1)."""
     out = []
-    names = sorted({k[: -len(".delay")] for k in state if k.endswith(".delay")},
+    names = sorted({k[: -len(".delay")] for k in state if k.endswith(".delay") and (".recurrent" in k) == recurrent},
                    key=lambda n: (n.startswith("readout"), n))
     for name in names:
-        d = state[f"{name}.delay"].float()
+        d = state[f"{name}.delay"].float() + (1.0 if recurrent else 0.0)
         mask = state.get(f"{name}.mask")
         if mask is not None:
             d = d[mask.bool()]  # (n_synapses, m)
@@ -169,24 +170,29 @@ def _width_layers(state: dict[str, torch.Tensor], interpolation: str) -> dict[st
     return out
 
 
-def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width: float = 0.1) -> dict[str, Any]:
-    """Histogram (bins of ``bin_width`` steps over [0, Td - 1]) and diagnostics per delay layer."""
+def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width: float = 0.1,
+                     recurrent: bool = False) -> dict[str, Any]:
+    """Histogram (bins of ``bin_width`` steps over [0, Td - 1], or [1, Dr] for the ``recurrent``
+    synapses with ``kernel_size`` = Dr) and diagnostics per delay layer."""
     td = kernel_size
-    edges = np.linspace(0.0, td - 1, int(round((td - 1) / bin_width)) + 1)
+    lo = 1.0 if recurrent else 0.0
+    hi = lo + td - 1
+    edges = np.linspace(lo, hi, int(round((td - 1) / bin_width)) + 1)
     layers = {}
-    for name, d in _delay_layers(state):
+    for name, d in _delay_layers(state, recurrent):
         counts, _ = np.histogram(d, bins=edges)
         frac = d - np.round(d)
         layers[name] = {
             "n": int(d.size),
             "counts": counts.tolist(),
             "near_integer": float(np.mean(np.abs(frac) < 0.1)),  # 0.2 expected for uniform delays
-            "at_lower_limit": float(np.mean(d < 0.5)),  # rounds to 0
-            "at_upper_limit": float(np.mean(d > td - 1.5)),  # rounds to Td - 1
-            "exactly_at_limits": float(np.mean((d <= 1e-6) | (d >= td - 1 - 1e-6))),
+            "at_lower_limit": float(np.mean(d < lo + 0.5)),  # rounds to the lowest delay
+            "at_upper_limit": float(np.mean(d > hi - 0.5)),  # rounds to the highest
+            "exactly_at_limits": float(np.mean((d <= lo + 1e-6) | (d >= hi - 1e-6))),
             "mean": float(d.mean()) if d.size else float("nan"),
         }
-    return {"kernel_size": td, "bin_width": bin_width, "edges": edges.tolist(), "layers": layers}
+    return {"kernel_size": td, "bin_width": bin_width, "edges": edges.tolist(), "layers": layers,
+            "range": [lo, hi], "recurrent": recurrent}
 
 
 def why_no_delay_figures(model_config: dict[str, Any]) -> str | None:
@@ -201,27 +207,39 @@ def why_no_delay_figures(model_config: dict[str, Any]) -> str | None:
     return None
 
 
-def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Path | None:
-    """``delays.png`` (+ csv, json) of ``checkpoint``; None when the run has no delays."""
+def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best", recurrent: bool = False) -> Path | None:
+    """``delays.png`` (+ csv, json) of ``checkpoint``, or with ``recurrent`` ``recurrent_delays.png``
+    of its recurrent synapses (delays in [1, Dr]); None when the run has no such delays."""
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run, checkpoint)
     model_cfg = ckpt["config"]["model"]
-    td = int(model_cfg["kernel_size"])
-    if why_no_delay_figures(model_cfg) or not any(k.endswith(".delay") for k in ckpt["model"]):
+    if recurrent:
+        if not model_cfg.get("recurrent") or model_cfg.get("recurrent_delays") == "one-step":
+            return None
+        td = int(model_cfg.get("recurrent_kernel_size") or model_cfg["kernel_size"])
+        if td <= 1:
+            return None
+    else:
+        td = int(model_cfg["kernel_size"])
+        if why_no_delay_figures(model_cfg):
+            return None
+    if not any(k.endswith(".delay") and (".recurrent" in k) == recurrent for k in ckpt["model"]):
         return None
     dt_ms = float(ckpt["config"].get("data", {}).get("dt_ms", 0.0) or 0.0)
-    h = delay_histograms(ckpt["model"], td)
+    h = delay_histograms(ckpt["model"], td, recurrent=recurrent)
+    lo, hi = h["range"]
+    stem = "recurrent_delays" if recurrent else "delays"
     interpolation = model_cfg.get("interpolation", "gauss")
-    widths = _width_layers(ckpt["model"], interpolation) if model_cfg.get("learn_sigma") else {}
+    widths = _width_layers(ckpt["model"], interpolation) if model_cfg.get("learn_sigma") and not recurrent else {}
     for name, s in widths.items():  # learned kernel widths (steps) per layer
         h["layers"][name]["width"] = {"mean": float(s.mean()), "min": float(s.min()), "max": float(s.max()),
                                       "median": float(np.median(s))}
     h.update(checkpoint=checkpoint, epoch=int(ckpt["epoch"]), variant=model_cfg["variant"], dt_ms=dt_ms,
              interpolation=interpolation, learn_sigma=bool(model_cfg.get("learn_sigma", False)))
-    (out / "delays.json").write_text(json.dumps(h, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps(h, indent=1))
     edges = np.asarray(h["edges"])
-    with open(out / "delays.csv", "w", newline="") as f:
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["bin_start", "bin_end", *h["layers"]])
         for i in range(len(edges) - 1):
@@ -247,22 +265,23 @@ def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best") -> Pat
         counts = np.asarray(L["counts"])
         ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="none")
         ax.set_ylabel("synapses")
-        for lim in (0, td - 1):
+        for lim in (lo, hi):
             ax.axvline(lim, color="tab:red", ls=":", lw=1)
         ax.set_title(f"{name}: {L['n']:,} synapses   within 0.1 of an integer: {100 * L['near_integer']:.0f} % "
-                     f"(uniform: 20 %)   rounding to 0: {100 * L['at_lower_limit']:.1f} %   "
-                     f"to {td - 1}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
+                     f"(uniform: 20 %)   rounding to {lo:g}: {100 * L['at_lower_limit']:.1f} %   "
+                     f"to {hi:g}: {100 * L['at_upper_limit']:.1f} %", fontsize=8, loc="left")
     for ax in axes[:-1, 0]:
         ax.sharex(axes[-1, 0])
-    axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [0, {td - 1}] (red)")
-    axes[-1, 0].set_xticks(range(0, td, max(1, td // 12)))
+    axes[-1, 0].set_xlabel(f"delay (steps), bins of {h['bin_width']} step; range [{lo:g}, {hi:g}] (red)")
+    axes[-1, 0].set_xticks(range(int(lo), int(hi) + 1, max(1, td // 12)))
     if dt_ms > 0:  # the same axis in milliseconds, above the first panel
         top = axes[0, 0].secondary_xaxis("top", functions=(lambda s: s * dt_ms, lambda ms: ms / dt_ms))
         top.set_xlabel(f"delay (ms; data.dt_ms = {dt_ms:g} ms per step)", fontsize=8)
         top.tick_params(labelsize=7)
-    fig.suptitle(f"{_run_name(run)}: learned delays ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
+    what = "recurrent delays" if recurrent else "learned delays"
+    fig.suptitle(f"{_run_name(run)}: {what} ({checkpoint}.pt, epoch {h['epoch']}, variant {h['variant']})",
                  fontsize=10)
-    path = out / "delays.png"
+    path = out / f"{stem}.png"
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -395,6 +414,7 @@ def plot_run(run_dir: "str | os.PathLike", out: "str | os.PathLike | None" = Non
         say(f"delays.png and kernels.png skipped: {reason}")
         return made
     made.append(plot_delay_histograms(run, dest, checkpoint))
+    made.append(plot_delay_histograms(run, dest, checkpoint, recurrent=True))
     kept = int(last["config"].get("train", {}).get("kernel_snapshot_neurons", neurons))
     kernels = plot_kernels(run, dest, layer, neurons, columns, synapses)
     if kernels is None:

@@ -224,6 +224,14 @@ def _load_pre_hook(state, prefix, *args):
         state[key[: -len("weight")] + "parametrizations.weight.original"] = state.pop(key)
 
 
+def _refuse_recurrent(model: nn.Module, target: str) -> None:
+    if getattr(model.config, "recurrent", False):
+        raise UserError(f"training for a chip (--target {target}) is not available for recurrent models "
+                        "(model.recurrent): the chip forward here has no recurrent synapses; train without "
+                        "--target and export with `snn-delays export --target ...`, which quantises and "
+                        "checks the recurrent tables too (docs/export.md)")
+
+
 def is_applied(model: nn.Module) -> bool:
     return getattr(model, "chip_target", None) is not None
 
@@ -231,6 +239,7 @@ def is_applied(model: nn.Module) -> bool:
 def delay_range(model: nn.Module, target: str) -> None:
     """Only the target's delay range (``train --target`` before its quantisation phase)."""
     t = check_target(target)
+    _refuse_recurrent(model, target)
     for syn in model.synapses():
         if hasattr(syn, "delay") and delay_limit(t, syn.kernel_size) < syn.kernel_size - 1:
             _clamp_delays(syn, delay_limit(t, syn.kernel_size))
@@ -245,6 +254,7 @@ def apply_target(model: nn.Module, target: str) -> nn.Module:
     cfg = model.config
     if cfg.variant == "dense-conv":
         raise UserError("variant dense-conv cannot be exported, so it cannot be trained for a target")
+    _refuse_recurrent(model, target)
     bits = t.weight_bits
     blocks = list(model.hidden)
     for k, syn in enumerate(model.synapses()):

@@ -287,3 +287,21 @@ def test_recurrent_run_resumes_to_the_same_weights_and_evaluates(tmp_path):
     assert "recurrent_delay_mean_0" in row
     report = evaluate_run(tmp_path / "full")
     assert report["accuracy"] == pytest.approx(full["test_acc"])
+
+
+def test_recurrent_runs_plot_their_recurrent_delays_and_refuse_chip_training(tmp_path):
+    from snn_delays import UserError, load_config
+    from snn_delays.plots import plot_run
+    from snn_delays.quantize import apply_target
+    from snn_delays.train import train
+
+    cfg = load_config("synthetic", TINY + ["train.epochs=1"])
+    train(cfg, tmp_path)
+    names = {p.name for p in plot_run(tmp_path, log=None)}
+    assert {"delays.png", "recurrent_delays.png"} <= names
+    import json
+    h = json.loads((tmp_path / "plots" / "recurrent_delays.json").read_text())
+    assert h["range"] == [1.0, 6.0] and set(h["layers"]) == {"hidden.0.recurrent", "hidden.1.recurrent"}
+    assert all(L["n"] == 144 for L in h["layers"].values())  # 12 x 12, self-connections included
+    with pytest.raises(UserError, match="recurrent"):
+        apply_target(build_model(_cfg()), "spinnaker1")
