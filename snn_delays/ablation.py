@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._atomic import atomic_write_text
-from .config import (VARIANTS, ExperimentConfig, config_differences, config_from_dict, config_value,
+from .config import (VARIANTS, ExperimentConfig, ModelConfig, config_differences, config_from_dict, config_value,
                      result_config)
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 from .workers import FolderLock, run_workers
 
-__all__ = ["Cell", "grid_cells", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
+__all__ = ["Cell", "grid_cells", "variant_model", "ABLATION_VARIANTS", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
            "summarize_grid", "connectivity_label"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
@@ -140,12 +140,19 @@ class Cell:
         return out / "runs" / self.connectivity / self.variant / f"seed{self.seed}"
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
-        kernel = MODEL_VARIANTS.get(self.variant)
-        model = (replace(base.model, variant="full", fanin=self.fanin, **kernel) if kernel is not None
-                 else replace(base.model, variant=self.variant, fanin=self.fanin))
-        cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}", model=model,
+        cfg = replace(base, name=f"{base.name}-{self.connectivity}-{self.variant}-seed{self.seed}",
+                      model=variant_model(base.model, self.variant, fanin=self.fanin),
                       train=replace(base.train, seed=self.seed))
         return cfg.validate()
+
+
+def variant_model(base: ModelConfig, variant: str, **changes: Any) -> ModelConfig:
+    """The base model config as ``variant`` (a ``model.variant``, or one of :data:`MODEL_VARIANTS`:
+    the full model with other model keys), with ``changes`` applied too."""
+    keys = MODEL_VARIANTS.get(variant)
+    if keys is not None:
+        return replace(base, variant="full", **keys, **changes)
+    return replace(base, variant=variant, **changes)
 
 
 def grid_cells(variants: Sequence[str], seeds: Sequence[int], fanins: Sequence[int]) -> list[Cell]:

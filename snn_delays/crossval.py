@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._atomic import atomic_write_text
-from .ablation import DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_cells
-from .config import VARIANTS, ExperimentConfig, config_from_dict, result_config
+from .ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_cells, variant_model
+from .config import ExperimentConfig, config_from_dict, result_config
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 
@@ -61,7 +61,7 @@ class FoldCell:
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
         cfg = replace(base, name=f"{base.name}-loso-{self.speaker}-{self.variant}-seed{self.seed}",
-                      model=replace(base.model, variant=self.variant),
+                      model=variant_model(base.model, self.variant),
                       data=replace(base.data, test_speakers=self.speaker, valid_speakers=self.valid),
                       train=replace(base.train, seed=self.seed))
         return cfg.validate()
@@ -83,8 +83,8 @@ def fold_cells(variants: Sequence[str], speakers: Sequence[str], seeds: Sequence
                fanin: int = 0) -> list[FoldCell]:
     """Seed-major, then variant, then speaker: a partial grid already has every fold of the first variant."""
     for v in variants:
-        if v not in VARIANTS:
-            raise UserError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        if v not in ABLATION_VARIANTS:
+            raise UserError(f"unknown variant {v!r}; choose from {', '.join(ABLATION_VARIANTS)}")
     return [FoldCell(v, spk, s, valid_speaker_for(spk, speakers, valid), fanin)
             for s in seeds for v in variants for spk in speakers]
 
@@ -227,7 +227,7 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
         raise UserError("cv chooses the test and validation speakers of each fold; drop --test-speakers / "
                         "data.valid_speakers (use --speakers to choose the folds, --valid for validation)")
     if not variants:
-        raise UserError("--variants is empty; choose from " + ", ".join(VARIANTS))
+        raise UserError("--variants is empty; choose from " + ", ".join(ABLATION_VARIANTS))
     from .data.fsdd import fsdd_speakers
 
     present = fsdd_speakers(base.data.root or None)
@@ -322,7 +322,7 @@ def add_subcommand(subparsers, name: str) -> None:
     p.add_argument("--out", required=True, help="cross-validation folder (shared by every process running it)")
     p.add_argument("--speakers", help="comma-separated test speakers, one fold each (default: every speaker)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                   help=f"comma-separated, from {', '.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
+                   help=f"comma-separated, from {', '.join(ABLATION_VARIANTS)} (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--valid", default="slice", choices=VALID_MODES,
                    help="validation set: 'slice' = 10 %% of the training speakers' files (default), 'next' = the "
                         "next speaker (sorted), never trained on")

@@ -146,3 +146,14 @@ def test_cli_refusals_are_one_line(extra, message, tmp_path, capsys):
     code = main(["cv", "--dataset", "fsdd", "--data-dir", str(root), "--out", str(tmp_path / "cv"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_folds_take_the_model_variants_of_ablate():
+    # the recurrent and interpolation variants are the full model with other model keys
+    base = load_config("fsdd")
+    cells = fold_cells(["recurrent-one-step", "interp-triangle"], ["a", "b", "c"], [0])
+    rec = cells[0].config(base).model
+    assert rec.variant == "full" and rec.recurrent and rec.recurrent_delays == "one-step"
+    assert cells[3].config(base).model.interpolation == "triangle"
+    with pytest.raises(UserError, match="unknown variant"):
+        fold_cells(["recurrent-sideways"], ["a", "b", "c"], [0])
