@@ -3,6 +3,7 @@
 Public API (time-major shapes (T, B, C) everywhere, times in steps)::
 
     DelaySynapse   weights + learnable delays as a causal temporal convolution
+    RecurrentDelaySynapse  a layer's own spikes back to it after learnable delays >= 1 step
     LIF            leaky integrate-and-fire neuron, arctan surrogate gradient
     DelaySNN       the network; build_model(config) / load_model(run_dir); predict(x, batch_first=True)
                    and predict_dataset(ds) take data as open_dataset gives it
@@ -15,6 +16,7 @@ from .errors import UserError
 from .model import (DelaySNN, InputShapeError, build_model, calibrate_batchnorm, count_trainable, dataset_batches,
                     load_model, resolve_variant)
 from .neuron import LIF
+from .recurrent import RecurrentDelaySynapse
 from .synapse import DelaySynapse, DenseConvSynapse, gaussian_kernel, rounded_kernel
 
 
@@ -28,6 +30,7 @@ def train(*args, **kwargs):
 __all__ = [
     "DelaySynapse",
     "DenseConvSynapse",
+    "RecurrentDelaySynapse",
     "gaussian_kernel",
     "rounded_kernel",
     "LIF",

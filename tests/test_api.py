@@ -42,8 +42,16 @@ def run(tmp_path_factory):
     return d
 
 
+def test_readme_recurrent_example_continues_the_first(capsys):
+    first, recurrent = _readme_code("## Using the delay layer in your own model")[:2]
+    scope: dict = {}
+    exec(first, scope)
+    exec(recurrent, scope)
+    assert scope["spikes"].shape == (100, 256, 8) and 0 < float(scope["spikes"].mean()) < 1
+
+
 def test_readme_batching_example_runs(run):
-    code = _readme_code("## Using the delay layer in your own model")[1]
+    code = _readme_code("## Using the delay layer in your own model")[2]
     scope: dict = {}
     exec(code.replace('"runs/synthetic"', repr(str(run))), scope)
     assert scope["pred"].shape == (16,) and scope["pred"].dtype == torch.long
