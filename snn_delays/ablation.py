@@ -59,6 +59,7 @@ RECURRENT_VARIANTS = {
     "recurrent": {"recurrent": True, "recurrent_delays": "learned"},
     "recurrent-fixed-delays": {"recurrent": True, "recurrent_delays": "fixed"},
     "recurrent-one-step": {"recurrent": True, "recurrent_delays": "one-step"},
+    "recurrent-from-one-step": {"recurrent": True, "recurrent_delays": "learned", "recurrent_delay_init": "one-step"},
 }
 MODEL_VARIANTS = {**INTERPOLATION_VARIANTS, **RECURRENT_VARIANTS}
 ABLATION_VARIANTS = VARIANTS + tuple(MODEL_VARIANTS)
@@ -77,6 +78,7 @@ LABELS = {
     "recurrent": "recurrent,\nlearned delays",
     "recurrent-fixed-delays": "recurrent,\nfixed random delays",
     "recurrent-one-step": "recurrent,\none-step delays",
+    "recurrent-from-one-step": "recurrent, learned\nfrom one step",
 }
 
 def connectivity_label(fanin: int) -> str:
@@ -316,7 +318,7 @@ def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
     variants = list(dict.fromkeys(r["variant"] for r in table))
     colors = {v: c for v, c in zip(ABLATION_VARIANTS, ["#1f77b4", "#6baed6", "#ff7f0e", "#9467bd", "#2ca02c", "#98df8a",
                                                       "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#f7b6d2",
-                                                      "#d62728", "#ff9896", "#7f7f7f"])}
+                                                      "#d62728", "#ff9896", "#7f7f7f", "#c5b0d5"])}
     width = 0.8 / max(len(variants), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 + 1.25 * len(variants) * len(conns)), 4.4), layout="constrained")
     lows, bars = [], []

@@ -48,9 +48,11 @@ __all__ = [
     "RUNTIME_ONLY_KEYS",
     "VARIANTS",
     "RECURRENT_DELAYS",
+    "RECURRENT_DELAY_INITS",
 ]
 
 RECURRENT_DELAYS = ("learned", "fixed", "one-step")
+RECURRENT_DELAY_INITS = ("uniform", "one-step")
 VARIANTS = (
     "full",
     "constant-sigma",
@@ -81,7 +83,9 @@ class ModelConfig:
     ``recurrent``: every hidden layer also gets a recurrent delay synapse onto itself (N -> N, all
     to all, or ``recurrent_fanin`` random inputs per neuron) with delays in [1,
     ``recurrent_kernel_size``] steps (0: ``kernel_size``); ``recurrent_delays``: ``learned``,
-    ``fixed`` (random, not learned) or ``one-step`` (every delay 1 step: a plain recurrent SNN).
+    ``fixed`` (random, not learned) or ``one-step`` (every delay 1 step: a plain recurrent SNN);
+    ``recurrent_delay_init``: where the recurrent delays start, ``uniform`` in [1, Dr] or
+    ``one-step`` (every delay at 1 step, learned from there).
     """
 
     input_size: int = 140
@@ -105,6 +109,7 @@ class ModelConfig:
     recurrent_kernel_size: int = 0
     recurrent_delays: str = "learned"
     recurrent_fanin: int = 0
+    recurrent_delay_init: str = "uniform"
 
     def validate(self) -> None:
         _refuse_non_finite(self, "model")
@@ -114,6 +119,9 @@ class ModelConfig:
         if self.recurrent_delays not in RECURRENT_DELAYS:
             raise ConfigError(f"model.recurrent_delays must be one of {', '.join(RECURRENT_DELAYS)}; "
                               f"got {self.recurrent_delays!r}")
+        if self.recurrent_delay_init not in RECURRENT_DELAY_INITS:
+            raise ConfigError(f"model.recurrent_delay_init must be one of {', '.join(RECURRENT_DELAY_INITS)}; "
+                              f"got {self.recurrent_delay_init!r}")
         if self.recurrent_fanin < 0:
             raise ConfigError(f"model.recurrent_fanin must be >= 0 (0 = all to all); got {self.recurrent_fanin}")
         if self.recurrent and 0 < self.hidden_size < self.recurrent_fanin:

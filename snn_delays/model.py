@@ -325,7 +325,8 @@ def _recurrent_synapse(cfg: ModelConfig, seed: int, layer: int, sigma_init: floa
     return RecurrentDelaySynapse(
         h, dr, sigma=sigma_init, learn_delays=cfg.recurrent_delays == "learned",
         learn_weights=cfg.variant != "fixed-weights", mask=mask, generator=_generator(seed, layer, 3),
-        backend=cfg.backend, interpolation=cfg.interpolation, learn_sigma=cfg.learn_sigma)
+        backend=cfg.backend, interpolation=cfg.interpolation, learn_sigma=cfg.learn_sigma,
+        delay_init=cfg.recurrent_delay_init)
 
 
 def check_fanin(cfg: ModelConfig) -> None:

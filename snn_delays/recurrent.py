@@ -16,7 +16,7 @@ evaluation and export (d = 1 + round-half-even(d - 1)) are the feed-forward syna
 Initialisation: weights uniform in +-``gain`` / sqrt(fan-in) with gain 0.5, half the feed-forward
 bound: at the start the recurrent current adds to a batch-normalised current of unit variance, and
 a smaller feedback keeps the first epochs from running into self-excited bursts; delays uniform
-in [1, Dr].
+in [1, Dr] (``model.recurrent_delay_init = "one-step"``: all at 1 step, learned from there).
 """
 
 from __future__ import annotations
@@ -39,18 +39,23 @@ class RecurrentDelaySynapse(DelaySynapse):
 
     Args are :class:`~snn_delays.synapse.DelaySynapse`'s with in = out = ``size`` and one element
     per connection; ``kernel_size`` = 1 fixes every delay at one step (a plain recurrent SNN).
+    ``delay_init``: ``uniform`` (delays start uniform in [1, Dr]) or ``one-step`` (all at 1 step).
     :meth:`run` computes the layer's spikes from its feed-forward current.
     """
 
     def __init__(self, size: int, kernel_size: int, sigma: float | None = None, learn_delays: bool = True,
                  learn_weights: bool = True, mask: Tensor | None = None, generator: torch.Generator | None = None,
                  backend: str = "auto", interpolation: str = "gauss", learn_sigma: bool = False,
-                 gain: float = RECURRENT_INIT_GAIN):
+                 gain: float = RECURRENT_INIT_GAIN, delay_init: str = "uniform"):
         super().__init__(size, size, kernel_size, 1, sigma=sigma, learn_delays=learn_delays,
                          learn_weights=learn_weights, mask=mask, generator=generator, backend=backend,
                          interpolation=interpolation, learn_sigma=learn_sigma and kernel_size > 1)
+        if delay_init not in ("uniform", "one-step"):
+            raise ValueError(f"delay_init must be 'uniform' or 'one-step'; got {delay_init!r}")
         with torch.no_grad():
             self.weight.mul_(gain)
+            if delay_init == "one-step":  # every delay starts at 1 step (stored d - 1 = 0)
+                self.delay.zero_()
 
     def delay_steps(self) -> Tensor:
         """(H, H, 1) the delays (steps) of evaluation and export: 1 + round-half-even(d - 1), in [1, Dr]."""

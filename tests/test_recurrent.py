@@ -191,6 +191,9 @@ def test_variants_of_the_recurrent_synapse():
     assert 1 <= float(fixed.delay_steps().min()) and float(fixed.delay_steps().max()) <= 9
     learned = build_model(_cfg()).hidden[0].recurrent
     assert learned.kernel_size == 5 and learned.delay.requires_grad
+    start_one = build_model(_cfg(recurrent_delay_init="one-step")).hidden[0].recurrent
+    assert start_one.delay.requires_grad and torch.all(start_one.delay_steps() == 1)
+    assert torch.equal(start_one.weight, learned.weight)  # only the delays' start differs
     ff = build_model(_cfg(recurrent=False))  # the same feed-forward synapses for a seed, with or without
     assert torch.equal(ff.hidden[0].synapse.weight, build_model(_cfg()).hidden[0].synapse.weight)
 
@@ -200,6 +203,8 @@ def test_config_refuses_bad_recurrent_settings():
         _cfg(recurrent_delays="random").validate()
     with pytest.raises(ConfigError, match="recurrent_fanin"):
         _cfg(recurrent_fanin=13).validate()
+    with pytest.raises(ConfigError, match="recurrent_delay_init"):
+        _cfg(recurrent_delay_init="late").validate()
     with pytest.raises(ConfigError, match="dense-conv"):
         _cfg(variant="dense-conv").validate()
 
