@@ -152,9 +152,8 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     h = x.detach().contiguous()  # (T, B, C) float
     t_in, b_len, c_in = h.shape
     t_len = t_in + extra_steps
-    packed_np = np.zeros((c_in, t_len, b_len), dtype=np.uint8)
-    nnz, exact = pack.pack_ctb_u8(h.numpy(), packed_np)
-    input_density = nnz / max(1, t_len * b_len * c_in)  # the work of the event form / that of the taps
+    # the work of the event form / that of the taps; the input is packed into bytes only for a tap layer
+    input_density = float(np.count_nonzero(h.numpy())) / max(1, t_len * b_len * c_in)
     # h is one of: (T_in, B, C) float (the input), (C, T, B) (uint8 when exact, else float; what the
     # tap layers read and write), (T, B, C) uint8 spikes or float (what the event layers write)
     time_blocked = False
@@ -169,6 +168,8 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
             h = _event_layer(h.to(dtype), syn, scale, shift, lif, t_len, dtype)
         else:
             if k == 0:
+                packed_np = np.zeros((c_in, t_len, b_len), dtype=np.uint8)
+                _, exact = pack.pack_ctb_u8(h.numpy(), packed_np)
                 h = torch.from_numpy(packed_np) if exact else _pad_ctb(h, extra_steps)
             elif not time_blocked:  # (T, B, C) from an event layer
                 h = _to_ctb(h)
