@@ -47,7 +47,7 @@ def test_readme_recurrent_example_continues_the_first(capsys):
     scope: dict = {}
     exec(first, scope)
     exec(recurrent, scope)
-    assert scope["spikes"].shape == (100, 256, 8) and 0 < float(scope["spikes"].mean()) < 1
+    assert scope["spikes"].shape == (100, 256, 8) and 0 < float(scope["spikes"].detach().mean()) < 1
 
 
 def test_readme_batching_example_runs(run):
