@@ -13,50 +13,9 @@ import numpy as np
 
 from .neuron import lif_step, surrogate_grad
 from .runtime import njit, prange
-from .taps import _dot_rows
+from .taps import _dot_rows, _gather_rows
 
 __all__ = ["recurrent_forward", "recurrent_backward", "recurrent_value_grad"]
-
-
-@njit(fastmath=True, cache=True, nogil=True)
-def _gather(acc, y, t, sign, k0, k1, nbr, step, value, t_len):  # pragma: no cover
-    # acc[:] += sum_k value[k] * y[t + sign * step[k], nbr[k], :] over rows inside [0, t_len);
-    # four taps per pass (one load/store of acc per four rows)
-    w = acc.shape[0]
-    k = k0
-    while k + 4 <= k1:
-        s0 = t + sign * step[k]
-        s1 = t + sign * step[k + 1]
-        s2 = t + sign * step[k + 2]
-        s3 = t + sign * step[k + 3]
-        if 0 <= s0 < t_len and 0 <= s1 < t_len and 0 <= s2 < t_len and 0 <= s3 < t_len:
-            y0 = y[s0, nbr[k]]
-            y1 = y[s1, nbr[k + 1]]
-            y2 = y[s2, nbr[k + 2]]
-            y3 = y[s3, nbr[k + 3]]
-            a0 = value[k]
-            a1 = value[k + 1]
-            a2 = value[k + 2]
-            a3 = value[k + 3]
-            for b in range(w):
-                acc[b] += a0 * y0[b] + a1 * y1[b] + a2 * y2[b] + a3 * y3[b]
-        else:
-            for q in range(4):
-                s = t + sign * step[k + q]
-                if 0 <= s < t_len:
-                    yq = y[s, nbr[k + q]]
-                    a = value[k + q]
-                    for b in range(w):
-                        acc[b] += a * yq[b]
-        k += 4
-    while k < k1:
-        s = t + sign * step[k]
-        if 0 <= s < t_len:
-            yq = y[s, nbr[k]]
-            a = value[k]
-            for b in range(w):
-                acc[b] += a * yq[b]
-        k += 1
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -71,12 +30,14 @@ def _recurrent_forward(current, indptr, src, step, value, decay, threshold, spik
         mem = membrane[c]
         u = np.zeros((n, w), dtype=current.dtype)
         acc = np.zeros(w, dtype=current.dtype)
+        zero = np.zeros(w, dtype=current.dtype)
         for t in range(t_len):
             for i in range(n):
+                # the recurrent current: rows of steps < t only (every step >= 1)
+                _gather_rows(acc, spk, t, -1, indptr[i], indptr[i + 1], src, step, value, t, zero)
                 row = cur[t, i]
                 for b in range(w):
-                    acc[b] = row[b]
-                _gather(acc, spk, t, -1, indptr[i], indptr[i + 1], src, step, value, t)  # steps < t only
+                    acc[b] += row[b]
                 m = mem[t, i]
                 s_row = spk[t, i]
                 ui = u[i]
@@ -99,12 +60,13 @@ def _recurrent_backward(grad_spikes, membrane, indptr_t, dst_t, step_t, value_t,
         gcur = grad_current[c]
         carry = np.zeros((n, w), dtype=membrane.dtype)  # decay * dL/dv[t + 1]
         gs = np.zeros(w, dtype=membrane.dtype)
+        zero = np.zeros(w, dtype=membrane.dtype)
         for t in range(t_len - 1, -1, -1):
             for j in range(n):
+                _gather_rows(gs, gcur, t, 1, indptr_t[j], indptr_t[j + 1], dst_t, step_t, value_t, t_len, zero)
                 row = gsp[t, j]
                 for b in range(w):
-                    gs[b] = row[b]
-                _gather(gs, gcur, t, 1, indptr_t[j], indptr_t[j + 1], dst_t, step_t, value_t, t_len)
+                    gs[b] += row[b]
                 m_row = mem[t, j]
                 g_row = gcur[t, j]
                 cj = carry[j]
