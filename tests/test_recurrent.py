@@ -286,7 +286,7 @@ def test_recurrent_run_resumes_to_the_same_weights_and_evaluates(tmp_path):
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(va, vb), ka
     for syn in ma.recurrent_synapses():  # clamped after every step: delays 1..Dr
-        d = syn.real_delay()
+        d = syn.real_delay().detach()
         assert float(d.min()) >= 1 and float(d.max()) <= 6
     row = json.loads((part / "metrics.jsonl").read_text().splitlines()[-1])
     assert "recurrent_delay_mean_0" in row
