@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from .backends.interpolation import interp_taps_per_element
-from .backends.recurrent import fast_recurrent_available, recurrent_lif_dense, recurrent_lif_taps
+from .backends.compiled import fast_available
+from .backends.recurrent import recurrent_lif_dense, recurrent_lif_taps
 from .backends.taps import taps_per_element
 from .synapse import DelaySynapse, round_delays
 
@@ -99,7 +100,7 @@ class RecurrentDelaySynapse(DelaySynapse):
         """Whether :meth:`run` takes the compiled tap loops for ``current``: on CPU with the loops
         on, backend not ``dense``, and at most Dr / 3 taps per connection (P <= 8 of Dr = 25: a
         wider kernel runs faster as dense matrix products; measured in benchmarks/README.md)."""
-        if self.backend == "dense" or not fast_recurrent_available(current) or self.weight.dtype != current.dtype:
+        if self.backend == "dense" or not fast_available(current) or self.weight.dtype != current.dtype:
             return False
         p = self.taps_per_connection()
         return p == 1 or 3 * p <= self.kernel_size or self.backend == "sparse"

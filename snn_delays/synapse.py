@@ -36,9 +36,9 @@ from .backends.compiled import fast_available
 from .backends.dense import causal_conv, causal_conv_cm
 from .backends.fft import fft_causal_conv_cm
 from .backends.gaussian import compiled_gaussian_kernel
-from .backends.interpolation import INTERPOLATIONS, WIDTH_MIN, interp_tap_product_cm, interp_taps_per_element
+from .backends.interpolation import INTERPOLATIONS, WIDTH_MIN, interp_taps_per_element
 from .backends.interpolation import interp_tap_structure, interpolated_kernel
-from .backends.taps import PlanCache, TapPlan, tap_product_cm, tap_structure, taps_per_element
+from .backends.taps import PlanCache, TapPlan, tap_conv_cm, tap_structure, taps_per_element
 
 __all__ = [
     "DelaySynapse",
@@ -263,12 +263,9 @@ class DelaySynapse(nn.Module):
         if self.kernel_size == 1:  # no delays: a matrix product
             return torch.matmul(self.masked_weight().sum(-1), x)  # (T, out, B)
         backend = self.resolved_backend(x)
-        if backend == "sparse" and self.training and (self.interpolation != "gauss" or self.learn_sigma):
-            return interp_tap_product_cm(x, self.masked_weight(), self.delay, self.width(), self.mask,
-                                         self.interpolation, self.kernel_size, self._plans, KERNEL_EPS)
-        if backend == "sparse":  # only the taps that carry weight: Gaussian taps, or one rounded tap
-            sigma, delay = (float(self.sigma), self.delay) if self.training else (0.0, self.rounded_delay())
-            return tap_product_cm(x, self.masked_weight(), delay, self.mask, sigma, self.kernel_size, self._plans)
+        if backend == "sparse":  # only the taps that carry weight (interpolated, or one rounded tap)
+            value, steps, plan = self.taps()
+            return tap_conv_cm(x, value, steps, plan, self.kernel_size)
         if backend == "fft":
             return fft_causal_conv_cm(x, self.kernel())
         return causal_conv_cm(x, self.kernel())

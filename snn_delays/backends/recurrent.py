@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .compiled import fast_available, set_threads
+from .compiled import set_threads
 from .kernels import recurrent as recurrent_loops
 from .kernels.runtime import n_threads
 from .lif import lif_step, spike_atan, surrogate_grad
 from .taps import TapPlan
 
-__all__ = ["recurrent_lif_reference", "recurrent_lif_dense", "recurrent_lif_taps", "fast_recurrent_available"]
+__all__ = ["recurrent_lif_reference", "recurrent_lif_dense", "recurrent_lif_taps"]
 
 
 def batch_chunk(batch: int) -> int:
@@ -188,8 +188,3 @@ def recurrent_lif_taps(current: Tensor, value: Tensor, offset: Tensor, plan: Tap
     step = torch.where(valid, offset + 1, torch.ones_like(offset))  # every step >= 1: only earlier spikes
     return _RecurrentLIF.apply(current, value, step, valid.to(current.dtype), plan, float(decay), float(threshold),
                                float(alpha))
-
-
-def fast_recurrent_available(current: Tensor) -> bool:
-    """Whether :func:`recurrent_lif_taps` runs here (compiled loops on, CPU, float)."""
-    return fast_available(current)
