@@ -192,6 +192,7 @@ class DataConfig:
     input: str = "mel"
     test_speakers: str = ""
     f_max_hz: float = 14000.0
+    n_mels: int = 140  # mel bands of the log-mel front end (GSC, FSDD mel)
     n_steps: int = 0
     synthetic_train: int = 2000
     synthetic_valid: int = 400
@@ -234,6 +235,8 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be > 0; got {getattr(self, key)}")
         if self.pool < 1:
             raise ConfigError(f"data.pool must be >= 1; got {self.pool}")
+        if self.n_mels < 1:
+            raise ConfigError(f"data.n_mels (mel bands) must be >= 1; got {self.n_mels}")
         if not 0.0 <= self.aug_time_stretch < 1.0:
             raise ConfigError(f"data.aug_time_stretch must be in [0, 1) (a relative change); got {self.aug_time_stretch}")
         if self.normalize not in ("none", "utterance", "channel"):

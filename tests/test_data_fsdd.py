@@ -147,3 +147,13 @@ def test_augmentation_against_direct_loops():
     D.aug_noise = 0.5
     a, b = batch_augmenter(D(), 5)(x), batch_augmenter(D(), 5)(x)
     torch.testing.assert_close(a, b)  # same seed, same draw (a resumed epoch repeats it)
+
+
+def test_n_mels_sets_the_bands_and_its_own_cache_entry(tiny):
+    root, c = tiny
+    wide = open_dataset("fsdd", root, "all", input="mel", cache_dir=c)
+    narrow = open_dataset("fsdd", root, "all", input="mel", cache_dir=c, n_mels=40)
+    assert wide.x.shape[1:] == (101, 140) and narrow.x.shape[1:] == (101, 40)
+    assert open_dataset("fsdd", root, "all", input="mel", cache_dir=c).x.shape[2] == 140  # not the 40-band entry
+    with pytest.raises(DatasetError, match="n_mels"):
+        open_dataset("fsdd", root, "all", input="mel", cache_dir=c, n_mels=0)

@@ -38,7 +38,7 @@ def numpy_resample_half(x):
     return out
 
 
-def numpy_front_end(wave16k, f_max):
+def numpy_front_end(wave16k, f_max, n_mels=140):
     x = np.zeros(16000)
     x[: min(16000, len(wave16k))] = wave16k[:16000]
     x = numpy_resample_half(x)  # (8000,)
@@ -47,7 +47,7 @@ def numpy_front_end(wave16k, f_max):
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
     frames = np.stack([padded[i * hop:i * hop + n_fft] * window for i in range(1 + len(x) // hop)])
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (101, 129)
-    mel = power @ numpy_mel_matrix(8000, n_fft, 140, 50.0, f_max)
+    mel = power @ numpy_mel_matrix(8000, n_fft, n_mels, 50.0, f_max)
     return 10 * np.log10(np.maximum(mel, 1e-10))
 
 
@@ -87,6 +87,20 @@ def test_front_end_against_numpy(f_max):
     live = ref > -60  # compare where there is power (float32 vs float64 below that)
     np.testing.assert_allclose(ours[live], ref[live], atol=0.05)
     assert np.all(ours[ref <= -99.99] <= -60)
+
+
+def test_front_end_with_fewer_mel_bands():
+    """``n_mels`` (data.n_mels) against the numpy reference, and a tone lands in the band around it."""
+    t = np.arange(16000) / 16000
+    wave = 0.3 * np.sin(2 * np.pi * 1000 * t)
+    ours = front_end([wave.astype(np.float32)], 16000, 4000.0, n_mels=40)[0]
+    ref = numpy_front_end(wave, 4000.0, n_mels=40)
+    assert ours.shape == (101, 40)
+    live = ref > -60
+    np.testing.assert_allclose(ours[live], ref[live], atol=0.05)
+    edges = 700 * (10 ** (np.linspace(2595 * np.log10(1 + 50 / 700), 2595 * np.log10(1 + 4000 / 700), 42) / 2595) - 1)
+    loudest = int(ours[50].argmax())
+    assert edges[loudest] <= 1000 <= edges[loudest + 2]  # the band's triangle spans the tone
 
 
 WORDS = ["cat", "bed", "yes"]

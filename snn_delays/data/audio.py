@@ -235,33 +235,36 @@ def log_mel(x: torch.Tensor, sample_rate: int = SAMPLE_RATE, f_max: float = F_MA
 
 
 def front_end(waves: list[np.ndarray], sample_rate: int, f_max_hz: float = F_MAX_HZ,
-              clip_seconds: float = CLIP_SECONDS, batch: int = 256) -> np.ndarray:
-    """The reference front end on a list of clips at ``sample_rate``: (N, 101, 140) float32 dB."""
+              clip_seconds: float = CLIP_SECONDS, batch: int = 256, n_mels: int = N_MELS) -> np.ndarray:
+    """The reference front end on a list of clips at ``sample_rate``: (N, 101, n_mels) float32 dB."""
     n_in = int(round(clip_seconds * sample_rate))
     out = []
     for s in range(0, len(waves), batch):
         x = torch.stack([pad_or_cut(torch.from_numpy(np.asarray(w, dtype=np.float32)), n_in)
                          for w in waves[s:s + batch]])  # (B, n_in)
         x = resample(x, sample_rate, SAMPLE_RATE)  # (B, 8000 * clip_seconds)
-        out.append(log_mel(x, SAMPLE_RATE, f_max_hz).numpy())
+        out.append(log_mel(x, SAMPLE_RATE, f_max_hz, n_mels).numpy())
     if not out:
-        return np.zeros((0, int(clip_seconds * SAMPLE_RATE) // HOP + 1, N_MELS), dtype=np.float32)
+        return np.zeros((0, int(clip_seconds * SAMPLE_RATE) // HOP + 1, n_mels), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)
 
 
-def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS) -> dict:
-    """Every parameter of the front end, for cache keys; DatasetError if ``f_max_hz`` is not above F_MIN_HZ."""
+def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS, n_mels: int = N_MELS) -> dict:
+    """Every parameter of the front end, for cache keys; DatasetError if ``f_max_hz`` is not above
+    F_MIN_HZ or ``n_mels`` is below 1."""
     if not (math.isfinite(float(f_max_hz)) and f_max_hz > F_MIN_HZ):
         raise DatasetError(f"f_max_hz (top of the mel bands) must be above {F_MIN_HZ:g} Hz; got {f_max_hz}")
-    return {"front_end": "logmel-v1", "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
+    if int(n_mels) < 1:
+        raise DatasetError(f"n_mels (mel bands) must be >= 1; got {n_mels}")
+    return {"front_end": "logmel-v1", "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": int(n_mels),
             "f_min": F_MIN_HZ, "f_max": float(f_max_hz), "clip_s": float(clip_seconds), "db_floor": DB_FLOOR,
             "resampler": "sinc-hann-6-0.99",
             "audio_check": 1}  # entries from before non-finite audio was refused are never used
 
 
 def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512,
-                 desc: str = "log-mel features", progress: bool = True) -> np.ndarray:
-    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, 140) float32.
+                 desc: str = "log-mel features", progress: bool = True, n_mels: int = N_MELS) -> np.ndarray:
+    """Front-end features of many audio files, read in chunks to bound memory: (N, 101, n_mels) float32.
     ``progress``: files done and time left on stderr (:class:`.progress.Progress`)."""
     out = []
     with Progress(len(rel_paths), desc, "files", enabled=progress) as bar:
@@ -270,11 +273,11 @@ def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int =
             feats = [None] * len(clips)
             for sr in sorted({r for _, r in clips}):  # normally a single rate
                 idx = [i for i, (_, r) in enumerate(clips) if r == sr]
-                for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz)):
+                for i, f in zip(idx, front_end([clips[i][0] for i in idx], sr, f_max_hz, n_mels=n_mels)):
                     feats[i] = f
             out.append(np.stack(feats))
             bar.update(len(clips))
-    return np.concatenate(out) if out else front_end([], 8000, f_max_hz)
+    return np.concatenate(out) if out else front_end([], 8000, f_max_hz, n_mels=n_mels)
 
 
 def normalize_db(x: np.ndarray, mode: str, top_db: float = TOP_DB) -> np.ndarray:

@@ -4,8 +4,8 @@ Files ``{digit}_{speaker}_{take}.wav`` (8 kHz mono) in ROOT or ROOT/recordings; 
 ``../shared/data/fsdd`` beside the repository. Two input kinds:
 
 * ``input="mel"``: the GSC front end (:func:`snn_delays.data.audio.front_end`): 1 s clips (padded or
-  cut), (101, 140) dB frames; ``f_max_hz`` as for GSC (14,000 Hz = the paper's setting; 4,000 Hz
-  = the corrected one).
+  cut), (101, ``n_mels``) dB frames (140 bands by default, as GSC); ``f_max_hz`` as for GSC (14,000 Hz
+  = the paper's setting; 4,000 Hz = the corrected one).
 * ``input="spikes"``: the cochlea (:mod:`.cochlea`) turns every recording into 700 channels of
   spikes, written once as an SHD-layout HDF5 file in the cache and read and binned by the SHD reader
   (``dt_ms``, ``pool``, ``frame_convention``).
@@ -125,7 +125,8 @@ def _select(split: str, digits, speakers, takes, test_speakers: str, valid_fract
 def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers: str = "",
               valid_fraction: float = 0.1, split_seed: int = 0, f_max_hz: float = 14000.0, dt_ms: float = 10.0,
               pool: int = 5, frame_convention: str = "uniform", n_steps: int = 0,
-              cache_dir: str = "", valid_speakers: str = "", normalize: str = "none") -> ArrayDataset:
+              cache_dir: str = "", valid_speakers: str = "", normalize: str = "none",
+              n_mels: int = 140) -> ArrayDataset:
     """Open a split of FSDD as log-mel frames (``input="mel"``) or binned cochlea spikes (``"spikes"``)."""
     if root in (None, "") and not default_fsdd_root().is_dir():
         raise DatasetError(f"FSDD not found at the default {default_fsdd_root()}; pass --data-dir DIR")
@@ -139,14 +140,15 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
     if input == "spikes":
         check_binning(dt_ms, pool, frame_convention)  # before an encoding of many minutes
     else:
-        front_end_params(f_max_hz)  # checks f_max_hz
+        front_end_params(f_max_hz, n_mels=n_mels)  # checks f_max_hz and n_mels
     idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed,
                         valid_speakers)  # before any work
     fingerprint = folder_fingerprint([folder / n for n in names], folder)
     if input == "mel":
-        params = {"dataset": "fsdd-mel", "source": fingerprint, **front_end_params(f_max_hz)}
+        params = {"dataset": "fsdd-mel", "source": fingerprint, **front_end_params(f_max_hz, n_mels=n_mels)}
         arrays, _ = load_or_build(cdir, "fsdd-mel", params,
-                                  lambda: ({"x": wav_features(folder, names, f_max_hz, desc="fsdd: log-mel features")},
+                                  lambda: ({"x": wav_features(folder, names, f_max_hz, desc="fsdd: log-mel features",
+                                                              n_mels=n_mels)},
                                           {"n": len(names)}))
         x_all = arrays["x"]
         fill = 10.0 * np.log10(DB_FLOOR)

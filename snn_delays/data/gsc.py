@@ -75,8 +75,8 @@ def gsc_split_files(base: Path) -> tuple[list[str], dict[str, list[str]]]:
 
 @register("gsc")
 def open_gsc(root=None, split: str = "train", f_max_hz: float = 14000.0, n_steps: int = 0,
-             cache_dir: str = "") -> ArrayDataset:
-    """Open a split of GSC-35 as (N, 101, 140) float32 log-mel features."""
+             cache_dir: str = "", n_mels: int = 140) -> ArrayDataset:
+    """Open a split of GSC-35 as (N, 101, n_mels) float32 log-mel features (140 bands by default)."""
     base = find_gsc_root(Path(root) if root else default_root())
     classes, files = gsc_split_files(base)
     if len(classes) != N_CLASSES:
@@ -88,10 +88,10 @@ def open_gsc(root=None, split: str = "train", f_max_hz: float = 14000.0, n_steps
     rel = [r for p in parts for r in files[p]]
     cdir = resolve_cache_dir(cache_dir)
     params = {"dataset": "gsc", "source": folder_fingerprint([base / r for r in rel], base), "split": split,
-              "classes": classes, **front_end_params(f_max_hz)}
+              "classes": classes, **front_end_params(f_max_hz, n_mels=n_mels)}
 
     def build():
-        x = wav_features(base, rel, f_max_hz, desc=f"gsc {split}: log-mel features")
+        x = wav_features(base, rel, f_max_hz, desc=f"gsc {split}: log-mel features", n_mels=n_mels)
         y = np.array([classes.index(r.split("/")[0]) for r in rel], dtype=np.int64)
         return {"x": x, "y": y}, {"n": len(rel)}
 
