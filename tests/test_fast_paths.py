@@ -262,6 +262,40 @@ def test_fast_eval_equals_dense_eval(kw, density_limit, input_scale, monkeypatch
     assert not fast_eval.applicable(fast, x)
 
 
+@needs_numba
+@pytest.mark.parametrize("density_limit", [0.0, 1.0])  # tap tables, event tables
+def test_fast_eval_tables_follow_every_change_of_the_model(density_limit, monkeypatch):
+    """The cached weight tables are rebuilt whenever a parameter or buffer changes, however it
+    changed (in place through .data, load_state_dict, an optimiser step, BatchNorm statistics)."""
+    monkeypatch.setattr(fast_eval, "EVENT_MAX_DENSITY", density_limit)
+    torch.manual_seed(3)
+    cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, kernel_size=9)
+    x = (torch.rand(30, 64, 12) < 0.3).float()
+    fast = calibrate_batchnorm(build_model(cfg, seed=1), x)
+    plain = build_model(ModelConfig(**{**cfg.__dict__, "backend": "dense"}), seed=1).eval()
+    other = calibrate_batchnorm(build_model(cfg, seed=2), x)
+
+    def same():
+        plain.load_state_dict(fast.state_dict())
+        with torch.no_grad():
+            u1, u2 = fast(x), plain(x)
+        torch.testing.assert_close(u1, u2, rtol=1e-5, atol=1e-5)
+        return u1
+
+    first = same()
+    fast.hidden[0].synapse.weight.data.mul_(-0.5)  # in place, behind autograd's version counter
+    assert not torch.allclose(same(), first)
+    fast.hidden[1].synapse.delay.data.add_(3.0).clamp_(0, 8)
+    same()
+    fast.load_state_dict(other.state_dict())
+    same()
+    fast.hidden[0].norm.running_mean.add_(0.3)
+    same()
+    with torch.no_grad():
+        fast.readout.weight.copy_(torch.randn_like(fast.readout.weight))
+    same()
+
+
 @pytest.mark.parametrize("binary", [True, False])  # x kept as bytes for the backward, or as floats
 @pytest.mark.parametrize("sigma,m,fanin,td", [(0.5, 1, 0, 25), (12.0, 2, 0, 25), (2.0, 1, 3, 11), (0.0, 1, 0, 7)])
 def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary):

@@ -29,6 +29,9 @@ is available; ``backend="dense"`` in the model config turns it off. Shapes: time
 
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -87,31 +90,81 @@ def _bn_affine(norm: torch.nn.BatchNorm1d | None, n: int, dtype) -> tuple[np.nda
     return scale.to(dtype).numpy().copy(), shift.to(dtype).numpy().copy()
 
 
-def _event_layer(x: Tensor, syn, scale, shift, lif, t_len: int, dtype) -> Tensor:
-    """x (T_in, B, in) of ``dtype`` -> uint8 spikes or membrane of ``dtype`` (t_len, B, out),
-    t_len >= T_in (the steps after T_in have no input events), event-driven."""
+class _Tables:
+    """The weight-derived tables of one model's evaluation (BatchNorm's scale and shift, the event
+    and tap tables of each layer), made on first use and kept while every parameter and buffer is
+    unchanged: they cost 15-20 % of a batch at SHD sizes to rebuild. The check compares copies of
+    the tensors (exact, and blind to how they changed: optimiser, ``.data``, ``load_state_dict``)."""
+
+    def __init__(self, state: list[Tensor], dtype):
+        self.state = [t.clone() for t in state]
+        self.dtype = dtype
+        self.tables: dict = {}
+
+    def matches(self, state: list[Tensor], dtype) -> bool:
+        return dtype == self.dtype and len(state) == len(self.state) and all(
+            a.shape == b.shape and a.dtype == b.dtype and _equal(a, b) for a, b in zip(state, self.state))
+
+    def get(self, key, make):
+        if key not in self.tables:
+            self.tables[key] = make()
+        return self.tables[key]
+
+
+def _equal(a: Tensor, b: Tensor) -> bool:
+    """Exact equality of two CPU tensors (numpy's: ~50x faster than torch.equal here)."""
+    try:
+        return bool(np.array_equal(a.numpy(), b.numpy()))
+    except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16)
+        return torch.equal(a, b)
+
+
+_TABLES: "weakref.WeakKeyDictionary[torch.nn.Module, _Tables]" = weakref.WeakKeyDictionary()
+
+
+def _tables_of(model, dtype) -> _Tables:
+    """The cached tables of ``model`` for ``dtype``, rebuilt (lazily) if any tensor changed."""
+    state = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+    entry = _TABLES.get(model)
+    if entry is None or not entry.matches(state, dtype):
+        entry = _Tables(state, dtype)
+        _TABLES[model] = entry
+    return entry
+
+
+def _event_table(syn, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     indptr, offset, weight = synapse_table(syn)
-    xs = x.contiguous().numpy()
-    spiking = lif.spiking
-    out = np.empty((t_len, xs.shape[1], syn.out_features), dtype=np.uint8 if spiking else xs.dtype)
-    eval_loops.event_layer(xs, indptr, offset.astype(np.uint64), weight.astype(xs.dtype), scale, shift,
-                           1.0 - 1.0 / lif.tau, lif.threshold if spiking else 0.0, spiking, max(1, syn.kernel_size),
-                           out)
-    return torch.from_numpy(out)
+    return indptr, offset.astype(np.uint64), weight.astype(torch.empty((), dtype=dtype).numpy().dtype)
 
 
-def _tap_layer(x_ctb: Tensor, syn, scale, shift, lif, dtype) -> Tensor:
-    """x (in, T, B) -> uint8 spikes or membrane (out, T, B) of ``dtype``, one tap per element, the
-    synaptic current never leaving the cache (compiled, one pass)."""
+def _tap_table(syn, dtype) -> tuple:
     plan = syn.tap_plan(1)
     value, steps = tap_structure(syn.masked_weight().detach(), syn.rounded_delay().detach(), plan, 0.0,
                                  syn.kernel_size)
+    return plan.indptr, plan.src, steps.contiguous().numpy(), value.to(dtype).contiguous().numpy()
+
+
+def _event_layer(x: Tensor, table, scale, shift, lif, t_len: int, td: int, n_out: int) -> Tensor:
+    """x (T_in, B, in) -> uint8 spikes or membrane of x's dtype (t_len, B, out), t_len >= T_in (the
+    steps after T_in have no input events), event-driven; ``table`` from :func:`_event_table`."""
+    indptr, offset, weight = table
+    xs = x.contiguous().numpy()
+    spiking = lif.spiking
+    out = np.empty((t_len, xs.shape[1], n_out), dtype=np.uint8 if spiking else xs.dtype)
+    eval_loops.event_layer(xs, indptr, offset, weight, scale, shift,
+                           1.0 - 1.0 / lif.tau, lif.threshold if spiking else 0.0, spiking, max(1, td), out)
+    return torch.from_numpy(out)
+
+
+def _tap_layer(x_ctb: Tensor, table, scale, shift, lif, n_out: int, dtype) -> Tensor:
+    """x (in, T, B) -> uint8 spikes or membrane (out, T, B) of ``dtype``, one tap per element, the
+    synaptic current never leaving the cache (compiled, one pass); ``table`` from :func:`_tap_table`."""
+    indptr, src, steps, value = table
     xs = x_ctb.contiguous().numpy()  # float, or uint8 spikes/counts (4x less to read, exact)
     _, t_len, b_len = xs.shape
     spiking = lif.spiking
-    out = torch.empty(syn.out_features, t_len, b_len, dtype=torch.uint8 if spiking else dtype)
-    eval_loops.tap1_lif_ctb(xs, plan.indptr, plan.src, steps.contiguous().numpy(),
-                            value.to(dtype).contiguous().numpy(), scale, shift, 1.0 - 1.0 / lif.tau,
+    out = torch.empty(n_out, t_len, b_len, dtype=torch.uint8 if spiking else dtype)
+    eval_loops.tap1_lif_ctb(xs, indptr, src, steps, value, scale, shift, 1.0 - 1.0 / lif.tau,
                             lif.threshold if spiking else 0.0, spiking, out.numpy())
     return out
 
@@ -159,13 +212,15 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     time_blocked = False
     spikes = []
     stages = [(blk.synapse, blk.norm, blk.lif) for blk in model.hidden] + [(model.readout, None, model.readout_lif)]
+    tables = _tables_of(model, dtype)
     for k, (syn, norm, lif) in enumerate(stages):
-        scale, shift = _bn_affine(norm, syn.out_features, dtype)
+        scale, shift = tables.get((k, "norm"), lambda: _bn_affine(norm, syn.out_features, dtype))
         density = input_density if k == 0 else (_density(h) if limit > 0 else 1.0)
         if density < limit:
             if time_blocked:
                 h, time_blocked = h.permute(1, 2, 0), False
-            h = _event_layer(h.to(dtype), syn, scale, shift, lif, t_len, dtype)
+            table = tables.get((k, "event"), lambda: _event_table(syn, dtype))
+            h = _event_layer(h.to(dtype), table, scale, shift, lif, t_len, syn.kernel_size, syn.out_features)
         else:
             if k == 0:
                 packed_np = np.zeros((c_in, t_len, b_len), dtype=np.uint8)
@@ -174,7 +229,8 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
             elif not time_blocked:  # (T, B, C) from an event layer
                 h = _to_ctb(h)
             time_blocked = True
-            h = _tap_layer(h, syn, scale, shift, lif, dtype)
+            table = tables.get((k, "taps"), lambda: _tap_table(syn, dtype))
+            h = _tap_layer(h, table, scale, shift, lif, syn.out_features, dtype)
         if kinds is not None:
             kinds.append("event" if density < limit else "taps")
         if return_spikes and k < len(model.hidden):

