@@ -42,7 +42,9 @@ CHUNK = 64
 
 
 def _spectrum_of_kernel(kernel: Tensor, n: int) -> Tensor:
-    return torch.fft.rfft(kernel.flip(-1), n=n, dim=-1).permute(2, 0, 1)  # (F, out, in)
+    """(F, out, in), contiguous: a batched matmul copies a strided operand at every call (twice the
+    product's time at SHD sizes), and the spectrum is used once per chunk."""
+    return torch.fft.rfft(kernel.flip(-1), n=n, dim=-1).permute(2, 0, 1).contiguous()
 
 
 class _FFTConv(torch.autograd.Function):
@@ -76,13 +78,14 @@ class _FFTConv(torch.autograd.Function):
                 if ctx.scale != 1.0:
                     x_chunk *= ctx.scale
                 spec_x = torch.fft.rfft(x_chunk, n=n, dim=0)  # (F, in, b)
-                part = torch.matmul(spec_gy, spec_x.conj().transpose(1, 2))  # (F, out, in)
+                # conj_physical: a lazily conjugated operand costs matmul a copy per batch entry
+                part = torch.matmul(spec_gy, torch.conj_physical(spec_x).transpose(1, 2))  # (F, out, in)
                 spec_gk = part if spec_gk is None else spec_gk.add_(part)
                 del spec_gy, spec_x, part
             gk = _first_steps_of_irfft(spec_gk, n, td).permute(1, 2, 0).flip(-1)  # (out, in, Td)
             del spec_gk
         if ctx.needs_input_grad[0]:  # gx[s] = sum_d h[d]^T gy[s + d]
-            spec_h_adj = _spectrum_of_kernel(kernel, n).conj().transpose(1, 2)  # (F, in, out)
+            spec_h_adj = torch.conj_physical(_spectrum_of_kernel(kernel, n)).transpose(1, 2).contiguous()  # (F, in, out)
             gx = torch.empty(x.shape, dtype=x_dtype, device=x.device)
             for b0 in range(0, b_len, CHUNK):
                 spec_gy = torch.fft.rfft(gy[:, :, b0:b0 + CHUNK], n=n, dim=0)
