@@ -169,10 +169,18 @@ def _tap_layer(x_ctb: Tensor, table, scale, shift, lif, n_out: int, dtype) -> Te
     return out
 
 
+def _count_nonzero(a: np.ndarray) -> int:
+    """Non-zero entries of a contiguous array; floats counted on their bits (numpy's count is
+    ~5x faster for integers; -0.0 counts as non-zero, harmless for a density)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
+        a = a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint64)
+    return int(np.count_nonzero(a))
+
+
 def _density(h: Tensor) -> float:
     """Fraction of nonzero entries (numpy's count is ~5x faster than torch's here)."""
     base = h if h.is_contiguous() else h.contiguous()
-    return float(np.count_nonzero(base.numpy())) / max(1, base.numel())
+    return float(_count_nonzero(base.numpy())) / max(1, base.numel())
 
 
 def _pad_ctb(x: Tensor, extra_steps: int) -> Tensor:
@@ -206,7 +214,7 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     t_in, b_len, c_in = h.shape
     t_len = t_in + extra_steps
     # the work of the event form / that of the taps; the input is packed into bytes only for a tap layer
-    input_density = float(np.count_nonzero(h.numpy())) / max(1, t_len * b_len * c_in)
+    input_density = float(_count_nonzero(h.numpy())) / max(1, t_len * b_len * c_in)
     # h is one of: (T_in, B, C) float (the input), (C, T, B) (uint8 when exact, else float; what the
     # tap layers read and write), (T, B, C) uint8 spikes or float (what the event layers write)
     time_blocked = False
