@@ -210,6 +210,8 @@ class DataConfig:
     aug_freq_shift: int = 0  # shift each sample's channels by up to +/- this many channels
     aug_noise: float = 0.0  # add Gaussian noise of this standard deviation (input units)
     aug_gain: float = 0.0  # add a per-sample offset drawn uniformly in [-g, g] (dB-like input)
+    aug_freq_mask: int = 0  # SpecAugment: two bands of up to this many channels set to the sample's mean
+    aug_time_mask: int = 0  # SpecAugment: two spans of up to this many steps set to the sample's mean
 
     def validate(self) -> None:
         _refuse_non_finite(self, "data")
@@ -224,7 +226,7 @@ class DataConfig:
         if self.input not in ("mel", "spikes"):
             raise ConfigError(f"data.input must be 'mel' or 'spikes'; got {self.input!r}")
         for key in ("num_workers", "n_steps", "synthetic_seed", "split_seed", "aug_time_shift", "aug_freq_shift",
-                    "aug_noise", "aug_gain"):
+                    "aug_noise", "aug_gain", "aug_freq_mask", "aug_time_mask"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0; got {getattr(self, key)}")
         for key in ("synthetic_train", "synthetic_valid", "synthetic_test"):

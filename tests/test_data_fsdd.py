@@ -137,6 +137,7 @@ def test_augmentation_against_direct_loops():
 
     class D:  # the data.aug_* keys
         aug_time_shift, aug_time_stretch, aug_freq_shift, aug_noise, aug_gain = 0, 0.0, 0, 0.0, 0.0
+        aug_freq_mask, aug_time_mask = 0, 0
 
     assert batch_augmenter(D(), 0) is None
     D.aug_gain, D.aug_noise = 2.0, 0.0
@@ -147,6 +148,33 @@ def test_augmentation_against_direct_loops():
     D.aug_noise = 0.5
     a, b = batch_augmenter(D(), 5)(x), batch_augmenter(D(), 5)(x)
     torch.testing.assert_close(a, b)  # same seed, same draw (a resumed epoch repeats it)
+
+
+def test_spec_augment_masks_against_a_direct_loop():
+    import torch
+
+    from snn_delays.data.augment import N_MASKS, batch_augmenter, mask_spans
+
+    x = torch.randn(9, 4, 6, generator=torch.Generator().manual_seed(1))  # (T, B, C)
+    starts, widths = torch.tensor([[0, 2, 5, 1], [3, 2, 0, 9]]), torch.tensor([[2, 0, 1, 3], [1, 3, 0, 0]])
+    for dim in (0, 2):
+        got = mask_spans(x, starts, widths, dim)
+        for b in range(4):
+            mean = float(x[:, b].mean())
+            for t in range(9):
+                for c in range(6):
+                    i = t if dim == 0 else c
+                    hit = any(starts[k, b] <= i < starts[k, b] + widths[k, b] for k in range(2))
+                    assert float(got[t, b, c]) == pytest.approx(mean if hit else float(x[t, b, c]), abs=1e-6)
+
+    class D:
+        aug_time_shift, aug_time_stretch, aug_freq_shift, aug_noise, aug_gain = 0, 0.0, 0, 0.0, 0.0
+        aug_freq_mask, aug_time_mask = 3, 0
+
+    y = batch_augmenter(D(), 2)(x)
+    changed = (y != x).any(dim=0)  # (B, C): whole bands masked, at most N_MASKS x 3 channels per sample
+    assert changed.any() and int(changed.sum(dim=1).max()) <= N_MASKS * 3
+    assert torch.equal(y, batch_augmenter(D(), 2)(x))
 
 
 def test_n_mels_sets_the_bands_and_its_own_cache_entry(tiny):

@@ -13,7 +13,10 @@ index = one end of the spectrum). Each transform draws its random values from on
   length change), the uncovered channels filled with the edge channel;
 * ``aug_gain`` g: a per-sample offset uniform in [-g, g] added everywhere (a gain change of log
   input);
-* ``aug_noise`` s: Gaussian noise of standard deviation s added.
+* ``aug_noise`` s: Gaussian noise of standard deviation s added;
+* ``aug_freq_mask`` F / ``aug_time_mask`` S (SpecAugment's masks): in each sample, two bands of
+  up to F consecutive channels and two spans of up to S consecutive steps (widths and starts
+  uniform) set to that sample's mean value (0 for normalised mel, about silence for counts).
 
 Only the training split is augmented (the trainer calls :func:`batch_augmenter` once per epoch).
 """
@@ -25,7 +28,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["batch_augmenter", "time_shift", "freq_shift", "time_stretch"]
+__all__ = ["batch_augmenter", "time_shift", "freq_shift", "time_stretch", "mask_spans", "N_MASKS"]
+
+N_MASKS = 2  # masks of each kind per sample (SpecAugment's LD policy)
 
 
 def _shift(x: Tensor, shifts: Tensor, dim: int, fill: Tensor | None) -> Tensor:
@@ -67,10 +72,28 @@ def time_stretch(x: Tensor, factor: float) -> Tensor:
     return torch.cat([y, fill], dim=0)
 
 
+def mask_spans(x: Tensor, starts: Tensor, widths: Tensor, dim: int) -> Tensor:
+    """``x`` (T, B, C) with, for each sample b and mask k, the entries ``starts[k, b] <= i <
+    starts[k, b] + widths[k, b]`` along ``dim`` (0: time, 2: channels) set to sample b's mean."""
+    n = x.shape[dim]
+    pos = torch.arange(n, device=x.device).view(-1, 1, 1)  # (n, 1, 1)
+    lo, hi = starts.to(x.device).unsqueeze(0), (starts + widths).to(x.device).unsqueeze(0)  # (1, K, B)
+    hit = ((pos >= lo) & (pos < hi)).any(dim=1)  # (n, B)
+    hit = hit.unsqueeze(2) if dim == 0 else hit.t().unsqueeze(0)  # (T, B, 1) or (1, B, C)
+    return torch.where(hit, x.mean(dim=(0, 2)).view(1, -1, 1), x)
+
+
+def _draw_masks(n: int, width: int, b: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    widths = torch.randint(0, min(width, n) + 1, (N_MASKS, b), generator=gen)
+    starts = (torch.rand((N_MASKS, b), generator=gen) * (n - widths + 1)).long()
+    return starts, widths
+
+
 def batch_augmenter(data_cfg, seed: int) -> Callable[[Tensor], Tensor] | None:
     """The augmentation of one epoch as a function of a batch, or None when every ``aug_*`` key is 0."""
     d = data_cfg
-    if not (d.aug_time_shift or d.aug_time_stretch or d.aug_freq_shift or d.aug_noise or d.aug_gain):
+    if not (d.aug_time_shift or d.aug_time_stretch or d.aug_freq_shift or d.aug_noise or d.aug_gain
+            or d.aug_freq_mask or d.aug_time_mask):
         return None
     gen = torch.Generator().manual_seed(int(seed))
 
@@ -87,6 +110,10 @@ def batch_augmenter(data_cfg, seed: int) -> Callable[[Tensor], Tensor] | None:
             x = x + (d.aug_gain * (2.0 * torch.rand(b, generator=gen) - 1.0)).to(x).view(1, b, 1)
         if d.aug_noise:
             x = x + d.aug_noise * torch.randn(x.shape, generator=gen).to(x)
+        if d.aug_freq_mask:
+            x = mask_spans(x, *_draw_masks(x.shape[2], d.aug_freq_mask, b, gen), dim=2)
+        if d.aug_time_mask:
+            x = mask_spans(x, *_draw_masks(x.shape[0], d.aug_time_mask, b, gen), dim=0)
         return x
 
     return augment
