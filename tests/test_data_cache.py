@@ -184,3 +184,37 @@ def test_download_into_a_file_and_too_many_steps(tmp_path, capsys):
         write_real_layout(root / f"shd_{part}.h5", times, units, np.arange(20), np.arange(20) % 4)
     with pytest.raises(DatasetError, match=r"n_steps = 1000000000 .*longest sample needs 141 steps"):
         open_dataset("shd", str(root), "train", n_steps=10**9, cache_dir="off")
+
+
+def _hold_build_lock(target, started, seconds):
+    import time
+
+    from snn_delays.data.cache import build_lock
+
+    with build_lock(Path(target)):
+        started.set()
+        time.sleep(seconds)
+        Path(str(target) + ".done").write_text("built")
+
+
+def test_build_lock_makes_a_second_process_wait(tmp_path, capsys):
+    """Two processes needing the same long build (the FSDD cochlea): the second waits for the first."""
+    import multiprocessing as mp
+    import time
+
+    from snn_delays.data.cache import build_lock
+
+    target = tmp_path / "spikes.h5"
+    ctx = mp.get_context("spawn")
+    started = ctx.Event()
+    child = ctx.Process(target=_hold_build_lock, args=(str(target), started, 1.5))
+    child.start()
+    assert started.wait(60)
+    t0 = time.perf_counter()
+    with build_lock(target, "the test spikes"):
+        waited = time.perf_counter() - t0
+        assert Path(str(target) + ".done").exists()  # the holder finished its build first
+    child.join(30)
+    assert waited > 0.5 and "waiting for another process building the test spikes" in capsys.readouterr().err
+    with build_lock(target):  # free again: no wait
+        pass

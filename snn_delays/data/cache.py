@@ -16,18 +16,21 @@ The cache folder: the ``cache_dir`` option, else ``$SNN_DELAYS_CACHE``, else ``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .._atomic import atomic_write
 from .checksums import file_digest
 
-__all__ = ["resolve_cache_dir", "cache_key", "source_checksum", "folder_fingerprint", "load_or_build"]
+__all__ = ["resolve_cache_dir", "cache_key", "source_checksum", "folder_fingerprint", "load_or_build",
+           "build_lock"]
 
 FORMAT_VERSION = 1
 
@@ -73,6 +76,31 @@ def source_checksum(path: str | os.PathLike, cache_dir: Path | None) -> str:
         except OSError:
             pass  # a read-only cache folder only costs a re-hash next time
     return digest
+
+
+@contextlib.contextmanager
+def build_lock(target: Path, what: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` + ``.lock`` while building it, so that processes that
+    need the same long build (``cv``/``ablate`` workers opening FSDD spikes for the first time)
+    build it once: the others wait, then find it built. An advisory ``flock``, released when the
+    process ends however it ends; without ``fcntl`` (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = Path(target).with_name(Path(target).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building {what or target}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def folder_fingerprint(files: list[Path], base: Path) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .arrays import ArrayDataset, fit_steps, require_samples, stratified_split
 from .audio import DB_FLOOR, NORMALIZATIONS, front_end_params, normalize_db, wav_features
-from .cache import cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
+from .cache import build_lock, cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
 from .cochlea import encode_folder
 from .registry import DatasetError, register
 from .spikefile import bin_spikes, check_binning, read_spike_file, read_spike_file_attrs
@@ -168,10 +168,11 @@ def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | 
     spike_params = {"dataset": "fsdd-spikes", "source": fingerprint, "encoder": "cochlea-v1", "seed": 0}
     h5_dir = cdir if cdir is not None else Path.cwd() / "data_cache"
     h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"  # the recordings in SHD layout
-    if not h5.exists():
-        print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
-              file=sys.stderr, flush=True)
-        encode_folder(folder, h5, seed=0, workers=2, progress=True, desc="fsdd: encoding with the cochlea")
+    with build_lock(h5, "the FSDD cochlea spikes"):  # parallel workers encode once, not once each
+        if not h5.exists():
+            print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
+                  file=sys.stderr, flush=True)
+            encode_folder(folder, h5, seed=0, workers=2, progress=True, desc="fsdd: encoding with the cochlea")
     encoded = str(read_spike_file_attrs(h5).get("files", "")).split("\n")
     if encoded != [n[: -len(".wav")] for n in names]:
         raise DatasetError(f"{h5} does not hold the recordings of {folder} in order; delete it to re-encode")
