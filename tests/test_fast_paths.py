@@ -297,6 +297,29 @@ def test_fast_eval_tables_follow_every_change_of_the_model(density_limit, monkey
     same()
 
 
+@pytest.mark.parametrize("t_len,td,b_len,binary", [(37, 9, 300, False), (5, 11, 130, True), (1, 1, 3, False)])
+def test_frequency_domain_convolution_against_direct(t_len, td, b_len, binary):
+    """The frequency-domain product (forward and both gradients) against the direct convolution,
+    float64, with batches over one chunk, sequences shorter than the kernel and byte-exact inputs."""
+    from snn_delays.backends import fft as fft_backend
+    from snn_delays.backends.dense import causal_conv_cm
+
+    g = torch.Generator().manual_seed(t_len + td)
+    x = torch.randn(t_len, 6, b_len, generator=g, dtype=torch.float64)
+    if binary:
+        x = (x > 0.5).double() * 0.7  # saved as bytes for the backward
+    kernel = torch.randn(4, 6, td, generator=g, dtype=torch.float64)
+    gy = torch.randn(t_len, 4, b_len, generator=g, dtype=torch.float64)
+    outs = []
+    for conv in (causal_conv_cm, fft_backend.fft_causal_conv_cm):
+        xi, ki = x.clone().requires_grad_(), kernel.clone().requires_grad_()
+        y = conv(xi, ki)
+        y.backward(gy)
+        outs.append((y.detach(), xi.grad, ki.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
 @needs_numba
 @pytest.mark.parametrize("shape", [(13, 24, 40), (7, 16, 256), (13, 20, 40), (5, 16, 12), (3, 1, 1)])
 def test_spike_transpose_equals_numpy(shape):

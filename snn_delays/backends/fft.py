@@ -1,20 +1,27 @@
-"""Causal convolution by FFT: the dense delay kernel applied in the frequency domain.
+"""Causal convolution in the frequency domain: the dense delay kernel applied per frequency.
 
 The same operation as :func:`snn_delays.backends.dense.causal_conv_cm` (y[t] = sum_d h[d] x[t - d], with
 h the kernel reversed, on channel-major (T, C, B) tensors), computed as, per frequency f,
-Y[f] = H[f] @ X[f] (a batched complex matrix product) with transforms of length n >= T + Td - 1
-(2- and 3-smooth; along a contiguous time axis),
-so that the circular convolution equals the linear one; the batch is processed in chunks of
-``CHUNK`` columns to bound the memory of the complex spectra. Per sample and synapse it costs about
-4 (n / 2 + 1) / T real multiply-adds per step instead of Td: ~2.4 instead of 25 at SHD sizes, whatever
-sigma is. The backward is written out (correlations by FFT) and recomputes the transforms of x and
-of the kernel instead of saving them, so autograd keeps only x (as bytes when it is spikes or
-counts: x = s * small integers, exactly) and the kernel.
+Y[f] = H[f] @ X[f] (real and imaginary parts as four real batched matrix products) over the
+n / 2 + 1 frequencies of a real transform of length n = T + Td - 1, so that the circular convolution
+equals the linear one.
+
+The transforms along time are matrix products too: X = [cos; -sin] (2F, T) @ x viewed as (T, C B), and
+y = [cos, -sin] / n (T, 2F) @ Y viewed as (2F, O B). On the (T, C, B) layout they need no transpose
+(an FFT along time needed four copies of a permuted spectrum per product, half the step at SHD
+sizes), never touch the zero padding, take any n, and run at the matrix product's rate: per sample
+and synapse they add ~4 F / C real multiply-adds per step, the products ~4 F / T (~2.5 at SHD
+sizes, instead of Td = 25 for the direct convolution), whatever sigma is. The backward is written
+out (correlations in the same form) and recomputes the transform of x instead of saving it, so
+autograd keeps only x (as bytes when it is spikes or counts: x = s * small integers, exactly) and
+the kernel. The batch is processed in chunks of ``CHUNK`` columns to bound the transient memory.
 
 Float error: relative ~1e-6 in float32 (tests compare with the direct convolution in float64 to 1e-10).
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -25,40 +32,63 @@ __all__ = ["fft_causal_conv_cm", "fft_size"]
 
 
 def fft_size(n: int) -> int:
-    """The smallest m >= n whose prime factors are 2 and 3: torch's CPU transforms of such lengths
-    run 2-3x faster than those with a factor 5 (128 against 125 at SHD sizes), more than the few
-    extra frequencies cost the matrix products."""
-    m = max(1, int(n))
-    while True:
-        k = m
-        for p in (2, 3):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
+    """The transform length for a linear convolution of total length ``n``: n itself (the
+    transforms are matrix products, so no length is faster than another)."""
+    return max(1, int(n))
 
 
-def _rfft_time(x: Tensor, n: int) -> Tensor:
-    """x (T, C, b) -> its spectrum along time, (F, C, b) contiguous. The transforms run along a
-    contiguous last axis (2-6x faster than along the strided first one) and the product wants (F, C, b)."""
-    return torch.fft.rfft(x.permute(1, 2, 0).contiguous(), n=n, dim=-1).permute(2, 0, 1).contiguous()
+@lru_cache(maxsize=32)
+def _forward_basis(t_len: int, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(2F, T): rows [cos; -sin](2 pi f t / n), f = 0 .. n // 2: [Re X; Im X] = basis @ x."""
+    f = torch.arange(n // 2 + 1, dtype=torch.float64)
+    angle = 2 * torch.pi * torch.outer(f, torch.arange(t_len, dtype=torch.float64)) / n
+    return torch.cat([torch.cos(angle), -torch.sin(angle)]).to(dtype=dtype, device=device)
 
 
-def _irfft_time(spec: Tensor, n: int, t_len: int) -> Tensor:
-    """spec (F, C, b) -> the first ``t_len`` steps of its inverse transform, (t_len, C, b) (a view)."""
-    return torch.fft.irfft(spec.permute(1, 2, 0).contiguous(), n=n, dim=-1)[..., :t_len].permute(2, 0, 1)
+@lru_cache(maxsize=32)
+def _inverse_basis(steps: int, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(steps, 2F): the first ``steps`` samples of the real inverse transform of [Re Y; Im Y]
+    (the bins between 0 and n / 2 count twice, their conjugates being implied)."""
+    f = torch.arange(n // 2 + 1, dtype=torch.float64)
+    weight = torch.full_like(f, 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0  # the Nyquist bin appears once
+    angle = 2 * torch.pi * torch.outer(torch.arange(steps, dtype=torch.float64), f) / n
+    return (torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1) * torch.cat([weight, weight]) / n).to(
+        dtype=dtype, device=device)
 
 
-# Batch columns per chunk: the complex spectra of one chunk are (n/2 + 1) x C x CHUNK; chunking
-# bounds the transient memory (the matrix products stay large enough to run at full rate).
-CHUNK = 64
+# Batch columns per chunk: a chunk's spectra are 2F x C x CHUNK reals (34 MB at SHD sizes).
+CHUNK = 128
 
 
-def _spectrum_of_kernel(kernel: Tensor, n: int) -> Tensor:
-    """(F, out, in), contiguous: a batched matmul copies a strided operand at every call (twice the
-    product's time at SHD sizes), and the spectrum is used once per chunk."""
-    return torch.fft.rfft(kernel.flip(-1), n=n, dim=-1).permute(2, 0, 1).contiguous()
+def _spectrum_of_kernel(kernel: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The kernel's spectrum as (real, imaginary), each (F, out, in) contiguous."""
+    spec = torch.fft.rfft(kernel.flip(-1), n=n, dim=-1).permute(2, 0, 1)
+    return spec.real.contiguous(), spec.imag.contiguous()
+
+
+def _transform(basis: Tensor, x: Tensor) -> Tensor:
+    """basis (R, T) @ x (T, C, b) -> (R, C, b)."""
+    t_len, c, b = x.shape
+    return torch.matmul(basis, x.reshape(t_len, c * b)).view(-1, c, b)
+
+
+def _complex_bmm(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor, conj_a: bool = False,
+                 conj_b: bool = False) -> Tensor:
+    """[Re; Im] of a @ b, a or b conjugated if asked, from batched real and imaginary parts
+    (F, M, K) and (F, K, N) (transposed views are read as such, not copied): (2, F, M, N)."""
+    sa = -1.0 if conj_a else 1.0
+    sb = -1.0 if conj_b else 1.0
+    out = a_re.new_empty(2, a_re.shape[0], a_re.shape[1], b_re.shape[2])
+    torch.bmm(a_re, b_re, out=out[0])
+    out[0].baddbmm_(a_im, b_im, alpha=-sa * sb)  # Re = ar br - (sa ai)(sb bi)
+    torch.bmm(a_re, b_im, out=out[1])
+    if conj_b:
+        out[1].neg_()
+    out[1].baddbmm_(a_im, b_re, alpha=sa)  # Im = (sa ai) br + ar (sb bi)
+    return out
 
 
 class _FFTConv(torch.autograd.Function):
@@ -66,11 +96,19 @@ class _FFTConv(torch.autograd.Function):
     def forward(ctx, x: Tensor, kernel: Tensor):
         t_len, b_len, td = x.shape[0], x.shape[2], kernel.shape[-1]
         n = fft_size(t_len + td - 1)
-        spec_h = _spectrum_of_kernel(kernel, n)
-        y = x.new_empty(t_len, kernel.shape[0], b_len)
+        f_len = n // 2 + 1
+        fwd = _forward_basis(t_len, n, x.dtype, x.device)
+        inv = _inverse_basis(t_len, n, x.dtype, x.device)
+        h_re, h_im = _spectrum_of_kernel(kernel, n)
+        y = x.new_empty(t_len, kernel.shape[0], b_len) if b_len > CHUNK else None
         for b0 in range(0, b_len, CHUNK):
-            spec_x = _rfft_time(x[:, :, b0:b0 + CHUNK], n)  # (F, in, b)
-            y[:, :, b0:b0 + CHUNK] = _irfft_time(torch.matmul(spec_h, spec_x), n, t_len)
+            spec_x = _transform(fwd, x[:, :, b0:b0 + CHUNK])  # (2F, in, b)
+            spec_y = _complex_bmm(h_re, h_im, spec_x[:f_len], spec_x[f_len:])  # (2, F, out, b)
+            part = _transform(inv, spec_y.view(2 * f_len, *spec_y.shape[2:]))  # (T, out, b)
+            if b_len <= CHUNK:
+                y = part
+            else:
+                y[:, :, b0:b0 + CHUNK] = part
         saved, ctx.scale = as_scaled_bytes(x)  # x = scale * bytes exactly, or x itself
         ctx.save_for_backward(saved, kernel)
         ctx.n = n
@@ -80,46 +118,40 @@ class _FFTConv(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         x, kernel = ctx.saved_tensors
         n, t_len, b_len, td = ctx.n, x.shape[0], x.shape[2], kernel.shape[-1]
+        f_len = n // 2 + 1
         x_dtype = kernel.dtype
+        fwd = _forward_basis(t_len, n, x_dtype, kernel.device)
         gx = gk = None
-        # two passes (the kernel's gradient, then the input's) so that only one (F, out, in)
-        # complex array is alive at a time
-        if ctx.needs_input_grad[1]:  # gh[d] = sum_t gy[t] x[t - d]^T: a correlation, summed over chunks
-            spec_gk = None
-            for b0 in range(0, b_len, CHUNK):
-                spec_gy = _rfft_time(gy[:, :, b0:b0 + CHUNK], n)  # (F, out, b)
+        need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_x:
+            h_re, h_im = _spectrum_of_kernel(kernel, n)
+            h_re, h_im = h_re.transpose(1, 2), h_im.transpose(1, 2)  # H^T (F, in, out), read transposed
+            inv = _inverse_basis(t_len, n, x_dtype, kernel.device)
+            gx = torch.empty(x.shape, dtype=x_dtype, device=x.device)
+        spec_gk = None
+        for b0 in range(0, b_len, CHUNK):
+            spec_gy = _transform(fwd, gy[:, :, b0:b0 + CHUNK])  # (2F, out, b)
+            gy_re, gy_im = spec_gy[:f_len], spec_gy[f_len:]
+            if need_k:  # GK[f] = GY[f] @ X[f]^H: the correlation sum_t gy[t] x[t - d]^T, summed over chunks
                 x_chunk = x[:, :, b0:b0 + CHUNK].to(x_dtype)
                 if ctx.scale != 1.0:
                     x_chunk *= ctx.scale
-                spec_x = _rfft_time(x_chunk, n)  # (F, in, b)
-                # conj_physical: a lazily conjugated operand costs matmul a copy per batch entry
-                part = torch.matmul(spec_gy, torch.conj_physical(spec_x).transpose(1, 2))  # (F, out, in)
+                spec_x = _transform(fwd, x_chunk)  # (2F, in, b)
+                part = _complex_bmm(gy_re, gy_im, spec_x[:f_len].transpose(1, 2), spec_x[f_len:].transpose(1, 2),
+                                    conj_b=True)  # (2, F, out, in)
                 spec_gk = part if spec_gk is None else spec_gk.add_(part)
-                del spec_gy, spec_x, part
-            gk = _first_steps_of_irfft(spec_gk, n, td).permute(1, 2, 0).flip(-1)  # (out, in, Td)
-            del spec_gk
-        if ctx.needs_input_grad[0]:  # gx[s] = sum_d h[d]^T gy[s + d]
-            spec_h_adj = torch.conj_physical(_spectrum_of_kernel(kernel, n)).transpose(1, 2).contiguous()  # (F, in, out)
-            gx = torch.empty(x.shape, dtype=x_dtype, device=x.device)
-            for b0 in range(0, b_len, CHUNK):
-                spec_gy = _rfft_time(gy[:, :, b0:b0 + CHUNK], n)
-                gx[:, :, b0:b0 + CHUNK] = _irfft_time(torch.matmul(spec_h_adj, spec_gy), n, t_len)
+                del spec_x, part
+            if need_x:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
+                spec_gx = _complex_bmm(h_re, h_im, gy_re, gy_im, conj_a=True)  # (2, F, in, b)
+                part = _transform(inv, spec_gx.view(2 * f_len, *spec_gx.shape[2:]))
+                gx[:, :, b0:b0 + CHUNK] = part
+                del spec_gx, part
+            del spec_gy
+        if need_k:
+            first = _inverse_basis(td, n, x_dtype, kernel.device)  # (Td, 2F)
+            gk = torch.matmul(first, spec_gk.reshape(2 * f_len, -1)).view(td, *spec_gk.shape[2:])
+            gk = gk.permute(1, 2, 0).flip(-1)  # (out, in, Td)
         return gx, gk
-
-
-def _first_steps_of_irfft(spec: Tensor, n: int, steps: int) -> Tensor:
-    """``torch.fft.irfft(spec, n, dim=0)[:steps]`` for spec (F, ...) as one small matrix product
-    (steps x F), without the (n, ...) intermediate."""
-    f = torch.arange(spec.shape[0], dtype=torch.float64, device=spec.device)
-    t = torch.arange(steps, dtype=torch.float64, device=spec.device)
-    weight = torch.full((spec.shape[0],), 2.0, dtype=torch.float64, device=spec.device)
-    weight[0] = 1.0
-    if n % 2 == 0:
-        weight[-1] = 1.0  # the Nyquist bin appears once
-    phase = 2 * torch.pi * torch.outer(t, f) / n  # (steps, F)
-    basis = (torch.polar(weight.expand_as(phase) / n, phase)).to(spec.dtype)  # (steps, F) complex
-    out = torch.matmul(basis, spec.reshape(spec.shape[0], -1))  # (steps, rest)
-    return out.real.reshape(steps, *spec.shape[1:]).contiguous()
 
 
 def fft_causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:
