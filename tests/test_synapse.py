@@ -158,5 +158,5 @@ def test_sigma_assignable_and_shape_errors():
 
 def test_delays_initialised_in_range_and_weights_fan_in():
     syn = DelaySynapse(100, 50, kernel_size=25)
-    assert 0 <= float(syn.delay.min()) and float(syn.delay.max()) <= 24
-    assert float(syn.weight.abs().max()) <= 1 / math.sqrt(100) + 1e-6
+    assert 0 <= float(syn.delay.detach().min()) and float(syn.delay.detach().max()) <= 24
+    assert float(syn.weight.detach().abs().max()) <= 1 / math.sqrt(100) + 1e-6
