@@ -59,8 +59,9 @@ def _inverse_basis(steps: int, n: int, dtype: torch.dtype, device: torch.device)
         dtype=dtype, device=device)
 
 
-# Batch columns per chunk: a chunk's spectra are 2F x C x CHUNK reals (34 MB at SHD sizes).
-CHUNK = 128
+# Batch columns per chunk: a chunk's spectra are 2F x C x CHUNK reals (8 MB at SHD sizes); chunks
+# bound the transient memory (the products stay large enough to run at full rate).
+CHUNK = 64
 
 
 def _spectrum_of_kernel(kernel: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -76,17 +77,23 @@ def _transform(basis: Tensor, x: Tensor) -> Tensor:
 
 
 def _complex_bmm(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor, conj_a: bool = False,
-                 conj_b: bool = False) -> Tensor:
+                 conj_b: bool = False, acc: Tensor | None = None) -> Tensor:
     """[Re; Im] of a @ b, a or b conjugated if asked, from batched real and imaginary parts
-    (F, M, K) and (F, K, N) (transposed views are read as such, not copied): (2, F, M, N)."""
+    (F, M, K) and (F, K, N) (transposed views are read as such, not copied): (2, F, M, N), or
+    added into ``acc`` of that shape (no temporary)."""
     sa = -1.0 if conj_a else 1.0
     sb = -1.0 if conj_b else 1.0
-    out = a_re.new_empty(2, a_re.shape[0], a_re.shape[1], b_re.shape[2])
-    torch.bmm(a_re, b_re, out=out[0])
+    if acc is None:
+        out = a_re.new_empty(2, a_re.shape[0], a_re.shape[1], b_re.shape[2])
+        torch.bmm(a_re, b_re, out=out[0])
+        torch.bmm(a_re, b_im, out=out[1])
+        if conj_b:
+            out[1].neg_()
+    else:
+        out = acc
+        out[0].baddbmm_(a_re, b_re)
+        out[1].baddbmm_(a_re, b_im, alpha=sb)
     out[0].baddbmm_(a_im, b_im, alpha=-sa * sb)  # Re = ar br - (sa ai)(sb bi)
-    torch.bmm(a_re, b_im, out=out[1])
-    if conj_b:
-        out[1].neg_()
     out[1].baddbmm_(a_im, b_re, alpha=sa)  # Im = (sa ai) br + ar (sb bi)
     return out
 
@@ -137,10 +144,10 @@ class _FFTConv(torch.autograd.Function):
                 if ctx.scale != 1.0:
                     x_chunk *= ctx.scale
                 spec_x = _transform(fwd, x_chunk)  # (2F, in, b)
-                part = _complex_bmm(gy_re, gy_im, spec_x[:f_len].transpose(1, 2), spec_x[f_len:].transpose(1, 2),
-                                    conj_b=True)  # (2, F, out, in)
-                spec_gk = part if spec_gk is None else spec_gk.add_(part)
-                del spec_x, part
+                del x_chunk
+                spec_gk = _complex_bmm(gy_re, gy_im, spec_x[:f_len].transpose(1, 2), spec_x[f_len:].transpose(1, 2),
+                                       conj_b=True, acc=spec_gk)  # (2, F, out, in), summed over chunks
+                del spec_x
             if need_x:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
                 spec_gx = _complex_bmm(h_re, h_im, gy_re, gy_im, conj_a=True)  # (2, F, in, b)
                 part = _transform(inv, spec_gx.view(2 * f_len, *spec_gx.shape[2:]))
