@@ -86,6 +86,18 @@ def _lif_rows(acc, nq, out_i, t0, u, sc, sh, decay, threshold, spiking):  # prag
                 o[b] = v
                 u[b] = v
 
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _tap_run(acc_flat, x_rows, j, s, w, nq, n):  # pragma: no cover
+    # acc[q] += w * x[j, s + q] for the steps q < nq with s + q >= 0, as one run of (C, T, B) memory
+    q_lo = max(0, -s)
+    if q_lo < nq:
+        r = x_rows[j, (s + q_lo) * n:(s + nq) * n]
+        a = acc_flat[q_lo * n:nq * n]
+        for e in range(r.shape[0]):
+            a[e] += w * r[e]
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold, spiking, out,
                   n_split):  # pragma: no cover
@@ -119,51 +131,23 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
                     s1 = t0 - delay[k + 1]
                     s2 = t0 - delay[k + 2]
                     s3 = t0 - delay[k + 3]
-                    x0 = xt[src[k]]
-                    x1 = xt[src[k + 1]]
-                    x2 = xt[src[k + 2]]
-                    x3 = xt[src[k + 3]]
-                    w0 = value[k]
-                    w1 = value[k + 1]
-                    w2 = value[k + 2]
-                    w3 = value[k + 3]
                     if min(min(s0, s1), min(s2, s3)) >= 0 and nq == 8:  # one loop of 8 n elements
+                        w0 = value[k]
+                        w1 = value[k + 1]
+                        w2 = value[k + 2]
+                        w3 = value[k + 3]
                         r0 = x_rows[src[k], s0 * n:s0 * n + m]
                         r1 = x_rows[src[k + 1], s1 * n:s1 * n + m]
                         r2 = x_rows[src[k + 2], s2 * n:s2 * n + m]
                         r3 = x_rows[src[k + 3], s3 * n:s3 * n + m]
                         for e in range(m):
                             acc_flat[e] += w0 * r0[e] + w1 * r1[e] + w2 * r2[e] + w3 * r3[e]
-                    else:
-                        for q in range(nq):
-                            a = acc[q]
-                            if s0 + q >= 0:
-                                r0 = x0[s0 + q]
-                                for b in range(n):
-                                    a[b] += w0 * r0[b]
-                            if s1 + q >= 0:
-                                r1 = x1[s1 + q]
-                                for b in range(n):
-                                    a[b] += w1 * r1[b]
-                            if s2 + q >= 0:
-                                r2 = x2[s2 + q]
-                                for b in range(n):
-                                    a[b] += w2 * r2[b]
-                            if s3 + q >= 0:
-                                r3 = x3[s3 + q]
-                                for b in range(n):
-                                    a[b] += w3 * r3[b]
+                    else:  # near the start (or end) of time: each tap over the steps it reaches
+                        for kk in range(k, k + 4):
+                            _tap_run(acc_flat, x_rows, src[kk], t0 - delay[kk], value[kk], nq, n)
                     k += 4
                 while k < k1:
-                    s0 = t0 - delay[k]
-                    x0 = xt[src[k]]
-                    w0 = value[k]
-                    for q in range(nq):
-                        if s0 + q >= 0:
-                            a = acc[q]
-                            r0 = x0[s0 + q]
-                            for b in range(n):
-                                a[b] += w0 * r0[b]
+                    _tap_run(acc_flat, x_rows, src[k], t0 - delay[k], value[k], nq, n)
                     k += 1
                 _lif_rows(acc, nq, out[i], t0, u[i - cut[part]], scale[i], shift[i], decay, threshold,
                           spiking)
