@@ -65,9 +65,12 @@ CHUNK = 64
 
 
 def _spectrum_of_kernel(kernel: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """The kernel's spectrum as (real, imaginary), each (F, out, in) contiguous."""
-    spec = torch.fft.rfft(kernel.flip(-1), n=n, dim=-1).permute(2, 0, 1)
-    return spec.real.contiguous(), spec.imag.contiguous()
+    """The kernel's spectrum as (real, imaginary), each (F, out, in) contiguous: one product
+    with the transform's basis written straight into that layout (no complex temporary)."""
+    out_f, in_f, td = kernel.shape
+    taps = kernel.flip(-1).permute(2, 0, 1).reshape(td, out_f * in_f)  # (Td, out in): h[d] for delay d
+    spec = torch.matmul(_forward_basis(td, n, kernel.dtype, kernel.device), taps).view(2, -1, out_f, in_f)
+    return spec[0], spec[1]
 
 
 def _transform(basis: Tensor, x: Tensor) -> Tensor:
