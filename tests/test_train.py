@@ -80,7 +80,7 @@ def test_run_folder_contents(tmp_path):
     assert not model.training
     # delays stay in range after every step
     for syn in model.synapses():
-        assert float(syn.delay.min()) >= 0 and float(syn.delay.max()) <= syn.kernel_size - 1
+        assert float(syn.delay.detach().min()) >= 0 and float(syn.delay.detach().max()) <= syn.kernel_size - 1
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
