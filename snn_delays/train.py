@@ -282,7 +282,7 @@ def _divergence(r: "_Run", epoch: int, step: int, loss: Tensor, named_params: li
     """The error for a step whose loss or gradients are not finite, naming what is."""
     where = f"epoch {epoch + 1}, step {step + 1}"
     if not bool(torch.isfinite(loss)):
-        what = f"the loss became {float(loss)}"
+        what = f"the loss became {float(loss.detach())}"
     else:
         bad = [n for n, p in named_params if p.grad is not None and not bool(p.grad.isfinite().all())]
         what = f"the gradient of {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} is not finite"
