@@ -132,9 +132,11 @@ def _tables_of(model, dtype) -> _Tables:
     return entry
 
 
-def _event_table(syn, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _event_table(syn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`synapse_table` with unsigned offsets (the loop's scattered adds skip wraparound checks);
+    the weights are already of the input's dtype (:func:`applicable`)."""
     indptr, offset, weight = synapse_table(syn)
-    return indptr, offset.astype(np.uint64), weight.astype(torch.empty((), dtype=dtype).numpy().dtype)
+    return indptr, offset.astype(np.uint64), weight
 
 
 def _tap_table(syn, dtype) -> tuple:
@@ -227,7 +229,7 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
         if density < limit:
             if time_blocked:
                 h, time_blocked = h.permute(1, 2, 0), False
-            table = tables.get((k, "event"), lambda: _event_table(syn, dtype))
+            table = tables.get((k, "event"), lambda: _event_table(syn))
             h = _event_layer(h.to(dtype), table, scale, shift, lif, t_len, syn.kernel_size, syn.out_features)
         else:
             if k == 0:

@@ -83,7 +83,9 @@ def build_lock(target: Path, what: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``target`` + ``.lock`` while building it, so that processes that
     need the same long build (``cv``/``ablate`` workers opening FSDD spikes for the first time)
     build it once: the others wait, then find it built. An advisory ``flock``, released when the
-    process ends however it ends; without ``fcntl`` (Windows) no lock is taken."""
+    process ends however it ends; without ``fcntl`` (Windows) no lock is taken. (Not
+    :class:`snn_delays.workers.FolderLock`: that one claims a grid cell or gives up, with stale
+    locks to break; a build must be waited for, and flock needs no stale-lock handling.)"""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX

@@ -74,27 +74,31 @@ def _tbc_to_ctb_u8(x, out):  # pragma: no cover
 
 
 @njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _swap_blocks(a, b, shift, mask):  # pragma: no cover
+    # exchange the masked blocks of b with the blocks of a ``shift`` bits higher
+    t = ((a >> shift) ^ b) & mask
+    return a ^ (t << shift), b ^ t
+
+
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
 def _transpose_8x8(a0, a1, a2, a3, a4, a5, a6, a7):  # pragma: no cover
     # eight 64-bit words as an 8 x 8 byte matrix (word r, byte k = row r, column k) -> its transpose,
     # by three rounds of masked swaps (1-, 2-, 4-byte blocks)
-    m1 = np.uint64(0x00FF00FF00FF00FF)
-    m2 = np.uint64(0x0000FFFF0000FFFF)
-    m4 = np.uint64(0x00000000FFFFFFFF)
-    s8 = np.uint64(8)
-    s16 = np.uint64(16)
-    s32 = np.uint64(32)
-    t = ((a0 >> s8) ^ a1) & m1; a1 ^= t; a0 ^= t << s8  # noqa: E702
-    t = ((a2 >> s8) ^ a3) & m1; a3 ^= t; a2 ^= t << s8  # noqa: E702
-    t = ((a4 >> s8) ^ a5) & m1; a5 ^= t; a4 ^= t << s8  # noqa: E702
-    t = ((a6 >> s8) ^ a7) & m1; a7 ^= t; a6 ^= t << s8  # noqa: E702
-    t = ((a0 >> s16) ^ a2) & m2; a2 ^= t; a0 ^= t << s16  # noqa: E702
-    t = ((a1 >> s16) ^ a3) & m2; a3 ^= t; a1 ^= t << s16  # noqa: E702
-    t = ((a4 >> s16) ^ a6) & m2; a6 ^= t; a4 ^= t << s16  # noqa: E702
-    t = ((a5 >> s16) ^ a7) & m2; a7 ^= t; a5 ^= t << s16  # noqa: E702
-    t = ((a0 >> s32) ^ a4) & m4; a4 ^= t; a0 ^= t << s32  # noqa: E702
-    t = ((a1 >> s32) ^ a5) & m4; a5 ^= t; a1 ^= t << s32  # noqa: E702
-    t = ((a2 >> s32) ^ a6) & m4; a6 ^= t; a2 ^= t << s32  # noqa: E702
-    t = ((a3 >> s32) ^ a7) & m4; a7 ^= t; a3 ^= t << s32  # noqa: E702
+    s, m = np.uint64(8), np.uint64(0x00FF00FF00FF00FF)
+    a0, a1 = _swap_blocks(a0, a1, s, m)
+    a2, a3 = _swap_blocks(a2, a3, s, m)
+    a4, a5 = _swap_blocks(a4, a5, s, m)
+    a6, a7 = _swap_blocks(a6, a7, s, m)
+    s, m = np.uint64(16), np.uint64(0x0000FFFF0000FFFF)
+    a0, a2 = _swap_blocks(a0, a2, s, m)
+    a1, a3 = _swap_blocks(a1, a3, s, m)
+    a4, a6 = _swap_blocks(a4, a6, s, m)
+    a5, a7 = _swap_blocks(a5, a7, s, m)
+    s, m = np.uint64(32), np.uint64(0x00000000FFFFFFFF)
+    a0, a4 = _swap_blocks(a0, a4, s, m)
+    a1, a5 = _swap_blocks(a1, a5, s, m)
+    a2, a6 = _swap_blocks(a2, a6, s, m)
+    a3, a7 = _swap_blocks(a3, a7, s, m)
     return a0, a1, a2, a3, a4, a5, a6, a7
 
 
