@@ -11,7 +11,9 @@ if [ "${1:-}" = "test" ]; then
     $PIP -e '.[all,test]'
     # SpikingJelly 2.0 declares torchvision/torchaudio as hard requirements, which do not load beside
     # this torch: install it without dependencies (its neuron/surrogate/layer modules need neither).
-    $PIP --no-deps 'spikingjelly==2.0.0'
+    # Norse 1.1.0 (a NIR consumer the tests run) likewise declares torchvision, which norse.torch never
+    # imports; its other requirements (torch, numpy, nir, nirtorch) are already installed.
+    $PIP --no-deps 'spikingjelly==2.0.0' 'norse==1.1.0'
 else
     $PIP -e '.[all]'
 fi
