@@ -11,8 +11,10 @@ wherever a checkpoint was made); everything returned is numpy.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import numpy as np
 from .errors import ExportError
 
 __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
-           "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS", "RECURRENT_DELAYS"]
+           "run_identity_problem", "RUN_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS", "RECURRENT_DELAYS"]
 
 CHECKPOINT_FORMAT = "snn-delays-checkpoint"
 CHECKPOINT_VERSIONS = (1,)
@@ -34,6 +36,7 @@ MAX_KERNEL_BYTES = 8 * 2 ** 30
 MAX_EXTRA_STEPS = 1_000_000
 RECURRENT_DELAYS = ("learned", "fixed", "one-step")  # model.recurrent_delays ("one-step": every delay 1 step)
 DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms: DataConfig.dt_ms's default
+RUN_FILE = "run.json"  # a run folder's identity: {"run_id": hex}; every checkpoint of the run stores the same id
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,46 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(2 ** 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_identity_problem(path: str | os.PathLike, blob: dict[str, Any]) -> str | None:
+    """Why the checkpoint ``blob`` read from ``path`` does not belong to the run folder it lies in, or None.
+
+    The folder's ``run.json`` names the run; checkpoints written since the run id exists carry the same
+    ``run_id``. Older checkpoints (or folders without ``run.json``) are compared with the folder's
+    ``config.toml`` instead: another model, dataset or seed means another run. A checkpoint file
+    outside any run folder (no ``run.json``, no ``config.toml`` beside it) has nothing to contradict it.
+    """
+    p = Path(path)
+    folder = p.parent
+    run_file = folder / RUN_FILE
+    ckpt_id = blob.get("run_id")
+    if ckpt_id is not None and run_file.is_file():
+        try:
+            folder_id = json.loads(run_file.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return f"{run_file} is not readable JSON with a run_id: a damaged run folder"
+        if folder_id is not None and folder_id != ckpt_id:
+            return (f"{p.name} in {folder} belongs to another run (run id {str(ckpt_id)[:12]}, this folder's is "
+                    f"{str(folder_id)[:12]}): it was copied here from elsewhere; use the run folder it came from")
+        return None
+    config_file = folder / "config.toml"
+    if not config_file.is_file() or not isinstance(blob.get("config"), dict):
+        return None
+    try:
+        with open(config_file, "rb") as f:
+            folder_cfg = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # not this check's business: the config is read (and judged) where it is used
+    cfg = blob["config"]
+    for section, keys in (("model", None), ("data", ("dataset",)), ("train", ("seed",))):
+        mine, theirs = cfg.get(section) or {}, folder_cfg.get(section) or {}
+        for key in keys or sorted(set(mine) | set(theirs)):
+            if mine.get(key) != theirs.get(key):
+                return (f"{p.name} in {folder} was not written by the run of this folder's config.toml "
+                        f"({section}.{key} is {mine.get(key)!r} in the checkpoint, {theirs.get(key)!r} in "
+                        "config.toml): it was copied here from another run; use the run folder it came from")
+    return None
 
 
 def resolve_checkpoint_path(path: str | os.PathLike, which: str = "best") -> Path:
@@ -178,6 +221,9 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
     config, state = blob.get("config"), blob.get("model")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise ExportError(f"{p}: checkpoint lacks its 'config' or 'model' entry")
+    problem = run_identity_problem(p, blob)
+    if problem:
+        raise ExportError(problem)
     model_cfg, data_cfg = config.get("model", {}), config.get("data", {})
     try:
         n_layers = int(model_cfg["n_layers"])

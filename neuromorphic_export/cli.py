@@ -223,15 +223,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ._progress import Progress
     from .checkpoint import load_checkpoint
     from .network import network_from_checkpoint, read_network
-    from .simulate import MEMORY_LIMIT_BYTES, simulation_bytes
+    from .simulate import MEMORY_LIMIT_BYTES, Convention, simulate, simulation_bytes
     from .targets import prepare
-    from .verify import format_table, verify_network
+    from .verify import check_export, compare_runs, format_table, run_differences, verify_network
 
     export_dir = Path(args.export_dir)
     export_net = read_network(export_dir)
     ckpt = load_checkpoint(args.run_dir, args.checkpoint)
     float_net = network_from_checkpoint(ckpt)
     check_export_belongs(export_net, export_dir, float_net, ckpt)
+    check = check_export(export_dir, export_net, float_net)
     print("verify: reading the data split", file=sys.stderr, flush=True)
     x, y, name = _load_split(args.run_dir, args.dataset, args.data_dir, args.split, args.samples, args.checkpoint)
     if x.shape[2] != ckpt.input_size:
@@ -244,7 +245,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ExportError(f"verifying {x.shape[1]} samples needs about {need / 2 ** 30:.0f} GiB; use --samples N")
     others = [] if args.export_only else [t for t in TARGETS if t != "generic"]  # generic == the float export
     finetuned = _finetuned_runs(args.finetuned, float_net)
-    n_runs = 1 + 2 + (export_net.target != "generic") + len(others) + len(finetuned)
+    n_runs = (1 + 2 + (export_net.target != "generic" or bool(check.readable)) + len(check.readable) + len(others)
+              + len(finetuned))
     print(f"verify: {len(y)} samples through the PyTorch model and {n_runs - 1} simulated networks",
           file=sys.stderr, flush=True)
     progress = Progress(n_runs * len(y), "verify", unit="sample runs")
@@ -261,8 +263,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     results = [run("float export (from checkpoint)", float_net, "model"),
                run("export file, model convention", export_net, "model")]
-    if export_net.target != "generic":
-        results.append(run(f"export file as {export_net.target}", export_net, "target"))
+    def run_target(label, net):  # a target-convention run, kept to compare the format files with
+        progress.phase(f"simulating {label}")
+        res = simulate(net, x, convention="target", record_spikes=True, progress=progress.update)
+        results.append(compare_runs(label, Convention.of(net), y, model_pred, model_spikes, res.predictions,
+                                    res.spikes, align))
+        return res
+
+    if export_net.target != "generic" or check.readable:
+        reference = run_target(f"export file as {export_net.target}", export_net)
+        for fname, net in check.readable.items():  # each format file read back computes what network.h5 does
+            classes, spikes = run_differences(reference, run_target(f"{fname} as {export_net.target}", net))
+            if classes or any(spikes):
+                check.problems.append(f"{fname} computes something else than network.h5: {classes} of {len(y)} "
+                                      f"classes and {', '.join(map(str, spikes))} spike entries per layer differ")
     side: dict[str, dict] = {}
     for t in others:
         net, rep = prepare(float_net, t, clip=True)
@@ -276,15 +290,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         side[t]["finetuned_run"] = str(run_dir)
     progress.close()
     model_acc = float((model_pred == y).mean())
+    passed = not check.problems
     if args.json:
         print(json.dumps({"dataset": name, "split": args.split, "n": int(len(y)), "model_accuracy": model_acc,
-                          "results": [r.as_dict() for r in results], "per_target": side}, indent=1))
+                          "results": [r.as_dict() for r in results], "per_target": side, "passed": passed,
+                          "problems": check.problems, "notes": check.notes}, indent=1))
     else:
         print(f"{name} / {args.split}:")
         print(format_table(model_acc, len(y), results))
         if side:
             print(format_side_by_side(model_acc, side, chip_model))
-    return 0
+        for note in check.notes:
+            print(f"note: {note}")
+        if passed:
+            print(f"PASSED: the files of {export_dir} are the ones export wrote (SHA-256 in export.json), network.h5 "
+                  f"holds the checkpoint's {export_net.target} tables"
+                  + (f", and {', '.join(check.readable)} computes the same spikes and classes" if check.readable else ""))
+        else:
+            print(f"FAILED: {export_dir} is not what export wrote from this checkpoint:")
+            for problem in check.problems:
+                print(f"  {problem}")
+    return 0 if passed else 1
 
 
 def _finetuned_runs(runs: list[str], float_net) -> dict:

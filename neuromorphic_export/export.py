@@ -19,7 +19,7 @@ from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate
 from .targets import DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
 
-__all__ = ["export_run", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
+__all__ = ["export_run", "export_digests", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
 
 # Files written for each target besides network.h5.
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -31,7 +31,10 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 # Everything an export folder may hold: what any target writes. A folder with anything else is
 # not (only) an export, and is replaced only with ``force``.
-EXPORT_ENTRIES = ("network.h5", "netx.h5", "network.nir", "pynn", "export.json")
+EXPORT_ENTRIES = ("network.h5", "netx.h5", "network.nir", "network.snntorch.nir", "network.norse.nir", "pynn",
+                  "export.json")
+# Written beside network.nir when the network has no delays and no recurrent tables (nir_format.py).
+NIR_CONSUMER_FILES = ("network.snntorch.nir", "network.norse.nir")
 
 
 def _accuracy(net, x: np.ndarray, y: np.ndarray, convention="target") -> float:
@@ -85,8 +88,11 @@ def _write_formats(chip: Network, t: Target, folder: Path) -> None:
             from .netx import write_netx
             write_netx(chip, folder / "netx.h5")
         elif fmt == "nir":
-            from .nir_format import write_nir
+            from .nir_format import consumer_file_name, delay_free_problem, write_nir
             write_nir(chip, folder / "network.nir")
+            if delay_free_problem(chip) is None:  # snnTorch and Norse run delay-free graphs as written
+                for consumer in ("snntorch", "norse"):
+                    write_nir(chip, folder / consumer_file_name(consumer), consumer=consumer)
         elif fmt == "pynn":
             from .pynn import write_pynn
             write_pynn(chip, folder / "pynn")
@@ -114,7 +120,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
     if "netx" in FORMATS[t.name]:  # before anything is written
         from .netx import refuse_recurrent
-        refuse_recurrent(chip)
+        refuse_recurrent(chip)  # a recurrent layer netx's RecurrentDense would run wrongly
     digest = ckpt.sha256()
     chip.attrs["source_sha256"] = digest
     report: dict[str, Any] = {
@@ -122,6 +128,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "description": t.description,
         "conventions": {k: chip.attrs[k] for k in ("hop_latency_steps", "threshold_rule", "arithmetic")},
         "files": [str(out / name) for name in ("network.h5",) + _format_entries(t)],
+        "options": {"clip": bool(clip), "weight_bits": weight_bits, "checkpoint": which},
         "clipped": rep.changes, "notes": rep.notes, "quantisation": rep.quantisation,
         "synapses": [l.n_synapses for l in chip.layers],
         "max_delay_steps": [int(l.delay.max()) if l.n_synapses else 0 for l in chip.layers],
@@ -129,6 +136,14 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "max_recurrent_delay_steps": [int(l.recurrent.delay.max()) if l.n_recurrent else 0 for l in chip.layers[:-1]],
         "delays": delay_report(chip, t),
     }
+    if "netx" in FORMATS[t.name]:  # how to run netx.h5 in Lava (input_message_bits, widths)
+        from .netx import netx_report
+        report["netx"] = netx_report(chip)
+    if "nir" in FORMATS[t.name]:  # what each NIR consumer runs of these files (measured, nir_format.py)
+        from .nir_format import delay_free_problem, nir_consumer_report
+        report["nir_consumers"] = nir_consumer_report(chip)
+        if delay_free_problem(chip) is None:
+            report["files"] += [str(out / name) for name in NIR_CONSUMER_FILES]
     trained_for = (ckpt.config.get("train") or {}).get("target") or ""
     if trained_for and trained_for != t.name:
         rep.notes.append(f"this run was fine-tuned for {trained_for}, not {t.name}: its accuracy on {t.name} may "
@@ -154,6 +169,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         remove_stale_staging(out)
         staging = new_staging_folder(out)
         _write_formats(chip, t, staging)
+        report["file_sha256"] = export_digests(staging)
         with open(staging / "export.json", "w") as f:
             f.write(json.dumps(report, indent=1))
             f.flush()
@@ -168,6 +184,15 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def export_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of an export folder but export.json, by path relative to the folder
+    ('pynn/layer0_excitatory.csv'): recorded in export.json so that ``verify`` can tell a changed file."""
+    from .checkpoint import file_sha256
+
+    return {f.relative_to(folder).as_posix(): file_sha256(f) for f in sorted(Path(folder).rglob("*"))
+            if f.is_file() and f.relative_to(folder).as_posix() != "export.json"}
 
 
 def delay_report(chip: Network, t: Target) -> dict[str, Any]:

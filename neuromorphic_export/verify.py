@@ -6,14 +6,18 @@ predictions and hidden spikes here; this module never imports the training code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .network import Network
-from .simulate import Convention, simulate
+from .errors import ExportError
+from .network import Layer, Network
+from .simulate import Convention, SimResult, simulate
 
-__all__ = ["VerifyResult", "compare_runs", "verify_network", "format_table"]
+__all__ = ["VerifyResult", "ExportCheck", "compare_runs", "verify_network", "format_table", "check_export",
+           "network_differences", "run_differences"]
 
 
 @dataclass
@@ -82,3 +86,131 @@ def format_table(model_accuracy: float, n: int, results: list[VerifyResult]) -> 
         lines.append(f"{r.name:34s} {r.accuracy:8.4f} {r.agreement:9.4f}  {sm}   [{r.convention}]")
     lines.append(f"({n} samples)")
     return "\n".join(lines)
+
+
+@dataclass
+class ExportCheck:
+    """What ``verify`` found about an export folder itself, before any simulation.
+
+    problems: each a reason the folder no longer holds what ``export`` wrote (verify fails);
+    notes: what could not be checked, and why; readable: format file name -> the network read back
+    from it (netx.h5), to be simulated beside network.h5.
+    """
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    readable: dict[str, Network] = field(default_factory=dict)
+
+
+def _count_differences(a: np.ndarray, b: np.ndarray) -> int:
+    """Entries of two arrays that differ (all of them when the shapes differ)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return max(a.size, b.size)
+    return int((a != b).sum())
+
+
+def _layer_differences(k: int, want: Layer, have: Layer) -> list[str]:
+    out = []
+    if (want.n_in, want.n_out) != (have.n_in, have.n_out):
+        return [f"layer {k} is {have.n_in} -> {have.n_out}, expected {want.n_in} -> {want.n_out}"]
+    if want.n_synapses != have.n_synapses:
+        out.append(f"layer {k} has {have.n_synapses} synapses, expected {want.n_synapses}")
+    else:
+        for name in ("pre", "post", "weight", "delay"):
+            n = _count_differences(getattr(want, name), getattr(have, name))
+            if n:
+                out.append(f"layer {k}: {n} of {want.n_synapses} synapse {name}s differ")
+    for name in ("decay", "threshold", "bias"):
+        n = _count_differences(getattr(want, name), getattr(have, name))
+        if n:
+            out.append(f"layer {k}: {n} of {want.n_out} neuron {name}s differ")
+    if want.weight_scale != have.weight_scale:
+        out.append(f"layer {k}: weight_scale {have.weight_scale}, expected {want.weight_scale}")
+    wr, hr = want.recurrent, have.recurrent
+    if (wr is None) != (hr is None):
+        out.append(f"layer {k}: {'no' if hr is None else 'a'} recurrent table, expected "
+                   f"{'none' if wr is None else 'one'}")
+    elif wr is not None and hr is not None:
+        if wr.n_synapses != hr.n_synapses:
+            out.append(f"layer {k} has {hr.n_synapses} recurrent synapses, expected {wr.n_synapses}")
+        else:
+            for name in ("pre", "post", "weight", "delay"):
+                n = _count_differences(getattr(wr, name), getattr(hr, name))
+                if n:
+                    out.append(f"layer {k}: {n} of {wr.n_synapses} recurrent synapse {name}s differ")
+    return out
+
+
+def network_differences(expected: Network, actual: Network) -> list[str]:
+    """Every table of ``actual`` compared with ``expected`` (exactly): one line per differing array,
+    with the count of differing entries; [] when the two networks hold the same tables."""
+    out = []
+    if expected.n_layers != actual.n_layers:
+        return [f"{actual.n_layers} synapse layers, expected {expected.n_layers}"]
+    for k, (want, have) in enumerate(zip(expected.layers, actual.layers)):
+        out += _layer_differences(k, want, have)
+    for key in ("dt_ms", "extra_steps", "hop_latency_steps", "threshold_rule", "arithmetic"):
+        if expected.attrs.get(key) != actual.attrs.get(key):
+            out.append(f"{key} is {actual.attrs.get(key)!r}, expected {expected.attrs.get(key)!r}")
+    return out
+
+
+def run_differences(expected: SimResult, actual: SimResult) -> tuple[int, list[int]]:
+    """(samples whose class differs, per hidden layer the (step, sample, neuron) spike entries that
+    differ) between two simulations of the same input in the same convention."""
+    classes = int((expected.predictions != actual.predictions).sum())
+    spikes = [_count_differences(a, b) for a, b in zip(expected.spikes, actual.spikes)]
+    return classes, spikes
+
+
+def check_export(export_dir: "str | Path", export_net: Network, float_net: Network) -> ExportCheck:
+    """Check an export folder against what ``export`` recorded in its export.json: the SHA-256 of
+    every file, and network.h5's tables against the target network rebuilt from the checkpoint
+    (``float_net``, with the recorded --clip / --weight-bits). Reads netx.h5 back when present.
+    Nothing is simulated here (the caller compares the read-back networks' runs)."""
+    from .checkpoint import file_sha256
+    from .netx import read_netx
+    from .targets import prepare
+
+    folder = Path(export_dir)
+    check = ExportCheck()
+    record: dict = {}
+    try:
+        record = json.loads((folder / "export.json").read_text())
+    except FileNotFoundError:
+        check.notes.append("no export.json: the files cannot be checked against what export wrote")
+    except (OSError, ValueError) as e:
+        check.problems.append(f"export.json is not readable JSON ({e})")
+    digests = record.get("file_sha256")
+    if record and not digests:
+        check.notes.append("export.json records no file digests (an export by an older version): files not "
+                           "checked against it; export again to have them checked")
+    for name, recorded in sorted((digests or {}).items()):
+        path = folder / name
+        if not path.is_file():
+            check.problems.append(f"{name} is missing (export.json lists it)")
+        elif file_sha256(path) != recorded:
+            check.problems.append(f"{name} was changed after the export (sha256 {file_sha256(path)[:12]}..., "
+                                  f"export.json recorded {recorded[:12]}...)")
+    options = record.get("options") or {"clip": bool(record.get("clipped")), "weight_bits": None}
+    target = str(export_net.target)
+    try:
+        expected, _ = prepare(float_net, target, clip=bool(options.get("clip")),
+                              weight_bits=options.get("weight_bits"))
+    except ExportError as e:
+        check.notes.append(f"network.h5 not compared with the checkpoint's {target} export: {e}")
+    else:
+        expected.attrs["source_sha256"] = export_net.attrs.get("source_sha256")
+        check.problems += [f"network.h5 {d} (against the checkpoint's {target} export)"
+                           for d in network_differences(expected, export_net)]
+    if (folder / "netx.h5").is_file():
+        try:
+            check.readable["netx.h5"] = read_netx(folder / "netx.h5")
+        except (ExportError, OSError, KeyError, ValueError) as e:
+            check.problems.append(f"netx.h5 is not readable ({type(e).__name__}: {e})")
+    if (folder / "pynn").is_dir():
+        check.notes.append("pynn/ is checked by its digests; --in nest runs it")
+    if (folder / "network.nir").is_file():
+        check.notes.append("network.nir is checked by its digests")
+    return check

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from neuromorphic_export.checkpoint import run_identity_problem
+
 from ._atomic import atomic_write_bytes
 from .config import ExperimentConfig, config_from_dict
 from .errors import UserError
@@ -66,6 +68,9 @@ def load_checkpoint(run_dir: "str | os.PathLike", which: str = "best", map_locat
                         f"{CHECKPOINT_VERSION}: upgrade the package")
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise UserError(f"{f} lacks its 'config' or 'model' entry: a damaged checkpoint")
+    problem = run_identity_problem(f, ckpt)
+    if problem:
+        raise UserError(problem)
     try:
         cfg = config_from_dict(ckpt["config"])
     except UserError as e:

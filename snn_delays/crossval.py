@@ -314,7 +314,7 @@ def add_subcommand(subparsers, name: str) -> None:
     if name != "cv":
         return
     p = subparsers.add_parser(
-        "cv", help="leave-one-speaker-out cross-validation (FSDD): per-fold and mean accuracy with 95 % intervals",
+        "cv", help="leave-one-speaker-out cross-validation (FSDD): per-fold and mean accuracy with 95 %% intervals",
         description="Hold out each speaker in turn (never used for training or model selection), for each "
                     "variant and seed; resumable (several processes may share --out); writes summary.md, "
                     "summary.csv and folds.csv in --out.")

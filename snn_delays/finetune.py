@@ -121,7 +121,7 @@ def keep_start_if_better(out: Path, summary: dict[str, Any], alpha: float = SELE
         best = {"valid_acc": valid_acc, "epoch": 0, "test_acc": test.accuracy}
         save_checkpoint(out / "best.pt", {"config": last["config"], "model": model.state_dict(), "epoch": 0,
                                           "sigma": last.get("sigma"), "metrics": last["metrics"], "best": best,
-                                          "run_info": last.get("run_info")})
+                                          "run_info": last.get("run_info"), "run_id": last.get("run_id")})
         summary = {**summary, "best_epoch": 0, "best_valid_acc": valid_acc, "test_acc": test.accuracy}
     summary["finetune_start"] = {"valid_acc": valid_acc, "test_acc": test.accuracy, "gained": gained, "lost": lost,
                                  "p": p, "alpha": alpha, "kept": kept}

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ from .config import (ExperimentConfig, config_differences, config_from_dict, con
                      result_config, to_toml)
 from .data import open_dataset
 from .data.augment import batch_augmenter
+from neuromorphic_export.checkpoint import RUN_FILE
+
 from . import distributed, quantize
 from .errors import TrainingDiverged, UserError
 from ._progress import track
@@ -383,6 +386,7 @@ class _Run:
     best: dict[str, Any] = field(default_factory=lambda: {"valid_acc": -1.0, "epoch": -1, "test_acc": float("nan")})
     start_epoch: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # the run folder's identity (run.json), stored in every checkpoint
 
     @property
     def last_path(self) -> Path:
@@ -454,20 +458,26 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
     elif (run / "metrics.jsonl").exists() and not resume and dist.is_main:
         for f in ("metrics.jsonl", "best.pt", "last.pt", "summary.json"):
             (run / f).unlink(missing_ok=True)
+    run_id = (resumed or {}).get("run_id") or uuid.uuid4().hex  # a resumed run keeps its id
     if dist.is_main:
         atomic_write_text(run / "config.toml", to_toml(cfg))
+        atomic_write_text(run / RUN_FILE, dumps_standard({"run_id": run_id}) + "\n")
 
     model = DelaySNN(cfg.model, seed=cfg.train.seed, sigma_init=cfg.sigma_init()).to(device)
     if dist.enabled:
         distributed.convert_for_ddp(model)
     net = dist.wrap(model, device)
     optimizer = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.train.lr_weights)
-    r = _Run(cfg, run, dist, device, splits, open_time, model, net, optimizer)
+    r = _Run(cfg, run, dist, device, splits, open_time, model, net, optimizer, run_id=run_id)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         r.metrics, r.snapshots, r.best = resumed["metrics"], resumed.get("kernel_history", []), resumed["best"]
         r.start_epoch = int(resumed["epoch"])
+        if dist.is_main:
+            left = cfg.train.epochs - r.start_epoch
+            _say(f"resuming {run} from its last.pt: {r.start_epoch} of {cfg.train.epochs} epochs done, "
+                 f"{max(left, 0)} to go (--restart starts over)")
         if dist.is_main:
             with open(run / "metrics.jsonl", "w") as f:  # drop lines written after the checkpoint
                 f.writelines(dumps_standard(m) + "\n" for m in r.metrics)
@@ -604,7 +614,7 @@ def write_epoch(r: _Run, epoch: int, stats: dict[str, float], evaluation: dict[s
         r.best = {"valid_acc": valid_acc, "epoch": epoch + 1, "test_acc": test_acc}
     state = {"config": config_to_dict(cfg), "model": model.state_dict(), "epoch": epoch + 1,
              "sigma": stats["sigma"], "metrics": r.metrics, "best": r.best, "kernel_history": r.snapshots,
-             "run_info": r.info}
+             "run_info": r.info, "run_id": r.run_id}
     if r.dist.is_main:
         if tensorboard is not None:  # before last.pt: a resume from the previous epoch purges this step
             tensorboard.write_epoch(row, model)

@@ -308,8 +308,8 @@ def test_verify_shows_progress_in_logs(tmp_path, capsys):
     assert code == 0 and "Traceback" not in captured.err
     lines = [l for l in captured.err.splitlines() if l.startswith("verify:")]
     assert any("PyTorch model" in l for l in lines) and any("simulating target spinnaker1" in l for l in lines)
-    assert "12 samples through the PyTorch model and 7 simulated networks" in captured.err
-    assert "left" in captured.err and lines[-1].startswith("verify: done:") and "96/96 sample runs (100%)" in lines[-1]
+    assert "12 samples through the PyTorch model and 8 simulated networks" in captured.err
+    assert "left" in captured.err and lines[-1].startswith("verify: done:") and "108/108 sample runs (100%)" in lines[-1]
 
 
 def test_verify_of_an_export_of_last_pt_suggests_the_checkpoint_flag(tmp_path, capsys):
