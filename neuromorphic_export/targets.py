@@ -59,8 +59,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even", bias_bits=13, bias_exp_max=7,
            threshold_bits=17, notes="netx delay value D - 1 in 0..62"),
     Target("loihi2", "Intel Loihi 2 via lava-dl netx HDF5 (bit-accurate model)", arithmetic="loihi",
-           max_delay_D=64, one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even",
-           bias_bits=24, threshold_bits=23, notes="delay value D - 1 in 0..63"),
+           max_delay_D=63, one_delay_per_pair=True, weight_bits=8, weight_mode="signed-even",
+           bias_bits=24, threshold_bits=23,
+           notes="netx delay value D - 1 in 0..62: lava-dl netx clamps above 62; the chip itself holds 0..63"),
     Target("spinnaker1", "SpiNNaker 1 via PyNN/sPyNNaker (IF_curr_delta)", threshold_rule=">=",
            max_delay_D=288, weight_bits=16, weight_mode="magnitude-pow2",
            notes="32 steps natively at 256 neurons/core; up to 288 with delay extensions (added "
@@ -99,14 +100,17 @@ DELAY_CARRIAGE: dict[str, dict[str, str]] = {
 # What each target's files carry of the recurrent tables (only reported for networks that have them).
 _NIR_RECURRENT = ("written as a cycle per layer (LIF -> Delay(d * dt) -> Linear -> the same LIF, one branch per "
                   "distinct recurrent delay)")
+_NETX_RECURRENT = ("carried: netx 'dense_rec' layers (lava-dl RecurrentDense), whose recurrent synapses read the "
+                   "layer's (out, in) delay matrix: each recurrent layer is padded with never-firing neurons so "
+                   "that its recurrent synapses get delay columns of their own (value D - 1)")
 RECURRENT_CARRIAGE: dict[str, dict[str, str]] = {
     "generic": {
         "network.h5": "carried: layer/<k>/recurrent, one integer delay >= 1 per synapse row",
         "network.nir": _NIR_RECURRENT + "; the delays, like the feed-forward ones, are run by no current NIR consumer",
         "pynn/": "carried: a Projection of each population onto itself, delay_ms = d * dt per synapse",
     },
-    "loihi1": {"network.h5": "carried", "netx.h5": "REFUSED: lava-dl netx chains layers and has no recurrent layer"},
-    "loihi2": {"network.h5": "carried", "netx.h5": "REFUSED: lava-dl netx chains layers and has no recurrent layer"},
+    "loihi1": {"network.h5": "carried", "netx.h5": _NETX_RECURRENT},
+    "loihi2": {"network.h5": "carried", "netx.h5": _NETX_RECURRENT},
     "spinnaker1": {"network.h5": "carried", "pynn/": "carried: a Projection of each population onto itself, "
                    "delay_ms = d * dt per synapse"},
     "spinnaker2": {

@@ -353,15 +353,15 @@ def test_one_weight_scale_covers_both_tables(tmp_path):
 def test_recurrent_delays_beyond_a_chip_are_refused_or_clipped(tmp_path):
     _, path = _checkpoint(tmp_path, rec_kernel_size=80, kernel_size=9)
     net = network_from_checkpoint(load_checkpoint(path))
-    assert max(int(l.recurrent.delay.max()) for l in net.layers[:-1]) > 64
+    assert max(int(l.recurrent.delay.max()) for l in net.layers[:-1]) > 63
     with pytest.raises(ExportError) as e:
         prepare(net, "loihi2")
     msg = str(e.value)
-    assert "recurrent synapses with effective delay up to" in msg and "D <= 64" in msg
+    assert "recurrent synapses with effective delay up to" in msg and "D <= 63" in msg  # netx: values 0..62
     assert "model.recurrent_kernel_size" in msg
     chip, rep = prepare(net, "loihi2", clip=True)
-    assert max(int(l.recurrent.delay.max()) for l in chip.layers[:-1]) == 64
-    assert any("recurrent synapse delay" in c and "D = 64" in c for c in rep.changes)
+    assert max(int(l.recurrent.delay.max()) for l in chip.layers[:-1]) == 63
+    assert any("recurrent synapse delay" in c and "D = 63" in c for c in rep.changes)
     # SpiNNaker 1 allows 288 steps: carried as they are, D = d (no hop added to a recurrent delay)
     chip, _ = prepare(net, "spinnaker1")
     for a, b in zip(net.layers[:-1], chip.layers[:-1]):
@@ -369,13 +369,20 @@ def test_recurrent_delays_beyond_a_chip_are_refused_or_clipped(tmp_path):
             set(zip(a.recurrent.pre, a.recurrent.post, a.recurrent.delay))
 
 
-def test_netx_refuses_recurrent_layers_and_leaves_no_export(tmp_path):
+def test_netx_writes_recurrent_layers_as_dense_rec_and_refuses_what_lava_would_run_wrongly(tmp_path):
+    # (tests/test_export_lava.py runs these files in Lava against the simulator)
     _, path = _checkpoint(tmp_path)
     for target in ("loihi1", "loihi2"):
         out = tmp_path / f"out-{target}"
-        with pytest.raises(ExportError, match="netx.*no recurrent layer type"):
-            export_run(path, target, out, clip=True)  # clip: the two elements per pair merged
-        assert not out.exists()
+        rep = export_run(path, target, out, clip=True)  # clip: the two elements per pair merged
+        assert rep["netx"]["recurrent_layers"] == [0, 1] and rep["delays"]["carried_to_chip"] is True
+        with h5py.File(out / "netx.h5") as f:
+            assert [f[f"layer/{k}/type"][()] for k in (1, 2, 3)] == [b"dense_rec", b"dense_rec", b"dense"]
+    # 6-bit weights: lava-dl 0.6's RecurrentDense would drop the weight exponent netx gives them
+    out = tmp_path / "out-6bit"
+    with pytest.raises(ExportError, match="RecurrentDense.*weight exponent"):
+        export_run(path, "loihi2", out, clip=True, weight_bits=6)
+    assert not out.exists()
 
 
 def test_generic_and_spinnaker1_exports_carry_the_tables(tmp_path):
