@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -262,14 +263,35 @@ def front_end_params(f_max_hz: float, clip_seconds: float = CLIP_SECONDS, n_mels
             "audio_check": 1}  # entries from before non-finite audio was refused are never used
 
 
+# Peak below which a recording is silence: half a step of 16-bit audio (-96 dBFS).
+SILENCE_PEAK = 2.0 ** -16
+# A clip shorter than this carries no word: one step of the default binning (10 ms), one period of
+# 100 Hz (below the lowest voice pitch and the cochlea's lowest channel, 110 Hz).
+MIN_CLIP_SECONDS = 0.01
+
+
+def _warn_files(files: list, what: str) -> None:
+    if files:
+        more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+        print(f"warning: {files[0]}{more} {what}", file=sys.stderr, flush=True)
+
+
 def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int = 512,
                  desc: str = "log-mel features", progress: bool = True, n_mels: int = N_MELS) -> np.ndarray:
     """Front-end features of many audio files, read in chunks to bound memory: (N, 101, n_mels) float32.
-    ``progress``: files done and time left on stderr (:class:`.progress.Progress`)."""
+    ``progress``: files done and time left on stderr (:class:`.progress.Progress`). Recordings that
+    are silent in their first second (peak below -96 dBFS) or shorter than MIN_CLIP_SECONDS are kept
+    (their features are the -100 dB floor, or nearly) but named in one warning line each."""
     out = []
+    silent, short = [], []
     with Progress(len(rel_paths), desc, "files", enabled=progress) as bar:
         for s in range(0, len(rel_paths), chunk):
             clips = [read_wav(base / rel, CLIP_SECONDS) for rel in rel_paths[s:s + chunk]]  # cut to 1 s anyway
+            for rel, (w, sr) in zip(rel_paths[s:s + chunk], clips):
+                if float(np.max(np.abs(w))) < SILENCE_PEAK:
+                    silent.append(base / rel)
+                elif w.size < MIN_CLIP_SECONDS * sr:
+                    short.append(base / rel)
             feats = [None] * len(clips)
             for sr in sorted({r for _, r in clips}):  # normally a single rate
                 idx = [i for i, (_, r) in enumerate(clips) if r == sr]
@@ -277,6 +299,11 @@ def wav_features(base: Path, rel_paths: list[str], f_max_hz: float, chunk: int =
                     feats[i] = f
             out.append(np.stack(feats))
             bar.update(len(clips))
+    _warn_files(silent, f"{'are' if len(silent) > 1 else 'is'} silent in the first {CLIP_SECONDS:g} s (peak below "
+                        "-96 dBFS): features at the -100 dB floor, a sample without a word under its label; remove "
+                        f"{'them' if len(silent) > 1 else 'it'} from the folder")
+    _warn_files(short, f"{'are' if len(short) > 1 else 'is'} shorter than {MIN_CLIP_SECONDS * 1e3:g} ms: too short "
+                       f"to hold a word; remove {'them' if len(short) > 1 else 'it'} from the folder")
     return np.concatenate(out) if out else front_end([], 8000, f_max_hz, n_mels=n_mels)
 
 

@@ -85,7 +85,12 @@ def build_lock(target: Path, what: str = "") -> Iterator[None]:
     build it once: the others wait, then find it built. An advisory ``flock``, released when the
     process ends however it ends; without ``fcntl`` (Windows) no lock is taken. (Not
     :class:`snn_delays.workers.FolderLock`: that one claims a grid cell or gives up, with stale
-    locks to break; a build must be waited for, and flock needs no stale-lock handling.)"""
+    locks to break; a build must be waited for, and flock needs no stale-lock handling.)
+
+    The lock file is removed when the lock is let go (normally, on an error, on Ctrl-C), while it is
+    still held; a waiter that then holds a lock on the removed file sees that the name now leads to
+    another file (or none) and locks that one instead. Only a process killed outright (SIGKILL)
+    leaves the file, empty and unlocked: harmless, and removed by the next build."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -93,16 +98,34 @@ def build_lock(target: Path, what: str = "") -> Iterator[None]:
         return
     lock = Path(target).with_name(Path(target).name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
+    told = False
+    while True:
+        f = open(lock, "a")
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process building {what or target}", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told:
+                    print(f"waiting for another process building {what or target}", file=sys.stderr, flush=True)
+                    told = True
+                fcntl.flock(f, fcntl.LOCK_EX)  # Ctrl-C here raises KeyboardInterrupt, holding nothing
+            try:
+                st, mine = os.stat(lock), os.fstat(f.fileno())
+                current = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            f.close()
+            raise
+        if current:
+            break
+        f.close()  # the previous holder removed this file as it let go: lock the one at the name now
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still holding it (see above)
+        f.close()  # lets go of the lock
 
 
 def folder_fingerprint(files: list[Path], base: Path) -> str:
@@ -155,6 +178,8 @@ def load_or_build(
         arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in meta["arrays"]}
         return arrays, meta["info"]
     arrays, info = build()
+    written: list[Path] = []
+    existed = entry.is_dir()
     try:
         entry.mkdir(parents=True, exist_ok=True)
         stale = entry / "meta.json"
@@ -163,6 +188,7 @@ def load_or_build(
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr)
             atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+            written.append(entry / f"{name}.npy")
         meta = {
             "key": key,
             "params": params,
@@ -172,5 +198,13 @@ def load_or_build(
         atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, default=str)), mode="w")
     except OSError:
         return arrays, info  # cannot write the cache (read-only disk): use the arrays in memory
+    except BaseException:  # Ctrl-C, SIGTERM (as SystemExit) half-way: leave no half-written entry behind
+        for f in written:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        if not existed:
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # only if empty
+        raise
     arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in arrays}
     return arrays, info

@@ -16,9 +16,18 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from . import open_dataset
+    from . import available_datasets, open_dataset
+    from .registry import DatasetError, opener_options
 
-    opts = {"input": args.input, "cache_dir": args.cache_dir or ""}
+    opts = {"cache_dir": args.cache_dir or ""}
+    known = opener_options(args.name)  # empty for an unknown name, which open_dataset reports
+    for key, flag, value in (("input", "--input", args.input), ("encode_workers", "--workers", args.workers)):
+        if value is None:
+            continue
+        if known and key not in known:  # not silently ignored
+            users = [n for n in available_datasets() if key in opener_options(n)]
+            raise DatasetError(f"{flag} does not apply to {args.name}; it applies to {', '.join(users) or 'no dataset'}")
+        opts[key] = value
     for split in ("train", "valid", "test"):
         ds = open_dataset(args.name, args.root, split, **opts)
         x = ds.x if hasattr(ds, "x") else None
@@ -32,14 +41,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode_audio(args: argparse.Namespace) -> int:
-    from .cochlea import encode_folder
+    from .cochlea import describe_classes, encode_folder
 
     res = encode_folder(args.in_dir, args.out, label_pattern=args.label_pattern, seed=args.seed,
                         workers=args.workers, progress=True)
     speed = res["seconds"] / max(res["audio_seconds"], 1e-9) * 60
-    print(f"wrote {res['out']}: {res['files']} files, {res['audio_seconds']:.1f} s of audio, {res['classes']} classes, "
-          f"speakers {', '.join(res['speakers']) or '-'}; encoded in {res['seconds']:.1f} s "
-          f"({speed:.1f} s per minute of audio)")
+    print(f"wrote {res['out']}: {res['files']} files, {res['audio_seconds']:.1f} s of audio, "
+          f"{describe_classes(res['labels'])}, speakers {', '.join(res['speakers']) or '-'}; "
+          f"encoded in {res['seconds']:.1f} s ({speed:.1f} s per minute of audio)")
     return 0
 
 
@@ -56,7 +65,9 @@ def add_subcommand(sub, name: str) -> None:
         q = dsub.add_parser("info", help="open every split of a dataset and print its shapes")
         q.add_argument("name")
         q.add_argument("--data-dir", "--root", dest="root", help="the dataset's folder; --root is an alias")
-        q.add_argument("--input", default="mel", choices=["mel", "spikes"], help="FSDD input kind")
+        q.add_argument("--input", choices=["mel", "spikes"], help="FSDD input kind (default mel)")
+        q.add_argument("--workers", type=int, help="processes for the cochlea encoding of FSDD --input spikes on "
+                       "first use (data.encode_workers; default 2; 0 or 1: this process)")
         q.add_argument("--cache-dir", help="binned cache folder (default $SNN_DELAYS_CACHE or ./data_cache)")
         q.set_defaults(func=cmd_info)
     elif name == "encode-audio":
@@ -70,5 +81,6 @@ def add_subcommand(sub, name: str) -> None:
                             "with a (?P<label>...) group and optionally (?P<speaker>...); default: FSDD names "
                             "{digit}_{speaker}_{take}")
         p.add_argument("--seed", type=int, default=0, help="seed of the fibres' random spikes")
-        p.add_argument("--workers", type=int, default=1, help="processes to use")
+        p.add_argument("--workers", type=int, default=1, help="processes for the encoding (default 1; 0 or 1: this "
+                       "process); Ctrl-C or SIGTERM ends them and leaves no output file")
         p.set_defaults(func=cmd_encode_audio)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import audio_length, read_wav
+from .audio import MIN_CLIP_SECONDS, SILENCE_PEAK, audio_length, read_wav
 from .._progress import Progress
+from ._interrupt import children_ignore_sigint, terminate_raises_exit
 from ..workers import die_with_parent
 from .registry import DatasetError
 from .spikefile import write_spike_file
@@ -182,6 +183,7 @@ def encode(waves: list[np.ndarray], sample_rate: int, seed: int = 0, n_channels:
 # Folders of recordings -> an SHD-layout HDF5 file
 
 DEFAULT_LABEL_PATTERN = r"(?:.*/)?(?P<label>\d+)_(?P<speaker>[^_/]+)_(?P<take>\d+)"
+MAX_LABEL = 65535  # labels and speakers are uint16 in the SHD layout
 
 
 def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> tuple[np.ndarray, np.ndarray, list[str],
@@ -203,14 +205,28 @@ def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> t
             raise DatasetError(f"file {rel!r} does not match the label pattern {pattern!r}")
         raw_labels.append(m.group("label"))
         raw_speakers.append(m.group("speaker") if "speaker" in rx.groupindex and m.group("speaker") else "")
-    if all(s.isdigit() for s in raw_labels):
+    empty = [rel for rel, lab in zip(rel_paths, raw_labels) if not lab]
+    if empty:
+        raise DatasetError(f"file {empty[0]!r}: the label group of {pattern!r} matched nothing (an empty label; "
+                           f"{len(empty)} such file(s))")
+    if all(s.isascii() and s.isdigit() for s in raw_labels):
         labels = np.array([int(s) for s in raw_labels], dtype=np.int64)
+        big = int(np.argmax(labels))
+        if labels[big] > MAX_LABEL:  # stored as uint16, and one key per number up to the largest
+            raise DatasetError(f"file {rel_paths[big]!r} has label {labels[big]}; numeric labels are class numbers "
+                               f"0..{MAX_LABEL} (is the label group of {pattern!r} matching something else?)")
         keys = [str(i) for i in range(int(labels.max()) + 1)] if len(labels) else []
     else:
         keys = sorted(set(raw_labels))
-        labels = np.array([keys.index(s) for s in raw_labels], dtype=np.int64)
+        index = {k: i for i, k in enumerate(keys)}
+        labels = np.array([index[s] for s in raw_labels], dtype=np.int64)
     speaker_names = sorted(set(raw_speakers))
-    speakers = np.array([speaker_names.index(s) for s in raw_speakers], dtype=np.int64)
+    for what, count in (("labels", len(keys)), ("speakers", len(speaker_names))):
+        if count > MAX_LABEL + 1:
+            raise DatasetError(f"{count} distinct {what} from {pattern!r}; the SHD layout stores at most "
+                               f"{MAX_LABEL + 1} (uint16)")
+    index = {k: i for i, k in enumerate(speaker_names)}
+    speakers = np.array([index[s] for s in raw_speakers], dtype=np.int64)
     return labels, speakers, keys, speaker_names
 
 
@@ -218,65 +234,180 @@ def parse_names(rel_paths: list[str], pattern: str = DEFAULT_LABEL_PATTERN) -> t
 # (samples / 2 x clips x 700) floats: these bound both (2^18 samples: 1.5 GB and 0.7 GB at most).
 MAX_CLIP_SAMPLES = 1 << 18
 MAX_BATCH_SAMPLES = 1 << 18
+# MIN_CLIP_SECONDS (audio.py): a shorter clip carries no word; at 10 ms it is also one period of about
+# the lowest channel's resonance (110 Hz), below which the membrane resolves nothing.
+# SILENCE_PEAK (audio.py, -96 dBFS): the cochlea scales every clip to RMS 0.3; silence has no level
+# to scale, and would become a sample of spontaneous spikes under a label it does not hold.
 
 
 def check_clip_length(path, n_samples: int, sample_rate: int) -> None:
-    """DatasetError naming ``path`` if a clip is longer than the cochlea encodes (MAX_CLIP_SAMPLES)."""
+    """DatasetError naming ``path`` and its length if a clip is longer than the cochlea encodes
+    (MAX_CLIP_SAMPLES) or shorter than MIN_CLIP_SECONDS."""
     if n_samples > MAX_CLIP_SAMPLES:
         raise DatasetError(f"{path} is {n_samples / sample_rate:.1f} s long ({n_samples} samples at {sample_rate} Hz); "
                            f"the cochlea encodes clips of up to {MAX_CLIP_SAMPLES} samples "
                            f"({MAX_CLIP_SAMPLES / sample_rate:.1f} s at this rate): cut the recording into clips")
+    min_samples = math.ceil(MIN_CLIP_SECONDS * sample_rate)
+    if n_samples < min_samples:
+        raise DatasetError(f"{path} is too short to encode: {n_samples} sample(s), {n_samples / sample_rate * 1e3:.2g} ms "
+                           f"at {sample_rate} Hz; the cochlea needs at least {MIN_CLIP_SECONDS * 1e3:g} ms "
+                           f"({min_samples} samples at this rate): remove it or record it again")
+
+
+def check_not_silent(path, samples: np.ndarray) -> None:
+    """DatasetError naming ``path`` if every sample is below SILENCE_PEAK (digital silence)."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak < SILENCE_PEAK:
+        what = "every sample is 0" if peak == 0 else f"its loudest sample is {peak:.2g}, below -96 dBFS"
+        raise DatasetError(f"{path} is silent ({what}): the cochlea has no level to encode, and it would become a "
+                           "sample of spontaneous spikes under its label; remove it or replace it")
+
+
+def _read_checked(path) -> tuple[np.ndarray, int]:
+    wave, sr = read_wav(path)  # also refuses damaged audio (check_audio)
+    check_clip_length(path, wave.size, sr)
+    check_not_silent(path, wave)
+    return wave, sr
 
 
 def _encode_chunk(args) -> list[tuple[np.ndarray, np.ndarray]]:
     paths, seed = args
-    clips = [read_wav(p) for p in paths]
-    for p, (w, sr) in zip(paths, clips):
-        check_clip_length(p, w.size, sr)
+    clips = [_read_checked(p) for p in paths]
     rates = {sr for _, sr in clips}
     if len(rates) == 1 and sum(w.size for w, _ in clips) <= MAX_BATCH_SAMPLES:
         return encode([w for w, _ in clips], rates.pop(), seed=seed)
     return [encode([w], sr, seed=seed)[0] for w, sr in clips]  # mixed rates, or too long together
 
 
+def _worker_loop(conn, parent_pid: int) -> None:
+    """A worker: encode the jobs (paths, seed) received on ``conn`` until None or the parent's end; send
+    back ("ok", spikes) or ("error", exception, traceback). SIGINT is the parent's business."""
+    import signal
+    import traceback
+
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since start-up (children_ignore_sigint)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent closed the pipe
+        if job is None:
+            return
+        try:
+            reply = ("ok", _encode_chunk(job))
+        except Exception as e:  # a bad file: the parent raises it
+            reply = ("error", e, traceback.format_exc())
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+        except Exception as e:  # an error that cannot be pickled
+            conn.send(("error", RuntimeError(repr(e)), traceback.format_exc()))
+
+
+def _worker_gone(proc, paths: list) -> BaseException:
+    """The error for a worker that ended without answering (while encoding ``paths``)."""
+    import signal
+
+    proc.join(timeout=1.0)
+    code = proc.exitcode
+    if code is not None and code < 0 and -code in (signal.SIGTERM, getattr(signal, "SIGHUP", 0)):
+        return SystemExit(128 - code)  # the process group was told to stop: stop with it
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    hint = " (out of memory?)" if code == -getattr(signal, "SIGKILL", 9) else ""
+    return RuntimeError(f"a cochlea worker ended ({how}{hint}) while encoding {paths[0]} and "
+                        f"{len(paths) - 1} other file(s)")
+
+
+def _encode_in_workers(jobs: list, n_workers: int, done) -> None:
+    """Run ``jobs`` in ``n_workers`` spawned processes, calling ``done(k, spikes)`` for each finished
+    job k in this process. Whatever ends it (a worker's error, Ctrl-C, SIGTERM), every worker has
+    ended when this returns or raises: the parent keeps no thread that could wait for them."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")
+    procs, conns = [], []
+    finished = False
+    try:
+        with children_ignore_sigint():
+            for w in range(n_workers):
+                parent_end, child_end = ctx.Pipe()
+                proc = ctx.Process(target=_worker_loop, args=(child_end, os.getpid()), daemon=True,
+                                   name=f"cochlea-worker-{w}")
+                proc.start()
+                child_end.close()  # the worker's death now reads as the end of its pipe
+                procs.append(proc)
+                conns.append(parent_end)
+        todo = iter(range(len(jobs)))
+        busy: dict = {}  # pipe -> (job index, process)
+
+        def give(conn, proc) -> None:
+            k = next(todo, None)
+            try:
+                conn.send(jobs[k] if k is not None else None)
+            except OSError:  # the worker is gone (a closed pipe is not this program's output pipe)
+                if k is not None:
+                    raise _worker_gone(proc, jobs[k][0]) from None
+                return
+            if k is not None:
+                busy[conn] = (k, proc)
+
+        for conn, proc in zip(conns, procs):
+            give(conn, proc)
+        while busy:
+            for conn in wait(list(busy)):
+                k, proc = busy.pop(conn)
+                try:
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    raise _worker_gone(proc, jobs[k][0]) from None
+                if reply[0] == "error":
+                    err, tb = reply[1], reply[2]
+                    if isinstance(err, DatasetError):
+                        raise err
+                    raise RuntimeError(f"a cochlea worker failed:\n{tb}") from err
+                done(k, reply[1])
+                give(conn, proc)
+        finished = True
+    finally:  # normally they have all been told to stop; else end them now, not after their chunks
+        for proc in procs:
+            if not finished and proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=2.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in conns:
+            conn.close()
+
+
 def encode_files(paths: list, seed: int = 0, workers: int = 1, batch: int = 8,
                  progress: bool = False, desc: str = "encoding with the cochlea") -> list[tuple[np.ndarray, np.ndarray]]:
-    """Encode audio files into spikes, in batches of similar length (``workers`` processes, which end
-    with this one even when it is killed). ``progress``: what is done, how far, time left on stderr
-    (:class:`.progress.Progress`; with several workers this process counts the finished files of all)."""
-    if workers < 1:
-        raise DatasetError(f"workers must be >= 1; got {workers}")
+    """Encode audio files into spikes, in batches of similar length. ``workers``: processes (0 or 1:
+    in this one), which end with this one even when it is killed; Ctrl-C (to this process or its whole
+    process group) or SIGTERM ends them within a second. The result does not depend on ``workers``.
+    ``progress``: what is done, how far, time left on stderr (:class:`.progress.Progress`; with
+    several workers this process counts the finished files of all)."""
+    if int(workers) != workers or workers < 0:
+        raise DatasetError(f"workers must be an integer >= 0 (0 or 1: encode in this process); got {workers}")
     order = sorted(range(len(paths)), key=lambda i: os.path.getsize(paths[i]))
     chunks = [order[s:s + batch] for s in range(0, len(order), batch)]
     jobs = [([paths[i] for i in ch], seed * 1_000_003 + k) for k, ch in enumerate(chunks)]
     out: list = [None] * len(paths)
-    with Progress(len(paths), desc, "files", enabled=progress) as bar:
-        if workers > 1 and len(jobs) > 1:
-            import multiprocessing as mp
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    with terminate_raises_exit(), Progress(len(paths), desc, "files", enabled=progress) as bar:
+        def done(k: int, spikes: list) -> None:
+            for i, r in zip(chunks[k], spikes):
+                out[i] = r
+            bar.update(len(chunks[k]))
 
-            ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                     initializer=die_with_parent, initargs=(os.getpid(),))
-            try:
-                pending = {ex.submit(_encode_chunk, job): ch for job, ch in zip(jobs, chunks)}
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        ch = pending.pop(fut)
-                        for i, r in zip(ch, fut.result()):  # re-raises a worker's error here
-                            out[i] = r
-                        bar.update(len(ch))
-            except BaseException:  # a worker's error, Ctrl-C: stop the others now, not after their chunks
-                ex.shutdown(wait=False, cancel_futures=True)
-                for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                    proc.terminate()
-                raise
-            ex.shutdown(wait=True)
+        if workers > 1 and len(jobs) > 1:
+            _encode_in_workers(jobs, min(workers, len(jobs)), done)
         else:
-            for ch, job in zip(chunks, jobs):
-                for i, r in zip(ch, _encode_chunk(job)):
-                    out[i] = r
-                bar.update(len(ch))
+            for k, job in enumerate(jobs):
+                done(k, _encode_chunk(job))
     return out
 
 
@@ -297,13 +428,16 @@ def _check_writable(out_h5: Path) -> None:
 def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, seed: int = 0, workers: int = 1,
                   progress: bool = False, desc: str = "encoding with the cochlea") -> dict:
     """Every ``*.wav``/``*.flac`` under ``in_dir`` -> an SHD-layout HDF5 file ``out_h5`` (times float16 s,
-    units uint16 0..699 with unit 0 the highest frequency, labels and speakers from the file names).
-    Returns a summary (files, seconds of audio, seconds taken)."""
+    units uint16 0..699 with unit 0 the highest frequency, labels and speakers from the file names),
+    written atomically: an interrupted encoding leaves no file. ``workers``: processes (0 or 1: this
+    one). Every recording is checked before the encoding starts (readable, finite, 10 ms .. 2^18
+    samples, not silent): a bad one is a DatasetError naming it. Returns a summary: files, seconds of
+    audio, seconds taken, ``classes`` (distinct labels present) and ``labels`` (those labels, sorted)."""
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise DatasetError(f"{in_dir} is not a folder of recordings")
-    if workers < 1:
-        raise DatasetError(f"workers must be >= 1 (processes); got {workers}")
+    if int(workers) != workers or workers < 0:
+        raise DatasetError(f"workers must be an integer >= 0 (processes; 0 or 1: this one); got {workers}")
     if seed < 0:
         raise DatasetError(f"seed must be >= 0; got {seed}")
     _check_writable(Path(out_h5))  # before the encoding, not after it
@@ -312,15 +446,31 @@ def encode_folder(in_dir, out_h5, label_pattern: str = DEFAULT_LABEL_PATTERN, se
         raise DatasetError(f"{in_dir} holds no .wav or .flac files")
     rel = [p.relative_to(in_dir).with_suffix("").as_posix() for p in files]
     labels, speakers, keys, speaker_names = parse_names(rel, label_pattern)
-    lengths = [audio_length(p) for p in files]  # (samples, rate) from the headers: refuse before encoding
-    for p, (n_samples, sr) in zip(files, lengths):
-        check_clip_length(p, n_samples, sr)
-    t0 = time.perf_counter()
-    spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress, desc=desc)
-    elapsed = time.perf_counter() - t0
-    audio_s = float(sum(n / sr for n, sr in lengths))
-    write_spike_file(out_h5, [t for t, _ in spikes], [u for _, u in spikes], labels, speakers, keys,
-                     attrs={"encoder": "snn_delays.data.cochlea", "seed": seed, "label_pattern": label_pattern,
-                            "speaker_names": ",".join(speaker_names), "files": "\n".join(rel)})
+    with terminate_raises_exit():  # SIGTERM cleans up as Ctrl-C does (temporary file, workers)
+        lengths = [audio_length(p) for p in files]  # (samples, rate) from the headers: refuse before encoding
+        for p, (n_samples, sr) in zip(files, lengths):
+            check_clip_length(p, n_samples, sr)
+        for p in files:  # a damaged or silent file stops the command now, not an hour into the encoding
+            _read_checked(p)
+        t0 = time.perf_counter()
+        spikes = encode_files([str(p) for p in files], seed=seed, workers=workers, progress=progress, desc=desc)
+        elapsed = time.perf_counter() - t0
+        audio_s = float(sum(n / sr for n, sr in lengths))
+        write_spike_file(out_h5, [t for t, _ in spikes], [u for _, u in spikes], labels, speakers, keys,
+                         attrs={"encoder": "snn_delays.data.cochlea", "seed": seed, "label_pattern": label_pattern,
+                                "speaker_names": ",".join(speaker_names), "files": "\n".join(rel)})
+    present = sorted(int(v) for v in np.unique(labels))
     return {"files": len(files), "audio_seconds": audio_s, "seconds": elapsed, "out": str(out_h5),
-            "classes": len(keys), "speakers": speaker_names}
+            "classes": len(present), "labels": present, "label_keys": keys, "speakers": speaker_names}
+
+
+def describe_classes(labels: list[int]) -> str:
+    """"N classes" for the distinct labels present, with the label values when they are not 0..N-1
+    (numeric labels are stored as they are, so a reader of the file counts max + 1 classes)."""
+    n = len(labels)
+    text = f"{n} class{'es' if n != 1 else ''}"
+    if labels and labels != list(range(n)):
+        shown = ", ".join(map(str, labels)) if n <= 12 else f"{labels[0]}..{labels[-1]}"
+        text += (f" (label{'s' if n != 1 else ''} {shown}, not 0..{n - 1}: a reader of the file counts "
+                 f"{labels[-1] + 1} classes, {labels[-1] + 1 - n} of them without samples)")
+    return text

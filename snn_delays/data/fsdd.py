@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import remove_stale_parts
+from ._interrupt import terminate_raises_exit
 from .arrays import ArrayDataset, fit_steps, require_samples, stratified_split
 from .audio import DB_FLOOR, NORMALIZATIONS, front_end_params, normalize_db, wav_features
 from .cache import build_lock, cache_key, folder_fingerprint, load_or_build, resolve_cache_dir
@@ -126,7 +128,7 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
               valid_fraction: float = 0.1, split_seed: int = 0, f_max_hz: float = 14000.0, dt_ms: float = 10.0,
               pool: int = 5, frame_convention: str = "uniform", n_steps: int = 0,
               cache_dir: str = "", valid_speakers: str = "", normalize: str = "none",
-              n_mels: int = 140) -> ArrayDataset:
+              n_mels: int = 140, encode_workers: int = 2) -> ArrayDataset:
     """Open a split of FSDD as log-mel frames (``input="mel"``) or binned cochlea spikes (``"spikes"``)."""
     if root in (None, "") and not default_fsdd_root().is_dir():
         raise DatasetError(f"FSDD not found at the default {default_fsdd_root()}; pass --data-dir DIR")
@@ -139,6 +141,9 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
         raise DatasetError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
     if input == "spikes":
         check_binning(dt_ms, pool, frame_convention)  # before an encoding of many minutes
+        if int(encode_workers) != encode_workers or encode_workers < 0:
+            raise DatasetError(f"encode_workers must be an integer >= 0 (processes for the cochlea encoding; "
+                               f"0 or 1: in this process); got {encode_workers}")
     else:
         front_end_params(f_max_hz, n_mels=n_mels)  # checks f_max_hz and n_mels
     idx, note = _select(split, digits, speakers, takes, test_speakers, valid_fraction, split_seed,
@@ -153,7 +158,7 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
         x_all = arrays["x"]
         fill = 10.0 * np.log10(DB_FLOOR)
     else:
-        x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention)
+        x_all = _fsdd_spikes(folder, names, fingerprint, cdir, dt_ms, pool, frame_convention, int(encode_workers))
         fill = 0
     x = fit_steps(np.asarray(x_all[idx]), n_steps, fill)
     if input == "mel" and normalize != "none":  # spikes are counts: left as they are
@@ -163,16 +168,21 @@ def open_fsdd(root=None, split: str = "train", input: str = "mel", test_speakers
 
 
 def _fsdd_spikes(folder: Path, names: list[str], fingerprint: str, cdir: Path | None, dt_ms: float, pool: int,
-                 frame_convention: str) -> np.ndarray:
-    """All recordings as binned spike counts (N, T, C): cochlea -> SHD-layout file (cached) -> SHD binning."""
+                 frame_convention: str, encode_workers: int = 2) -> np.ndarray:
+    """All recordings as binned spike counts (N, T, C): cochlea -> SHD-layout file (cached) -> SHD binning.
+    The encoding (``encode_workers`` processes) writes the file atomically under a build lock; Ctrl-C
+    or SIGTERM leaves neither the file, its temporary file nor the lock."""
     spike_params = {"dataset": "fsdd-spikes", "source": fingerprint, "encoder": "cochlea-v1", "seed": 0}
     h5_dir = cdir if cdir is not None else Path.cwd() / "data_cache"
     h5 = h5_dir / f"fsdd-spikes-{cache_key(spike_params)[:20]}.h5"  # the recordings in SHD layout
-    with build_lock(h5, "the FSDD cochlea spikes"):  # parallel workers encode once, not once each
+    # parallel workers (cv, ablate) encode once, not once each
+    with terminate_raises_exit(), build_lock(h5, "the FSDD cochlea spikes"):
         if not h5.exists():
-            print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio)",
-                  file=sys.stderr, flush=True)
-            encode_folder(folder, h5, seed=0, workers=2, progress=True, desc="fsdd: encoding with the cochlea")
+            remove_stale_parts(h5.parent)  # the temporary files of an encoding that was killed (SIGKILL)
+            print(f"fsdd: encoding {len(names)} recordings with the cochlea into {h5} (once; ~0.5 s per s of audio; "
+                  f"data.encode_workers = {encode_workers})", file=sys.stderr, flush=True)
+            encode_folder(folder, h5, seed=0, workers=encode_workers, progress=True,
+                          desc="fsdd: encoding with the cochlea")
     encoded = str(read_spike_file_attrs(h5).get("files", "")).split("\n")
     if encoded != [n[: -len(".wav")] for n in names]:
         raise DatasetError(f"{h5} does not hold the recordings of {folder} in order; delete it to re-encode")

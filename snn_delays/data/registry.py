@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 
-__all__ = ["open_dataset", "register", "available_datasets", "DatasetError", "SPLITS"]
+__all__ = ["open_dataset", "opener_options", "register", "available_datasets", "DatasetError", "SPLITS"]
 
 SPLITS = ("train", "valid", "test", "all")
 
@@ -38,6 +38,12 @@ def register(name: str):
 def available_datasets() -> list[str]:
     """The names of every registered source, sorted."""
     return sorted(_OPENERS)
+
+
+def opener_options(name: str) -> set[str]:
+    """The options the opener of dataset ``name`` takes (empty for an unknown name)."""
+    fn = _OPENERS.get(name)
+    return set(inspect.signature(fn).parameters) - {"root", "split"} if fn is not None else set()
 
 
 def open_dataset(name: str, root: str | None = None, split: str = "train", **options: Any) -> Dataset:
