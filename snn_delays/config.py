@@ -184,6 +184,7 @@ class DataConfig:
     root: str = ""
     batch_size: int = 256
     num_workers: int = 0
+    encode_workers: int = 2  # processes for the cochlea encoding (FSDD --input spikes, first use); 0 or 1: in-process
     dt_ms: float = 10.0
     pool: int = 5
     protocol: str = "clean"
@@ -225,8 +226,8 @@ class DataConfig:
             raise ConfigError("data.frame_convention must be 'uniform' or 'first_spike'")
         if self.input not in ("mel", "spikes"):
             raise ConfigError(f"data.input must be 'mel' or 'spikes'; got {self.input!r}")
-        for key in ("num_workers", "n_steps", "synthetic_seed", "split_seed", "aug_time_shift", "aug_freq_shift",
-                    "aug_noise", "aug_gain", "aug_freq_mask", "aug_time_mask"):
+        for key in ("num_workers", "encode_workers", "n_steps", "synthetic_seed", "split_seed", "aug_time_shift",
+                    "aug_freq_shift", "aug_noise", "aug_gain", "aug_freq_mask", "aug_time_mask"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0; got {getattr(self, key)}")
         for key in ("synthetic_train", "synthetic_valid", "synthetic_test"):
@@ -343,7 +344,8 @@ class ExperimentConfig:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 # keys that change how a run executes but not its results: a run may resume with other values
-RUNTIME_ONLY_KEYS = ("train.device", "train.threads", "train.progress", "train.tensorboard", "data.num_workers")
+RUNTIME_ONLY_KEYS = ("train.device", "train.threads", "train.progress", "train.tensorboard", "data.num_workers",
+                     "data.encode_workers")
 
 
 MAX_SEED = 2**32 - 1  # what every random generator used here accepts
@@ -483,7 +485,7 @@ def result_config(cfg: ExperimentConfig) -> ExperimentConfig:
     TensorBoard) set to fixed values: two configs with equal ``result_config`` describe the same
     run, which may resume the other."""
     neutral = {"train.device": "auto", "train.threads": 0, "train.progress": False, "train.tensorboard": False,
-               "data.num_workers": 0}
+               "data.num_workers": 0, "data.encode_workers": 2}
     return apply_overrides(cfg, {k: v for k, v in neutral.items() if k in valid_keys()})
 
 
