@@ -364,21 +364,32 @@ _CONSUMER_FACTS: dict[str, dict[str, str]] = {
                    "the consumer flavour folds r into the weights and writes the readout as a LIF that never fires "
                    "(read state.state['readout'][0].v): classes equal the simulator's",
         "does_not_carry": "Delay: network.nir fails to load (KeyError on the first Delay node, which it maps to "
-                          "nothing); LI: mapped to nothing and skipped silently (the graph's output becomes the last "
-                          "hidden layer's spikes); r (ignored, with a warning); v_reset (always 0); float64",
+                          "nothing); LI: mapped to nothing and skipped silently (the graph's output becomes the "
+                          "readout's input current, not integrated); r (ignored, with a warning); v_reset (always 0); float64",
     },
     "sinabs": {
-        "software": "Sinabs 3.1.3 (sinabs.from_nir)",
+        "software": "Sinabs 3.1.3 (sinabs.from_nir; it installs nir 1.0.4 and nirtorch 2.0.2)",
         "file": "none",
-        "carries": "not run: see does_not_carry",
-        "does_not_carry": "Delay (rejected); it needs nir <= 1.0.4, whose LIF has no v_reset, so our files (nir "
-                          "1.0.8, LIF.v_reset) do not load",
+        "carries": "nothing of ours as written. With LIF.v_reset removed by hand it builds our delay-free graphs, but "
+                   "its LIF (LIFSqueeze) reads tau in steps with the exponential decay exp(-1/tau), ignores r, emits "
+                   "several spikes per step and resets by subtraction: not the model's neuron (read in its source, "
+                   "not run)",
+        "does_not_carry": "nir 1.0.4 cannot read our files (TypeError: LIF got an unexpected keyword argument "
+                          "'v_reset'); Delay; LI with r != 1 ('`r` must be 1')",
     },
     "rockpool": {
-        "software": "Rockpool 3.1 (rockpool.nn.modules.from_nir)",
+        "software": "Rockpool 3.1.0 (rockpool.nn.modules.from_nir; with nir 1.0.4)",
         "file": "none",
-        "carries": "not run: see does_not_carry",
-        "does_not_carry": "Delay (rejected); it needs nir <= 1.0.4 (no LIF.v_reset), like Sinabs",
+        "carries": "nothing of ours",
+        "does_not_carry": "nir 1.0.4 cannot read our files (LIF.v_reset); with v_reset removed by hand, Delay is "
+                          "refused ('Cannot convert Delay to rockpool module') and a delay-free graph's LIF fails "
+                          "(AttributeError: 'LIF' object has no attribute 'tau_mem')",
+    },
+    "lava": {
+        "software": "lava-nc 0.10.0 + lava-dl 0.6.0",
+        "file": "none (netx.h5 of the loihi1/loihi2 targets is the Loihi route)",
+        "carries": "no NIR importer in either package",
+        "does_not_carry": "network.nir",
     },
 }
 
