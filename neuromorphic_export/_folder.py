@@ -16,10 +16,28 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["new_staging_folder", "swap_in", "remove_stale_staging"]
+__all__ = ["new_staging_folder", "swap_in", "remove_stale_staging", "writable", "read_only_problem"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+def writable(path: Path) -> bool:
+    """Writable by this process, and not marked read-only (root ignores the mode, we do not)."""
+    return os.access(path, os.W_OK) and bool(Path(path).stat().st_mode & 0o200)
+
+
+def read_only_problem(folder: "str | os.PathLike", option: str = "--out") -> str | None:
+    """Why nothing can be written into ``folder`` (or, when it does not exist yet, into the nearest
+    folder above it that does), or None. Checked before long work starts, not after it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return f"{option} {folder} is a file; give a folder"
+    existing = folder if folder.exists() else next(p for p in folder.resolve().parents if p.exists())
+    if not writable(existing):
+        what = f"{option} {folder} is" if existing == folder else f"{existing} (where {option} {folder} would be made) is"
+        return f"{what} read-only; make it writable (chmod u+w) or choose another {option} (nothing was changed)"
+    return None
 
 
 def _staging_prefix(dest: Path) -> str:

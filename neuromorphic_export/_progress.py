@@ -23,7 +23,11 @@ def _seconds(s: float) -> str:
 
 
 class Progress:
-    """Counts ``total`` units (e.g. samples x networks) over phases named with :meth:`phase`."""
+    """Counts ``total`` units (e.g. samples x networks) over phases named with :meth:`phase`.
+
+    The time left is the units left at the rate of the latest phase measured past its first update
+    (which holds the phase's start-up: loading a model, compiling), so a slow start does not
+    inflate the estimate."""
 
     def __init__(self, total: int, prefix: str, unit: str = "samples", stream: TextIO | None = None,
                  interval_s: float = 10.0):
@@ -31,6 +35,8 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.done, self.what = 0, ""
         self.start = time.monotonic()
+        self._mark: tuple[float, int] | None = None  # (time, done) after the current phase's first update
+        self._rate: float | None = None  # units per second of the last phase measured past its first update
         self._last_line = float("-inf")
         self._bar = None
         if getattr(self.stream, "isatty", lambda: False)():
@@ -45,6 +51,7 @@ class Progress:
     def phase(self, what: str) -> None:
         """Start a new phase (shown as the description)."""
         self.what = what
+        self._mark = None
         if self._bar is not None:
             self._bar.set_description(f"{self.prefix}: {what}")
         else:
@@ -53,6 +60,11 @@ class Progress:
     def update(self, n: int) -> None:
         """``n`` more units done."""
         self.done += n
+        now = time.monotonic()
+        if self._mark is None:  # the first update of a phase holds its start-up (loading, compiling): not timed
+            self._mark = (now, self.done)
+        elif now > self._mark[0]:
+            self._rate = (self.done - self._mark[1]) / (now - self._mark[0])
         if self._bar is not None:
             self._bar.update(n)
         elif time.monotonic() - self._last_line >= self.interval_s:
@@ -70,7 +82,7 @@ class Progress:
         text = f"{self.prefix}: {'done' if final else self.what}: {done}/{self.total} {self.unit} " \
                f"({100 * done // self.total}%), {_seconds(elapsed)} elapsed"
         if not final:
-            text += f", about {_seconds(elapsed * (self.total - done) / done)} left" if done else \
+            text += f", about {_seconds((self.total - done) / self._rate)} left" if self._rate else \
                 ", time left not known yet"
         print(text, file=self.stream, flush=True)
         self._last_line = time.monotonic()

@@ -6,13 +6,12 @@ import dataclasses
 import json
 import os
 import shutil
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._folder import new_staging_folder, remove_stale_staging, swap_in
+from ._folder import new_staging_folder, remove_stale_staging, swap_in, writable
 from .checkpoint import load_checkpoint
 from .errors import ExportError
 from .network import Network, network_from_checkpoint, write_network
@@ -41,11 +40,6 @@ def _accuracy(net, x: np.ndarray, y: np.ndarray, convention="target") -> float:
     return float((simulate(net, x, convention=convention, record_spikes=False).predictions == y).mean())
 
 
-def _writable(path: Path) -> bool:
-    """Writable by this process, and not marked read-only (root ignores the mode, we do not)."""
-    return os.access(path, os.W_OK) and bool(path.stat().st_mode & stat.S_IWUSR)
-
-
 def check_destination(out: Path, source: Path, force: bool = False) -> None:
     """Refuse an ``--out`` that is a file, read-only, holds the checkpoint or the working directory,
     or holds files that are not an export (unless ``force``)."""
@@ -59,11 +53,11 @@ def check_destination(out: Path, source: Path, force: bool = False) -> None:
     parent = resolved.parent
     while not parent.exists():
         parent = parent.parent
-    if not _writable(parent):
+    if not writable(parent):
         raise ExportError(f"cannot write into {parent}: it is read-only; choose another --out")
     if not out.is_dir():
         return
-    if not _writable(out):
+    if not writable(out):
         raise ExportError(f"--out {out} is read-only; make it writable (chmod u+w) or choose another folder "
                           "(nothing was changed)")
     foreign = sorted(e.name for e in out.iterdir() if not _is_export_entry(e.name))

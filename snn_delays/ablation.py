@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._atomic import atomic_write_text
-from .config import (VARIANTS, ExperimentConfig, ModelConfig, config_differences, config_from_dict, config_value,
-                     result_config)
+from .config import (MODEL_VARIANTS, VARIANT_NAMES, VARIANTS, ExperimentConfig, ModelConfig, config_differences,
+                     config_from_dict, config_value, result_config)
 from .config_args import add_config_args, config_from_args
 from .errors import UserError
 from .workers import FolderLock, run_workers
@@ -43,26 +43,7 @@ __all__ = ["Cell", "grid_cells", "variant_model", "ABLATION_VARIANTS", "run_grid
            "summarize_grid", "connectivity_label"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
-# The thesis's interpolation kernels as ablation variants: the full model (model.variant "full")
-# with another training kernel; "full" itself is the base config (Gaussian, scheduled sigma, unless
-# --set changes it). All start from the same weights and delays as "full" for a seed.
-INTERPOLATION_VARIANTS = {
-    "interp-triangle": {"interpolation": "triangle", "learn_sigma": False},
-    "interp-bilinear": {"interpolation": "bilinear", "learn_sigma": False},
-    "gauss-learned-sigma": {"interpolation": "gauss", "learn_sigma": True},
-    "triangle-learned-sigma": {"interpolation": "triangle", "learn_sigma": True},
-}
-# Recurrent delay synapses (issue 16) as ablation variants of the full model: learned delays in
-# [1, Dr], fixed random delays, every delay one step (a plain recurrent SNN). "full" is then the
-# feed-forward model of the base config.
-RECURRENT_VARIANTS = {
-    "recurrent": {"recurrent": True, "recurrent_delays": "learned"},
-    "recurrent-fixed-delays": {"recurrent": True, "recurrent_delays": "fixed"},
-    "recurrent-one-step": {"recurrent": True, "recurrent_delays": "one-step"},
-    "recurrent-from-one-step": {"recurrent": True, "recurrent_delays": "learned", "recurrent_delay_init": "one-step"},
-}
-MODEL_VARIANTS = {**INTERPOLATION_VARIANTS, **RECURRENT_VARIANTS}
-ABLATION_VARIANTS = VARIANTS + tuple(MODEL_VARIANTS)
+ABLATION_VARIANTS = VARIANT_NAMES  # every name `train --variant`, `ablate --variants` and `cv --variants` take
 LABELS = {
     "full": "learned delays\n(decreasing σ)",
     "constant-sigma": "learned delays\n(constant σ)",

@@ -63,6 +63,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     res = evaluate_run(args.run_dir, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                        checkpoint=args.checkpoint, device=args.device)
+    for warning in res.get("warnings", []):
+        print(f"snn-delays evaluate: warning: {warning}", file=sys.stderr)
     print(dumps_standard(res) if args.json else format_report(res))
     return 0
 

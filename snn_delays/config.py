@@ -30,6 +30,9 @@ from .errors import UserError
 
 __all__ = [
     "ConfigError",
+    "MODEL_VARIANTS",
+    "VARIANT_NAMES",
+    "variant_overrides",
     "ModelConfig",
     "DataConfig",
     "TrainConfig",
@@ -66,6 +69,38 @@ VARIANTS = (
 
 class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message says what and how to fix it."""
+
+
+# The thesis's interpolation kernels as ablation variants: the full model (model.variant "full")
+# with another training kernel; "full" itself is the base config (Gaussian, scheduled sigma, unless
+# --set changes it). All start from the same weights and delays as "full" for a seed.
+INTERPOLATION_VARIANTS = {
+    "interp-triangle": {"interpolation": "triangle", "learn_sigma": False},
+    "interp-bilinear": {"interpolation": "bilinear", "learn_sigma": False},
+    "gauss-learned-sigma": {"interpolation": "gauss", "learn_sigma": True},
+    "triangle-learned-sigma": {"interpolation": "triangle", "learn_sigma": True},
+}
+# Recurrent delay synapses (issue 16) as ablation variants of the full model: learned delays in
+# [1, Dr], fixed random delays, every delay one step (a plain recurrent SNN). "full" is then the
+# feed-forward model of the base config.
+RECURRENT_VARIANTS = {
+    "recurrent": {"recurrent": True, "recurrent_delays": "learned"},
+    "recurrent-fixed-delays": {"recurrent": True, "recurrent_delays": "fixed"},
+    "recurrent-one-step": {"recurrent": True, "recurrent_delays": "one-step"},
+    "recurrent-from-one-step": {"recurrent": True, "recurrent_delays": "learned", "recurrent_delay_init": "one-step"},
+}
+MODEL_VARIANTS = {**INTERPOLATION_VARIANTS, **RECURRENT_VARIANTS}
+VARIANT_NAMES = VARIANTS + tuple(MODEL_VARIANTS)  # what --variant (train) and --variants (ablate, cv) take
+
+
+def variant_overrides(name: str) -> list[tuple[str, Any]]:
+    """The config overrides that make ``name`` (a :data:`VARIANTS` value of model.variant or a
+    :data:`MODEL_VARIANTS` name) out of a base config: [("model.variant", ...), ("model.key", value), ...]."""
+    if name in MODEL_VARIANTS:
+        return [("model.variant", "full")] + [(f"model.{k}", v) for k, v in MODEL_VARIANTS[name].items()]
+    if name in VARIANTS:
+        return [("model.variant", name)]
+    raise ConfigError(f"unknown variant {name!r}; choose from {', '.join(VARIANT_NAMES)}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import VARIANTS, ExperimentConfig, load_config, named_configs, parse_override
+from .config import VARIANT_NAMES, ExperimentConfig, load_config, named_configs, parse_override, variant_overrides
 from .data import available_datasets
 from .errors import UserError
 
@@ -24,7 +24,6 @@ _SHORTCUTS = [
     ("seed", "train.seed"),
     ("device", "train.device"),
     ("data_dir", "data.root"),
-    ("variant", "model.variant"),
     ("fanin", "model.fanin"),
     ("protocol", "data.protocol"),
     ("input", "data.input"),
@@ -51,7 +50,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=S")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (shortcut for --set train.device=...)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (shortcut for --set data.root=DIR)")
-    p.add_argument("--variant", help=" | ".join(VARIANTS))
+    p.add_argument("--variant", metavar="NAME",
+                   help="the model as one of the ablation variants (" + ", ".join(VARIANT_NAMES) + "): a value of "
+                   "model.variant, or the full model with the model keys that name stands for (docs/experiments.md)")
     p.add_argument("--fanin", type=int, help="keep K random incoming synapses per neuron (0: all)")
     p.add_argument("--protocol", choices=["clean", "paper"], help="SHD validation protocol (see README)")
     p.add_argument("--input", choices=["mel", "spikes"], help="FSDD input kind")
@@ -68,6 +69,8 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[tuple[str, Any, str]]:
         v = getattr(args, attr, None)
         if v is not None:
             out.append((key, v, "--" + attr.replace("_", "-")))
+    if getattr(args, "variant", None) is not None:
+        out += [(key, value, f"--variant {args.variant}") for key, value in variant_overrides(args.variant)]
     return out
 
 

@@ -12,7 +12,7 @@ from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .data import open_dataset
 from .errors import UserError
-from .model import DelaySNN
+from .model import DelaySNN, trained_steps
 from .train import measure_split, resolve_device
 
 __all__ = ["evaluate_run", "format_report"]
@@ -27,7 +27,8 @@ def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_
     in one pass. Returns {"accuracy", "correct", "n", "loss" (mean cross-entropy of the summed softmax,
     the training loss), "confusion" (K x K counts, rows = true class, columns = predicted),
     "per_class_accuracy" (K values, null for a class without samples), "spike_rate" (per hidden layer,
-    the fraction of (step, neuron) entries that spike), "dataset", "split", "checkpoint", "epoch"}.
+    the fraction of (step, neuron) entries that spike), "dataset", "split", "checkpoint", "epoch",
+    "warnings" (lines for the user, e.g. a time length other than the training data's)}.
     ``show_progress``: a bar on a terminal, a line every 30 s otherwise (stderr)."""
     dev = resolve_device(device, "evaluate --device")
     ckpt = load_checkpoint(run_dir, checkpoint)
@@ -46,13 +47,19 @@ def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_
                         f"{cfg.model.n_classes} outputs")
     if len(ds) == 0:
         raise UserError(f"split {split!r} of dataset {data.dataset!r} holds no samples; nothing to evaluate")
+    warnings = []
+    trained, n_steps = trained_steps(ckpt), getattr(ds, "n_steps", None)
+    if trained and n_steps and n_steps != trained:
+        warnings.append(f"the {data.dataset}/{split} samples have {n_steps} time steps, the model was trained on "
+                        f"{trained}: its accuracy on them may be far lower (evaluate on data binned as in training, "
+                        f"e.g. without --dataset/--data-dir)")
     model = DelaySNN(cfg.model, seed=cfg.train.seed)
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     measured = measure_split(model, ds, data.batch_size, dev, show_progress,
                              desc=f"evaluating {data.dataset}/{split}")
     return {**measured.to_dict(), "dataset": data.dataset, "split": split, "checkpoint": checkpoint,
-            "epoch": int(ckpt.get("epoch", 0))}
+            "epoch": int(ckpt.get("epoch", 0)), "warnings": warnings}
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from .config import (ExperimentConfig, config_differences, config_from_dict, con
                      result_config, to_toml)
 from .data import open_dataset
 from .data.augment import batch_augmenter
+from neuromorphic_export._folder import read_only_problem
 from neuromorphic_export.checkpoint import RUN_FILE
 
 from . import distributed, quantize
@@ -206,6 +207,9 @@ def run_folder_guard(run: Path) -> Iterator[None]:
     full disk or an unwritable folder a :class:`UserError`, each saying what the folder keeps."""
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:
+        problem = read_only_problem(run)  # root may write anywhere; a read-only mode is refused all the same
+        if problem:
+            raise UserError(problem)
         try:
             run.mkdir(parents=True, exist_ok=True)
             lock = FolderLock(run)

@@ -109,7 +109,7 @@ def test_shortcut_values_are_values_not_toml(tmp_path):
     (["--dataset", "synthetic", "--set", "train.epochs"], ["train.epochs", "section.key=value"]),
     (["--dataset", "synthetic", "--set", "model.kernel_sise=3"], ["did you mean model.kernel_size?", "hidden_size"]),
     (["--dataset", "synthetic", "--set", "model.kernel_size=big"], ["model.kernel_size expects an integer", "big"]),
-    (["--dataset", "synthetic", "--variant", "magic"], ["model.variant must be one of", "constant-sigma", "magic"]),
+    (["--dataset", "synthetic", "--variant", "magic"], ["unknown variant 'magic'", "constant-sigma", "recurrent-one-step"]),
     (["--dataset", "synthetic", "--device", "gpu"], ["train.device must be", "gpu"]),
     (["--dataset", "synthetic", "--fanin", "1000"], ["model.fanin=1000", "0 for fully connected"]),
     (["--dataset", "synthetic", "--set", "model.threshold=nan"], ["model.threshold must be a finite number"]),
