@@ -311,7 +311,7 @@ class TrainConfig:
     sigma_decay_fraction: float = 0.25
     seed: int = 0
     device: str = "auto"
-    threads: int = 0
+    threads: int = 0  # torch CPU threads; 0: torch's default (one per core)
     eval_every: int = 1
     kernel_snapshot_neurons: int = 4
     progress: bool = True

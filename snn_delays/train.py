@@ -493,6 +493,9 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
         r.snapshots.append({"epoch": 0, "sigma": cfg.sigma_init(),
                             "layers": _kernel_snapshot(model, cfg.train.kernel_snapshot_neurons)})
     r.info = {**run_info(), "input_steps": int(r.splits["train"].n_steps)}  # what load_model checks inputs against
+    if dist.is_main and device.type == "cpu":
+        why = "train.threads" if cfg.train.threads > 0 else "train.threads = 0: torch's default, one per core"
+        _say(f"training on the CPU with {torch.get_num_threads()} threads ({why})")
     return r
 
 
