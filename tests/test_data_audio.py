@@ -131,3 +131,16 @@ def test_folder_without_wavs(tmp_path, capsys):
     (tmp_path / "fsdd").mkdir()
     (tmp_path / "fsdd" / "notes.txt").write_text("no audio here")
     _cli_error(capsys, ["data", "info", "fsdd", "--data-dir", str(tmp_path / "fsdd")], "no .wav files")
+
+
+def test_silent_and_too_short_recordings_are_named_in_a_warning_for_mel(tmp_path, capsys):
+    """The log-mel front end pads every clip to 1 s, so it can compute features of silence or of one
+    sample; it keeps them (a mel dataset is not refused for one odd file) but names them, one line each."""
+    folder = fsdd_folder(tmp_path)
+    soundfile.write(folder / "0_amy_12.wav", np.zeros(4000, np.float32), 8000, subtype="PCM_16")
+    soundfile.write(folder / "1_bob_11.wav", np.array([0.2, -0.2], np.float32), 8000, subtype="PCM_16")
+    ds = open_dataset("fsdd", str(tmp_path / "fsdd"), "all", input="mel", cache_dir="off")
+    assert len(ds) == 6
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 2, lines
+    assert "0_amy_12.wav is silent" in lines[0] and "1_bob_11.wav is shorter than 10 ms" in lines[1]

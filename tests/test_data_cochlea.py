@@ -154,3 +154,96 @@ def test_a_batch_too_long_together_is_encoded_clip_by_clip(monkeypatch):
     assert [t.size > 0 for t, _ in apart] == [True, True]
     np.testing.assert_array_equal(apart[0][1], cochlea.encode([clips[0]], 8000, seed=3)[0][1])
     assert len(together) == len(apart) == 2
+
+
+# ---- issue 23, point 7: recordings the cochlea cannot encode, and the class count it reports
+
+def _folder(tmp_path, clips: dict) -> "Path":
+    src = tmp_path / "rec"
+    src.mkdir()
+    for name, wave in clips.items():
+        soundfile.write(src / f"{name}.wav", wave, 8000, subtype="PCM_16")
+    return src
+
+
+def _refused(capsys, argv, *fragments) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err  # one clear line
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    return err
+
+
+def test_a_silent_recording_is_refused_naming_it(tmp_path, capsys):
+    src = _folder(tmp_path, {"1_amy_0": tone(400.0, 0.2, 8000), "2_amy_1": np.zeros(1600, np.float32)})
+    out = tmp_path / "o.h5"
+    start = time.perf_counter()
+    _refused(capsys, ["encode-audio", str(src), str(out)], "2_amy_1.wav is silent", "every sample is 0")
+    assert not out.exists() and time.perf_counter() - start < 5  # refused before the encoding
+    from snn_delays.data.cochlea import encode_files
+
+    with pytest.raises(DatasetError, match="2_amy_1.wav is silent"):  # the encoding itself checks too
+        encode_files([str(src / "2_amy_1.wav")])
+
+
+def test_a_recording_too_short_to_encode_is_refused_with_its_length(tmp_path, capsys):
+    src = _folder(tmp_path, {"1_amy_0": tone(400.0, 0.2, 8000), "2_amy_1": np.array([0.3], np.float32)})
+    _refused(capsys, ["encode-audio", str(src), str(tmp_path / "o.h5")], "2_amy_1.wav is too short", "1 sample(s)",
+             "at least 10 ms (80 samples")
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_class_count_is_the_labels_present(tmp_path, capsys):
+    """One file labelled 2 is 1 class (issue 23 reported "3 classes"); labels that are not 0..n-1 are named."""
+    src = _folder(tmp_path, {"2_amy_0": tone(400.0, 0.05, 8000)})
+    assert main(["encode-audio", str(src), str(tmp_path / "a.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "1 class (label 2, not 0..0: a reader of the file counts 3 classes, 2 of them without samples)" in out
+    assert "3 classes" not in out.split("(")[0]
+    src2 = tmp_path / "b"
+    src2.mkdir()
+    for name in ("0_amy_0", "1_amy_0"):
+        soundfile.write(src2 / f"{name}.wav", tone(400.0, 0.05, 8000), 8000, subtype="PCM_16")
+    assert main(["encode-audio", str(src2), str(tmp_path / "b.h5")]) == 0
+    out = capsys.readouterr().out
+    assert ", 2 classes, speakers amy;" in out
+
+
+def test_labels_the_shd_layout_cannot_hold_are_refused(tmp_path, capsys):
+    src = _folder(tmp_path, {"70000_amy_0": tone(400.0, 0.05, 8000)})  # uint16 labels; one key per number
+    _refused(capsys, ["encode-audio", str(src), str(tmp_path / "o.h5")], "70000_amy_0", "label 70000", "0..65535")
+    src2 = tmp_path / "e"
+    src2.mkdir()
+    soundfile.write(src2 / "x_amy.wav", tone(400.0, 0.05, 8000), 8000, subtype="PCM_16")
+    _refused(capsys, ["encode-audio", str(src2), str(tmp_path / "o.h5"), "--label-pattern",
+                      r"(?P<label>\d*)x_(?P<speaker>\w+)"], "x_amy", "empty label")
+
+
+def test_worker_counts(tmp_path, capsys):
+    """--workers 0 encodes in this process (as 1 does); a negative count is refused before any work."""
+    src = _folder(tmp_path, {"1_amy_0": tone(400.0, 0.05, 8000)})
+    assert main(["encode-audio", str(src), str(tmp_path / "o.h5"), "--workers", "0"]) == 0
+    capsys.readouterr()
+    _refused(capsys, ["encode-audio", str(src), str(tmp_path / "p.h5"), "--workers", "-1"], "workers must be")
+
+
+def test_data_info_refuses_options_its_dataset_does_not_take(tmp_path, capsys):
+    """`--input`/`--workers` are FSDD's: given for another dataset they were silently ignored."""
+    _refused(capsys, ["data", "info", "synthetic", "--input", "spikes"], "--input does not apply to synthetic",
+             "fsdd")
+    _refused(capsys, ["data", "info", "shd", "--workers", "2"], "--workers does not apply to shd")
+
+
+def test_encode_workers_reach_every_command_that_encodes():
+    """data.encode_workers (train, cv, ablate via --set) reaches the FSDD opener; it is checked, and a
+    run may resume with another value (it changes no result)."""
+    from snn_delays.config import RUNTIME_ONLY_KEYS, ConfigError, apply_overrides, load_config
+    from snn_delays.data.registry import opener_options
+
+    cfg = apply_overrides(load_config("fsdd"), {"data.encode_workers": 0})
+    assert cfg.data.dataset_options()["encode_workers"] == 0
+    assert "encode_workers" in opener_options("fsdd") and "data.encode_workers" in RUNTIME_ONLY_KEYS
+    with pytest.raises(ConfigError, match="data.encode_workers must be >= 0"):
+        apply_overrides(load_config("fsdd"), {"data.encode_workers": -1}).validate()
