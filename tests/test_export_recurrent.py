@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from neuromorphic_export import (Convention, ExportError, Layer, Network, Recurrent, export_run, load_checkpoint,
-                                 network_from_checkpoint, nir_predict, prepare, read_network, read_nir, simulate,
-                                 write_network, write_nir)
+                                 network_from_checkpoint, nir_predict, prepare, read_netx, read_network, read_nir,
+                                 simulate, write_network, write_nir)
 from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +378,18 @@ def test_netx_writes_recurrent_layers_as_dense_rec_and_refuses_what_lava_would_r
         assert rep["netx"]["recurrent_layers"] == [0, 1] and rep["delays"]["carried_to_chip"] is True
         with h5py.File(out / "netx.h5") as f:
             assert [f[f"layer/{k}/type"][()] for k in (1, 2, 3)] == [b"dense_rec", b"dense_rec", b"dense"]
+            # padded: layer 0's neurons after the 12 inputs, layer 1's where layer 0 has none; width 22
+            assert [int(f[f"layer/{k}/shape"][()][0]) for k in (0, 1, 2, 3)] == [22, 22, 22, 4]
+            assert list(f["layer/1"].attrs["positions"]) == list(range(12, 22))
+            assert list(f["layer/2"].attrs["positions"]) == list(range(10))
+            w, wr, d = f["layer/1/weight"][()], f["layer/1/weight_rec"][()], f["layer/1/delay"][()]
+            assert not w[:, 12:].any() and not wr[:, :12].any() and not w[:12].any() and not wr[:12].any()
+        # read back (padding dropped): the network.h5 tables, recurrent ones included
+        chip, back = read_network(out), read_netx(out / "netx.h5")
+        x = (np.random.default_rng(1).random((30, 4, 12)) < 0.1) * 2.0
+        a, b = simulate(chip, x), simulate(back, x)
+        np.testing.assert_array_equal(a.readout, b.readout)
+        assert all(np.array_equal(p, q) for p, q in zip(a.spikes, b.spikes))
     # 6-bit weights: lava-dl 0.6's RecurrentDense would drop the weight exponent netx gives them
     out = tmp_path / "out-6bit"
     with pytest.raises(ExportError, match="RecurrentDense.*weight exponent"):
