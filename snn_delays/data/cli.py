@@ -26,7 +26,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             continue
         if known and key not in known:  # not silently ignored
             users = [n for n in available_datasets() if key in opener_options(n)]
-            raise DatasetError(f"{flag} does not apply to {args.name}; it applies to {', '.join(users) or 'no dataset'}")
+            raise DatasetError(f"{flag} does not apply to {args.name}; it applies to "
+                               f"{', '.join(users) or 'no dataset'}")
         opts[key] = value
     for split in ("train", "valid", "test"):
         ds = open_dataset(args.name, args.root, split, **opts)

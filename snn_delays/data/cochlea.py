@@ -249,9 +249,10 @@ def check_clip_length(path, n_samples: int, sample_rate: int) -> None:
                            f"({MAX_CLIP_SAMPLES / sample_rate:.1f} s at this rate): cut the recording into clips")
     min_samples = math.ceil(MIN_CLIP_SECONDS * sample_rate)
     if n_samples < min_samples:
-        raise DatasetError(f"{path} is too short to encode: {n_samples} sample(s), {n_samples / sample_rate * 1e3:.2g} ms "
-                           f"at {sample_rate} Hz; the cochlea needs at least {MIN_CLIP_SECONDS * 1e3:g} ms "
-                           f"({min_samples} samples at this rate): remove it or record it again")
+        raise DatasetError(f"{path} is too short to encode: {n_samples} sample(s), "
+                           f"{n_samples / sample_rate * 1e3:.2g} ms at {sample_rate} Hz; the cochlea needs at least "
+                           f"{MIN_CLIP_SECONDS * 1e3:g} ms ({min_samples} samples at this rate): remove it or record it "
+                           "again")
 
 
 def check_not_silent(path, samples: np.ndarray) -> None:
