@@ -8,7 +8,7 @@ Files ``{digit}_{speaker}_{take}.wav`` (8 kHz mono) in ROOT or ROOT/recordings; 
   = the paper's setting; 4,000 Hz = the corrected one).
 * ``input="spikes"``: the cochlea (:mod:`.cochlea`) turns every recording into 700 channels of
   spikes, written once as an SHD-layout HDF5 file in the cache and read and binned by the SHD reader
-  (``dt_ms``, ``pool``, ``frame_convention``).
+  (``dt_ms``, ``pool``, ``frame_convention``); ``encode_workers`` processes encode (0 or 1: this one).
 
 Splits: by take (default): takes 0-4 are ``test``; ``valid`` is a seeded, stratified
 ``valid_fraction`` slice of takes 5-49 and ``train`` the rest. By speaker (``test_speakers="a,b"``):
