@@ -203,8 +203,9 @@ def test_export_json_says_why_a_delayed_model_has_no_consumer_files(delayed_run,
 def test_released_consumers_do_not_run_network_nir(delayed_run, tmp_path):
     """What docs/export.md states about the consumers and nir.Delay, checked against them."""
     import nirtorch
-    from snntorch.import_nir import import_from_nir
 
+    pytest.importorskip("snntorch")
+    from snntorch.import_nir import import_from_nir
     norse_torch = pytest.importorskip("norse.torch")
     net = network_from_checkpoint(load_checkpoint(delayed_run))
     path = write_nir(net, tmp_path / "network.nir")
