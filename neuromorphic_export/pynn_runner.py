@@ -172,10 +172,10 @@ def run(sim, name: str, folder: Path, x: np.ndarray) -> dict:
     layers = meta["layers"]
     n_steps = steps_in + meta["extra_steps"] + meta.get("hop_latency_steps", 1) * len(layers)
     lists = {}
-    for layer in layers:
+    for k in range(len(layers)):
         for kind in ("", "recurrent_"):
             for receptor in ("excitatory", "inhibitory"):
-                lists[layer["layer"], kind, receptor] = _read_rows(folder / f"layer{layer['layer']}_{kind}{receptor}.csv")
+                lists[k, kind, receptor] = _read_rows(folder / f"layer{k}_{kind}{receptor}.csv")
     max_delay = max([dt] + [float(r[:, 3].max()) for r in lists.values() if len(r)])
 
     extra = {}
@@ -189,8 +189,8 @@ def run(sim, name: str, folder: Path, x: np.ndarray) -> dict:
     levels = level_spike_times(x, dt)
     sources = [sim.Population(batch * channels, sim.SpikeSourceArray(spike_times=times)) for times in levels]
     pops, biases = [], []
-    for layer in layers:
-        k, n = layer["layer"], layer["n"]
+    for k, layer in enumerate(layers):
+        n = layer["n"]
         readout = layer["readout"]
         params = {"cm": meta.get("cm_nF", CM_NF), "v_rest": 0.0, "v_reset": 0.0, "tau_refrac": 0.0,
                   "i_offset": 0.0, "tau_m": np.tile(np.broadcast_to(layer["tau_m_ms"], n), batch),
