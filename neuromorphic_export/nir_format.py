@@ -365,7 +365,8 @@ _CONSUMER_FACTS: dict[str, dict[str, str]] = {
                    "(read state.state['readout'][0].v): classes equal the simulator's",
         "does_not_carry": "Delay: network.nir fails to load (KeyError on the first Delay node, which it maps to "
                           "nothing); LI: mapped to nothing and skipped silently (the graph's output becomes the "
-                          "readout's input current, not integrated); r (ignored, with a warning); v_reset (always 0); float64",
+                          "readout's input current, not integrated); r (ignored, with a warning); v_reset (always 0); "
+                          "float64",
     },
     "sinabs": {
         "software": "Sinabs 3.1.3 (sinabs.from_nir; it installs nir 1.0.4 and nirtorch 2.0.2)",
