@@ -65,7 +65,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("spinnaker1", "SpiNNaker 1 via PyNN/sPyNNaker (IF_curr_delta)", threshold_rule=">=",
            max_delay_D=288, weight_bits=16, weight_mode="magnitude-pow2",
            notes="32 steps natively at 256 neurons/core; up to 288 with delay extensions (added "
-                 "automatically by sPyNNaker); the neuron's decay approximates the model's"),
+                 "automatically by sPyNNaker); IF_curr_delta's tau_m and i_offset make its exact update "
+                 "the model's step (checked in NEST 3.10)"),
     Target("spinnaker2", "SpiNNaker 2 via its NIR importer (int8 weights)", max_delay_D=None,
            weight_bits=8, weight_mode="signed", notes="delay limit not verified"),
 ]}
