@@ -60,9 +60,9 @@ def run_nest(export_dir: str | os.PathLike, x: np.ndarray, *, batch_size: int = 
         T' = T + extra_steps + n_layers, equal step for step to that simulate(...).readout;
       software "PyNN 0.13.0 + NEST 3.10.0"; seconds: wall time of the subprocesses.
 
-    Raises ExportError when the side environment is missing (naming scripts/test-env-nest.sh),
-    the export's run_pynn.py predates ``--save``, the input is not counts, or the run fails (with
-    the end of its stderr).
+    Raises ValueError for a wrong shape; ExportError when the side environment is missing (naming
+    scripts/test-env-nest.sh), the export's run_pynn.py predates ``--save``, the input is not counts,
+    or the run fails (with the end of its stderr).
     """
     folder = pynn_folder(export_dir)
     x = np.asarray(x)
@@ -70,7 +70,8 @@ def run_nest(export_dir: str | os.PathLike, x: np.ndarray, *, batch_size: int = 
     if x.ndim != 3 or x.shape[2] != meta["input_size"]:
         raise ValueError(f"run_nest: expected input (T, B, {meta['input_size']}), got {tuple(x.shape)}")
     if (x < 0).any() or not np.array_equal(x, np.round(x)):
-        raise ValueError("run_nest: expected non-negative integer spike counts per bin")
+        raise ExportError("run_nest: PyNN's spike sources carry spike counts; this input holds negative or "
+                          "non-integer values (real-valued features cannot be run in NEST as exported)")
     if "--save" not in (folder / "run_pynn.py").read_text():
         raise ExportError(f"{folder / 'run_pynn.py'} was written by an older exporter (no --save): export again")
     exe = Path(python) if python is not None else side_env_python(NEST_ENV)

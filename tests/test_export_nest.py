@@ -170,3 +170,18 @@ def test_write_pynn_keeps_the_lists_unsigned(tmp_path):
     for k in range(net.n_layers):
         inh = np.loadtxt(folder / f"layer{k}_inhibitory.csv", delimiter=",", skiprows=1, ndmin=2)
         assert len(inh) and (inh[:, 2] > 0).all()
+
+
+def test_run_nest_refuses_input_that_is_not_counts(tmp_path):
+    from neuromorphic_export import ExportError
+
+    state = synthetic_state(np.random.default_rng(3), input_size=6, hidden_size=5, n_layers=1, n_classes=3,
+                            kernel_size=4)
+    run = save_synthetic_checkpoint(tmp_path / "run", state, n_layers=1, kernel_size=4, extra_steps=2)
+    export_run(run, "spinnaker1", tmp_path / "out")
+    with pytest.raises(ExportError, match="spike counts"):
+        run_nest(tmp_path / "out", np.full((5, 2, 6), 0.5), python=sys.executable)
+    with pytest.raises(ValueError, match=r"expected input \(T, B, 6\)"):
+        run_nest(tmp_path / "out", np.zeros((5, 6)), python=sys.executable)
+    with pytest.raises(ExportError, match="no PyNN export"):
+        run_nest(tmp_path / "run", np.zeros((5, 2, 6)), python=sys.executable)
