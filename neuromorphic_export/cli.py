@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import ExportError
 from .targets import TARGETS
+from .verify import VENDOR_SOFTWARE
 
 __all__ = ["add_subcommand", "cmd_export", "cmd_verify"]
 
@@ -79,6 +80,12 @@ def add_subcommand(subparsers, name: str) -> None:
         p.add_argument("--export-only", action="store_true",
                        help="skip the in-memory check of every target (quantised, clipped where needed)")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
+        p.add_argument("--in", dest="software", action="append", default=[], choices=VENDOR_SOFTWARE,
+                       help="also run the export in a vendor's own software: lava (netx.h5 in Lava, loihi "
+                       "targets) or nest (pynn/ in PyNN on NEST, spinnaker1 and generic); its classes and spikes "
+                       "must equal our simulator's, or verify fails. Needs spike-count input and the side "
+                       "environment of scripts/test-env-lava.sh / test-env-nest.sh; about 1 s per sample in "
+                       "Lava: choose --samples. Repeatable")
         p.add_argument("--finetuned", nargs="+", default=[], metavar="RUN",
                        help="runs fine-tuned from this one (snn-delays finetune): their exports for their targets "
                             "are shown beside the float model and the plain export")
@@ -225,7 +232,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .network import network_from_checkpoint, read_network
     from .simulate import MEMORY_LIMIT_BYTES, Convention, simulate, simulation_bytes
     from .targets import prepare
-    from .verify import check_export, compare_runs, format_table, run_differences, verify_network
+    from .verify import check_export, compare_runs, format_table, run_differences, verify_in_software, verify_network
 
     export_dir = Path(args.export_dir)
     export_net = read_network(export_dir)
@@ -246,7 +253,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     others = [] if args.export_only else [t for t in TARGETS if t != "generic"]  # generic == the float export
     finetuned = _finetuned_runs(args.finetuned, float_net)
     n_runs = (1 + 2 + (export_net.target != "generic" or bool(check.readable)) + len(check.readable) + len(others)
-              + len(finetuned))
+              + len(finetuned) + len(set(args.software)))
     print(f"verify: {len(y)} samples through the PyTorch model and {n_runs - 1} simulated networks",
           file=sys.stderr, flush=True)
     progress = Progress(n_runs * len(y), "verify", unit="sample runs")
@@ -283,6 +290,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         results.append(run(f"target {t}{' (clipped)' if rep.changes else ''}", net, "target"))
         side[t] = {"plain": None if rep.violations else results[-1].accuracy,
                    "clipped": results[-1].accuracy if rep.changes else None, "finetuned": None}
+    if args.software and not (np.all(x >= 0) and np.array_equal(x, np.round(x))):
+        raise ExportError(f"--in {args.software[0]} runs spike counts; the {name} data holds real values (e.g. "
+                          "log-mel frames): verify a run trained on spikes")
+    for software in dict.fromkeys(args.software):
+        progress.phase(f"running the export in {software} ({len(y)} samples)")
+        row, problems = verify_in_software(software, export_dir, export_net, x, y, model_pred, model_spikes)
+        progress.update(len(y))
+        results.append(row)
+        check.problems += problems
     for t, (run_dir, net) in finetuned.items():
         r = verify_network(f"fine-tuned {t}", net, x, y, model_pred, None, "target", progress=progress.update)
         results.append(r)
@@ -305,7 +321,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if passed:
             print(f"PASSED: the files of {export_dir} are the ones export wrote (SHA-256 in export.json), network.h5 "
                   f"holds the checkpoint's {export_net.target} tables"
-                  + (f", and {', '.join(check.readable)} computes the same spikes and classes" if check.readable else ""))
+                  + (f"; {', '.join(check.readable)} computes the same spikes and classes" if check.readable else "")
+                  + (f"; {' and '.join(dict.fromkeys(args.software))} computed our simulator's classes and spikes, "
+                     "entry for entry" if args.software else ""))
         else:
             print(f"FAILED: {export_dir} is not what export wrote from this checkpoint:")
             for problem in check.problems:

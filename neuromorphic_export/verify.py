@@ -17,7 +17,7 @@ from .network import Layer, Network
 from .simulate import Convention, SimResult, simulate
 
 __all__ = ["VerifyResult", "ExportCheck", "compare_runs", "verify_network", "format_table", "check_export",
-           "network_differences", "run_differences"]
+           "network_differences", "run_differences", "verify_in_software", "VENDOR_SOFTWARE"]
 
 
 @dataclass
@@ -79,11 +79,12 @@ def verify_network(name: str, net: Network, x: np.ndarray, labels: np.ndarray,
 
 
 def format_table(model_accuracy: float, n: int, results: list[VerifyResult]) -> str:
-    lines = [f"{'network':34s} {'accuracy':>8s} {'agreement':>9s}  spike mismatches / model spikes",
-             f"{'model (PyTorch, float64, eval)':34s} {model_accuracy:8.4f} {1.0:9.4f}  -"]
+    w = max([34] + [len(r.name) for r in results])
+    lines = [f"{'network':{w}s} {'accuracy':>8s} {'agreement':>9s}  spike mismatches / model spikes",
+             f"{'model (PyTorch, float64, eval)':{w}s} {model_accuracy:8.4f} {1.0:9.4f}  -"]
     for r in results:
         sm = ", ".join(f"{m}/{c}" for m, c in zip(r.spike_mismatches, r.spikes_model)) or "-"
-        lines.append(f"{r.name:34s} {r.accuracy:8.4f} {r.agreement:9.4f}  {sm}   [{r.convention}]")
+        lines.append(f"{r.name:{w}s} {r.accuracy:8.4f} {r.agreement:9.4f}  {sm}   [{r.convention}]")
     lines.append(f"({n} samples)")
     return "\n".join(lines)
 
@@ -214,3 +215,52 @@ def check_export(export_dir: "str | Path", export_net: Network, float_net: Netwo
     if (folder / "network.nir").is_file():
         check.notes.append("network.nir is checked by its digests")
     return check
+
+
+# The vendors' software `verify --in` runs, and the runtime convention each realises for an export.
+VENDOR_SOFTWARE = ("lava", "nest")
+
+
+def verify_in_software(software: str, export_dir: "str | Path", export_net: Network, x: np.ndarray,
+                       labels: np.ndarray, model_predictions: np.ndarray,
+                       model_spikes: list[np.ndarray] | None) -> tuple[VerifyResult, list[str]]:
+    """Run the export in a vendor's own software ("lava": netx.h5 in Lava; "nest": pynn/run_pynn.py in
+    PyNN on NEST) on x (T, B, C_in) spike counts, and compare it with our simulator in the convention
+    that software realises (one step of latency per hop) and with the model.
+
+    Returns the row for the table (accuracy, agreement with the model, spike mismatches against the
+    model's spikes) and the problems: every class and every (step, sample, neuron) spike entry where
+    the vendor's run differs from our simulator's, and the samples whose per-neuron spike counts differ.
+    """
+    from .vendor_lava import run_lava
+    from .vendor_nest import run_nest
+
+    folder = Path(export_dir).resolve()  # the runners start their subprocesses elsewhere
+    if software == "lava":
+        if not (folder / "netx.h5").is_file():
+            raise ExportError(f"--in lava runs netx.h5, which {folder} does not hold: export with --target loihi2 "
+                              "(or loihi1)")
+        run, convention = run_lava(folder, x), Convention.of(export_net)
+    elif software == "nest":
+        if not (folder / "pynn").is_dir():
+            raise ExportError(f"--in nest runs pynn/run_pynn.py, which {folder} does not hold: export with --target "
+                              "spinnaker1 (or generic)")
+        run, convention = run_nest(folder, x), Convention(1, ">=", "float64")  # D = d + 1, u >= theta, floats
+    else:
+        raise ExportError(f"--in takes {' or '.join(VENDOR_SOFTWARE)}, not {software!r}")
+    ours = simulate(export_net, x, convention=convention, record_spikes=True)
+    problems = []
+    classes = int((ours.predictions != run.predictions).sum())
+    if classes:
+        problems.append(f"{run.software}: {classes} of {len(labels)} classes differ from our simulator's")
+    hop = convention.hop_latency_steps
+    for k, theirs in enumerate(run.spikes):
+        mine = ours.spikes[k][hop * (k + 1): hop * (k + 1) + theirs.shape[0]]
+        differ = _count_differences(mine, theirs)
+        counts = int((mine.sum(0) != theirs.sum(0)).any(-1).sum()) if mine.shape == theirs.shape else len(labels)
+        if differ:
+            problems.append(f"{run.software}: hidden layer {k}: {differ} spike entries differ from our simulator's "
+                            f"({counts} of {len(labels)} samples with other per-neuron spike counts)")
+    row = compare_runs(f"in {run.software.split(' (')[0]}", convention, labels, model_predictions, model_spikes,
+                       run.predictions, run.spikes, align_hop=0)
+    return row, problems

@@ -296,3 +296,43 @@ def test_time_left_is_not_inflated_by_a_slow_start(monkeypatch):
     lines = stream.getvalue().splitlines()
     assert lines[0].endswith("time left not known yet")
     assert "about 8 s left" in lines[1]  # 80 left at 10/s (the whole-run rate would say 4 min 4 s)
+
+
+# -- verify --in: the vendors' own software ----------------------------------------------------------
+
+@pytest.mark.parametrize("software, target, env", [("nest", "spinnaker1", "nest-3.10.0-pynn-0.13.0"),
+                                                   ("lava", "loihi2", "lava-0.10.0-dl-0.6.0")])
+def test_verify_in_the_vendors_software(software, target, env, tmp_path, capsys):
+    from neuromorphic_export.vendor_run import side_env_python
+
+    if side_env_python(env, required=False) is None:
+        pytest.skip(f"no side environment {env} (scripts/test-env-{software}.sh could not build it here)")
+    run = _checkpoint_run(tmp_path)
+    export_run(run, target, tmp_path / "exp", clip=True)
+    code, out, err = _cli(capsys, "verify", run, tmp_path / "exp", "--samples", 4, "--export-only", "--in", software,
+                          "--json")
+    result = json.loads(out)
+    assert code == 0 and result["passed"], result["problems"]
+    row, ours = result["results"][-1], next(r for r in result["results"] if r["name"] == f"export file as {target}")
+    assert row["name"].startswith("in ") and sum(row["spikes_model"]) > 0
+    # the vendor's run is our simulator's: the same accuracy, agreement and mismatches against the model
+    assert (row["accuracy"], row["agreement"], row["spike_mismatches"]) == \
+        (ours["accuracy"], ours["agreement"], ours["spike_mismatches"])
+    code, out, err = _cli(capsys, "verify", run, tmp_path / "exp", "--samples", 4, "--export-only", "--in",
+                          "lava" if software == "nest" else "nest")
+    assert code == 2 and "does not hold" in err  # the other software's file is not in this export
+
+
+def test_verify_in_refuses_real_valued_input(loihi_export, capsys, monkeypatch):
+    import neuromorphic_export.cli as export_cli
+
+    run, exp = loihi_export
+    real = export_cli._load_split
+
+    def half(*args, **kwargs):
+        x, y, name = real(*args, **kwargs)
+        return x + 0.5, y, name
+
+    monkeypatch.setattr(export_cli, "_load_split", half)
+    code, _, err = _cli(capsys, "verify", run, exp, "--samples", 4, "--export-only", "--in", "lava")
+    assert code == 2 and "runs spike counts" in err
