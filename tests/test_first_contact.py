@@ -336,3 +336,24 @@ def test_verify_in_refuses_real_valued_input(loihi_export, capsys, monkeypatch):
     monkeypatch.setattr(export_cli, "_load_split", half)
     code, _, err = _cli(capsys, "verify", run, exp, "--samples", 4, "--export-only", "--in", "lava")
     assert code == 2 and "runs spike counts" in err
+
+
+def test_data_info_shows_what_train_opens(capsys):
+    """`data info NAME` opens the dataset with experiments/NAME.toml's data options (fsdd.toml: 100 steps)."""
+    from snn_delays.config import load_config
+
+    steps = load_config("synthetic").data.n_steps or 100
+    code, out, _ = _cli(capsys, "data", "info", "synthetic")
+    assert code == 0 and f"x (1000, {steps}, 140)" in out and "experiments/synthetic.toml" in out
+
+
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
+
+
+@pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason="the FSDD recordings are not beside the project")
+def test_data_info_fsdd_agrees_with_fsdd_toml(tmp_path, capsys):
+    from snn_delays.config import load_config
+
+    steps = load_config("fsdd").data.n_steps
+    code, out, _ = _cli(capsys, "data", "info", "fsdd", "--data-dir", FSDD, "--cache-dir", tmp_path)
+    assert code == 0 and all(f", {steps}, 140)" in line for line in out.splitlines()[:3])

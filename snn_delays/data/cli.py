@@ -19,7 +19,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import available_datasets, open_dataset
     from .registry import DatasetError, opener_options
 
-    opts = {"cache_dir": args.cache_dir or ""}
+    opts, source = _named_config_options(args.name)
+    opts["cache_dir"] = args.cache_dir or ""
     known = opener_options(args.name)  # empty for an unknown name, which open_dataset reports
     for key, flag, value in (("input", "--input", args.input), ("encode_workers", "--workers", args.workers)):
         if value is None:
@@ -38,7 +39,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     note = getattr(ds, "protocol_note", "")
     if note:
         print(note)
+    if source:
+        print(f"(opened with the data options of {source}, as `snn-delays train --dataset {args.name}` opens it)")
     return 0
+
+
+def _named_config_options(name: str) -> tuple[dict, str]:
+    """The data options of the config in experiments/ named like the dataset (what ``train
+    --dataset NAME`` uses: n_steps, input kind, ...) and its file name; ({}, "") when there is none."""
+    from ..config import load_config, named_configs
+
+    if name not in named_configs():
+        return {}, ""
+    cfg = load_config(name)
+    if cfg.data.dataset != name:
+        return {}, ""
+    return cfg.data.dataset_options(), f"experiments/{name}.toml"
 
 
 def cmd_encode_audio(args: argparse.Namespace) -> int:
