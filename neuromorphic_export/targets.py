@@ -77,8 +77,9 @@ DELAY_CARRIAGE: dict[str, dict[str, str]] = {
     "generic": {
         "network.h5": "carried: one integer delay per synapse row",
         "network.nir": "written exactly (one Delay -> Linear branch per distinct delay of a layer, since NIR's "
-                       "Delay is per channel), but not carried by any current NIR consumer: they ignore or reject "
-                       "nir.Delay, so every delay would run as 0",
+                       "Delay is per channel) and run exactly in PyTorch by the package's nirtorch map "
+                       "(neuromorphic_export.nir_torch); no released NIR consumer runs nir.Delay (snnTorch and "
+                       "Norse refuse or fail on it)",
         "pynn/": "carried: delay_ms per synapse in the FromListConnector lists",
     },
     "loihi1": {"network.h5": "carried", "netx.h5": "carried: 2-D (out, in) delay matrix, one delay per (pre, post) "
@@ -107,7 +108,7 @@ _NETX_RECURRENT = ("carried: netx 'dense_rec' layers (lava-dl RecurrentDense), w
 RECURRENT_CARRIAGE: dict[str, dict[str, str]] = {
     "generic": {
         "network.h5": "carried: layer/<k>/recurrent, one integer delay >= 1 per synapse row",
-        "network.nir": _NIR_RECURRENT + "; the delays, like the feed-forward ones, are run by no current NIR consumer",
+        "network.nir": _NIR_RECURRENT + "; run exactly by neuromorphic_export.nir_torch, by no released NIR consumer",
         "pynn/": "carried: a Projection of each population onto itself, delay_ms = d * dt per synapse",
     },
     "loihi1": {"network.h5": "carried", "netx.h5": _NETX_RECURRENT},

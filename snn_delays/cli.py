@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"snn-delays {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:  # SIGTERM/SIGHUP during an encoding end as exit 143/129 after cleaning up
+        if e.code in (128 + 15, 128 + 1):
+            print(f"snn-delays {args.command}: terminated", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":
