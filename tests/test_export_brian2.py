@@ -2,8 +2,8 @@
 same spikes as neuromorphic_export's simulator in the same convention (one step per hop, u >= theta).
 The runner also builds recurrent tables (used by tests/test_export_recurrent.py).
 
-Brian2 2.9.0 needs numpy < 2.4, so it lives in its own venv, made by ``bash tests/brian2_env.sh``
-(default .venv-brian2 next to .venv, or $BRIAN2_VENV). Without it this test is skipped.
+Brian2 2.9.0 needs numpy < 2.4, so it lives in its own side environment, brian2-2.9.0-pynn-0.13.0,
+made by ``bash scripts/test-env-brian2.sh`` (scripts/test.sh runs it). Without it this test is skipped.
 """
 
 import json
@@ -17,10 +17,12 @@ import pytest
 
 from neuromorphic_export import (Convention, load_checkpoint, network_from_checkpoint, prepare, simulate,
                                  write_network)
+from neuromorphic_export.vendor_run import envs_root
 from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("BRIAN2_VENV", ROOT / ".venv-brian2"))
+BRIAN2_ENV = "brian2-2.9.0-pynn-0.13.0"
+VENV = envs_root() / BRIAN2_ENV
 PYTHON = VENV / "bin" / "python"
 
 # Runs inside the Brian2 venv: reads network.h5 with h5py, builds the network as hardware.md says.
@@ -93,7 +95,7 @@ def _brian2_available() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _brian2_available(),
-                                reason=f"no Brian2 environment at {VENV}: run `bash tests/brian2_env.sh`")
+                                reason=f"no Brian2 environment at {VENV}: run `bash scripts/test-env-brian2.sh`")
 
 
 def _run_brian2(tmp_path, net_path, x):
@@ -137,7 +139,7 @@ def test_pynn_script_runs_with_pynn_on_brian2(tmp_path):
     sample, 71 layer-0 entries differed from the simulator's 54 spikes); the step-exact check is
     NEST's, tests/test_export_nest.py."""
     if subprocess.run([str(PYTHON), "-c", "import pyNN.brian2"], capture_output=True).returncode != 0:
-        pytest.skip("pyNN is not installed in the Brian2 environment (bash tests/brian2_env.sh)")
+        pytest.skip("pyNN is not installed in the Brian2 environment (bash scripts/test-env-brian2.sh)")
     from neuromorphic_export import export_run, predict_from_readout
 
     rng = np.random.default_rng(0)

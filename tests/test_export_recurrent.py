@@ -461,14 +461,14 @@ def test_nir_cycle_without_delay_is_refused():
 
 
 # ---------------------------------------------------------------------------------------------
-# Brian2 (its own venv: bash tests/brian2_env.sh)
+# Brian2 (its own venv: bash scripts/test-env-brian2.sh)
 
 
 def _brian2():
     from test_export_brian2 import PYTHON, _brian2_available, _run_brian2
 
     if not _brian2_available():
-        pytest.skip("no Brian2 environment: run `bash tests/brian2_env.sh`")
+        pytest.skip("no Brian2 environment: run `bash scripts/test-env-brian2.sh`")
     return PYTHON, _run_brian2
 
 
@@ -500,7 +500,7 @@ def test_brian2_gives_the_same_spikes_with_recurrence(tmp_path, target):
 def test_pynn_script_with_recurrent_projections_runs_on_brian2(tmp_path):
     python, _ = _brian2()
     if subprocess.run([str(python), "-c", "import pyNN.brian2"], capture_output=True).returncode != 0:
-        pytest.skip("pyNN is not installed in the Brian2 environment (bash tests/brian2_env.sh)")
+        pytest.skip("pyNN is not installed in the Brian2 environment (bash scripts/test-env-brian2.sh)")
     _, path = _checkpoint(tmp_path, hidden=8)
     export_run(path, "spinnaker1", tmp_path / "out")
     np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((30, 12)) < 0.2).astype(np.uint8))
