@@ -21,21 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from .chip import (BN_EPS, CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, DEFAULT_DT_MS, MAX_KERNEL_BYTES,  # noqa: F401
+                   MAX_TIME_STEPS, RECURRENT_DELAYS, default_extra_steps, kernel_bytes)
 from .errors import ExportError
 
 __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
            "run_identity_problem", "RUN_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS", "RECURRENT_DELAYS"]
 
-CHECKPOINT_FORMAT = "snn-delays-checkpoint"
-CHECKPOINT_VERSIONS = (1,)
-BN_EPS = 1e-5
-# Sizes a checkpoint's config may give before anything is allocated from them (the arrays stored in
-# the checkpoint are checked against the config): the model's rounded-delay kernels hold
-# out x in x kernel_size floats per layer, and every input gets extra_steps zero steps.
-MAX_KERNEL_BYTES = 8 * 2 ** 30
-MAX_EXTRA_STEPS = 1_000_000
-RECURRENT_DELAYS = ("learned", "fixed", "one-step")  # model.recurrent_delays ("one-step": every delay 1 step)
-DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms: DataConfig.dt_ms's default
+# The schema's constants and size limits are the core's (one set for both packages' readers):
 RUN_FILE = "run.json"  # a run folder's identity: {"run_id": hex}; every checkpoint of the run stores the same id
 
 
@@ -242,8 +235,8 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         raise ExportError(f"{p}: checkpoint config has model.n_layers = {n_layers}; expected 0..1000")
     if kernel_size < 1:
         raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}; must be >= 1")
-    if extra < 0:  # the documented default, as ModelConfig.resolved_extra_steps computes it
-        extra = (n_layers + 1) * ((kernel_size - 1) // 2)
+    if extra < 0:  # the documented default (ModelConfig.resolved_extra_steps uses the same function)
+        extra = default_extra_steps(n_layers, kernel_size)
     if not (tau >= 1 and readout_tau >= 1 and math.isfinite(threshold)):
         raise ExportError(f"{p}: invalid neuron constants tau={tau}, readout_tau={readout_tau}, "
                           f"threshold={threshold}")
@@ -323,15 +316,18 @@ def _check_config_sizes(p: Path, model_cfg: dict, hidden: list[HiddenLayer], rea
         if key in model_cfg and model_cfg[key] != value:
             raise ExportError(f"{p}: checkpoint config has model.{key} = {model_cfg[key]!r} but its weights have "
                               f"{value}: config and weights disagree (a corrupted or edited checkpoint)")
-    kernel_bytes = sum(w.shape[0] * w.shape[1] for w in weights) * kernel_size * 8
-    kernel_bytes += sum(h.recurrent.weight.shape[0] * h.recurrent.weight.shape[1] for h in hidden
-                        if h.recurrent is not None) * recurrent_kernel_size * 8
-    if kernel_bytes > MAX_KERNEL_BYTES:
+    if kernel_size > MAX_TIME_STEPS:
+        raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size} steps, more than "
+                          f"{MAX_TIME_STEPS}: a corrupted or edited checkpoint")
+    need = kernel_bytes([w.shape[0] * w.shape[1] for w in weights], kernel_size,
+                        [h.recurrent.weight.shape[0] * h.recurrent.weight.shape[1] for h in hidden
+                         if h.recurrent is not None], recurrent_kernel_size)
+    if need > MAX_KERNEL_BYTES:
         raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}"
                           + (f" and recurrent kernel size {recurrent_kernel_size}" if recurrent_kernel_size else "")
                           + ": the model's delay kernels "
-                          f"would need {kernel_bytes / 2 ** 30:.0f} GiB (limit {MAX_KERNEL_BYTES / 2 ** 30:.0f} GiB); "
+                          f"would need {need / 2 ** 30:.0f} GiB (limit {MAX_KERNEL_BYTES / 2 ** 30:.0f} GiB); "
                           "a corrupted or edited checkpoint")
-    if extra_steps > MAX_EXTRA_STEPS:
+    if extra_steps > MAX_TIME_STEPS:
         raise ExportError(f"{p}: model.extra_steps = {extra_steps} (from the checkpoint config) is beyond "
-                          f"{MAX_EXTRA_STEPS} zero steps per input; a corrupted or edited checkpoint")
+                          f"{MAX_TIME_STEPS} zero steps per input; a corrupted or edited checkpoint")

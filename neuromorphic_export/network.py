@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import BN_EPS, Checkpoint, HiddenLayer
+from .checkpoint import Checkpoint, HiddenLayer
+from .chip import fold_batchnorm, round_delays
 from .errors import ExportError
 
 __all__ = ["Layer", "Network", "Recurrent", "network_from_checkpoint", "write_network", "read_network",
@@ -54,11 +55,6 @@ DELAY_CONVENTION = (
     "(layer/<k>/recurrent) hold the effective delay D >= 1 itself: a spike of pre at step t reaches post of "
     "the same layer at step t + delay on every runtime."
 )
-
-
-def round_delays(delay: np.ndarray, kernel_size: int) -> np.ndarray:
-    """The model's evaluation rounding: clamp to [0, Td - 1], round half to even (== torch.round)."""
-    return np.rint(np.clip(delay, 0, kernel_size - 1)).astype(np.int32)
 
 
 def _dense_table(pre: np.ndarray, post: np.ndarray, delay: np.ndarray, weight: np.ndarray, n_out: int,
@@ -264,8 +260,7 @@ def network_from_checkpoint(ckpt: Checkpoint) -> Network:
     layers = []
     for k, h in enumerate(ckpt.hidden):
         n = h.norm
-        scale = n["weight"] / np.sqrt(n["running_var"] + BN_EPS)
-        bias = n["bias"] - n["running_mean"] * scale
+        scale, bias = fold_batchnorm(n["weight"], n["bias"], n["running_mean"], n["running_var"])
         pre, post, w, d = _merge(h, ckpt.kernel_size, scale)
         layers.append(Layer(h.weight.shape[1], h.weight.shape[0], pre, post, w, d,
                             decay=1.0 - 1.0 / ckpt.tau_steps, threshold=ckpt.threshold, bias=bias,

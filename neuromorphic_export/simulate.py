@@ -34,15 +34,14 @@ from typing import Callable
 
 import numpy as np
 
+from .chip import (LOIHI_ACT_SHIFT, LOIHI_DECAY_UNITY, LOIHI_MAX_UV, crossed, loihi_threshold_mantissa,  # noqa: F401
+                   loihi_update, loihi_v_decay, predict_from_readout)
 from .errors import ExportError
 from .network import ARITHMETICS, THRESHOLD_RULES, Layer, Network
 
 __all__ = ["Convention", "SimResult", "simulate", "predict_from_readout", "loihi_parameters",
            "simulation_bytes", "MEMORY_LIMIT_BYTES"]
 
-LOIHI_DECAY_UNITY = 4096
-LOIHI_ACT_SHIFT = 6
-LOIHI_MAX_UV = 2 ** 23
 EVENTS_PER_CHUNK = 4_000_000  # synapse activations scattered at once (bounds memory)
 DENSE_FRACTION = 0.3  # inputs denser than this (real-valued features) take one matmul per delay
 MEMORY_LIMIT_BYTES = 16 * 2 ** 30  # a simulation that would hold more is refused before it starts
@@ -84,13 +83,6 @@ class SimResult:
     readout: np.ndarray
     spikes: list[np.ndarray]
     predictions: np.ndarray
-
-
-def predict_from_readout(readout: np.ndarray) -> np.ndarray:
-    """(T, B, n_classes) -> (B,): argmax over classes of the sum over t of softmax(readout[t])."""
-    z = readout - readout.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(-1, keepdims=True)).sum(0).argmax(-1)
 
 
 class _FanOut:
@@ -197,7 +189,7 @@ def _lif_float(current: np.ndarray, layer: Layer, rule: str,
         u = layer.decay * u + current[t] + layer.bias
         memb[t] = u
         if spiking:
-            s = u >= layer.threshold if rule == ">=" else u > layer.threshold
+            s = crossed(u, layer.threshold, rule)
             spikes[t] = s
             u = np.where(s, 0.0, u)
             if recurrent is not None:
@@ -210,11 +202,11 @@ def loihi_parameters(layer: Layer) -> dict[str, np.ndarray]:
     if layer.weight_scale is None:
         raise ExportError("Loihi arithmetic needs integer weights: export with a loihi target")
     s = layer.weight_scale
-    v_decay = np.rint(LOIHI_DECAY_UNITY * (1.0 - layer.decay)).astype(np.int64)
+    v_decay = loihi_v_decay(layer.decay)
     bias = np.rint(layer.bias * s).astype(np.int64)
     finite = np.isfinite(layer.threshold)
     vth = np.full(layer.n_out, np.iinfo(np.int64).max >> 8, dtype=np.int64)  # readout: never reached
-    vth[finite] = (np.rint(layer.threshold[finite] * s) - 1).astype(np.int64)
+    vth[finite] = loihi_threshold_mantissa(layer.threshold[finite], s)
     return {"vDecay": v_decay, "bias": bias, "vThMant": vth}
 
 
@@ -231,12 +223,8 @@ def _lif_loihi(current: np.ndarray, layer: Layer, recurrent: _FanOut | None = No
     spikes = np.zeros(current.shape, dtype=np.uint8)
     memb = np.empty(current.shape)
     for t in range(current.shape[0]):
-        u = np.rint(current[t]).astype(np.int64) << LOIHI_ACT_SHIFT  # integer weights x counts: integral
-        u = np.where(u > LOIHI_MAX_UV, u - 2 * LOIHI_MAX_UV, u)
-        u = np.where(u <= -LOIHI_MAX_UV, u + 2 * LOIHI_MAX_UV, u)
-        dv = v * keep
-        dv = np.sign(dv) * (np.abs(dv) >> 12)
-        v = np.clip(dv + u + bias, -LOIHI_MAX_UV + 1, LOIHI_MAX_UV - 1)
+        a_in = np.rint(current[t]).astype(np.int64)  # integer weights x counts: integral
+        v = loihi_update(v, a_in, bias, keep)
         memb[t] = v / (layer.weight_scale * (1 << LOIHI_ACT_SHIFT))
         s = finite & (v > vth)
         spikes[t] = s

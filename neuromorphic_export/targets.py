@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .chip import LayerScale, choose_scale, full_scale, round_bias, round_weights, weight_grid
 from .errors import ExportError
 from .network import INT32_MAX, Layer, Network, Recurrent
 
@@ -129,7 +130,7 @@ def max_weight_bits(t: Target) -> int:
     integer weights hold in the target's weight mode (largest integer 2^(b-1) - 1 for 'signed')."""
     if t.weight_bits is not None:
         return t.weight_bits
-    return next(b for b in range(64, 1, -1) if max(abs(v) for v in _scale_for(1.0, b, t.weight_mode)[1:]) <= INT32_MAX)
+    return next(b for b in range(64, 1, -1) if max(abs(v) for v in weight_grid(b, t.weight_mode)[:2]) <= INT32_MAX)
 
 
 def check_weight_bits(t: Target, weight_bits: int) -> None:
@@ -186,77 +187,6 @@ class PrepareReport:
         return out
 
 
-def _scale_for(max_abs: float, bits: int, mode: str) -> tuple[float, int, int]:
-    """(scale, lowest, highest integer) for weights of largest magnitude ``max_abs``."""
-    if mode == "signed":
-        q = 2 ** (bits - 1) - 1
-        return q / max_abs, -q, q
-    if mode == "signed-even":  # k in [-2^(b-1), 2^(b-1) - 1] written as 2k
-        q = 2 ** (bits - 1) - 1
-        return 2 * q / max_abs, -2 ** bits, 2 ** bits - 2
-    if mode == "magnitude-pow2":
-        q = 2 ** bits - 1
-        return float(2.0 ** math.floor(math.log2(q / max_abs))), -q, q
-    raise ValueError(f"unknown weight mode {mode!r}")
-
-
-@dataclass(frozen=True)
-class LayerScale:
-    """The number formats chosen for one layer: real value = integer / ``scale``; the integer
-    bias is ``mantissa << bias_exponent``; ``weight_range_used`` = scale / the scale that would
-    give the largest weight the full integer range (1: full weight resolution)."""
-
-    scale: float
-    bias_exponent: int = 0
-    weight_range_used: float = 1.0
-    reason: str = ""
-
-
-def choose_scale(max_abs_weight: float, bias: np.ndarray, threshold: float, t: Target, bits: int,
-                 integer_bias: bool) -> LayerScale:
-    """Per-layer scale and bias exponent so that weights, biases and the threshold all fit ``t``.
-
-    Weights come first: the largest |weight| takes the full integer range (a weight error adds up
-    over the fan-in, a bias error is one per neuron). The bias then takes the smallest exponent
-    (0..``t.bias_exp_max``) whose ``bias_bits`` mantissa holds it, which costs bias resolution
-    (steps of 2^exponent / scale) but no weight bits. Only when the largest bias does not fit even
-    at the largest exponent, or the threshold mantissa would overflow, is the scale lowered, and
-    the weights give up resolution (``weight_range_used`` < 1, said in ``reason``)."""
-    full, _, _ = _scale_for(max_abs_weight, bits, t.weight_mode)
-    s, reasons = full, []
-    bias = np.asarray(bias, dtype=np.float64)
-    bmax = float(np.abs(bias).max()) if bias.size else 0.0
-    if integer_bias and t.bias_bits is not None and bmax > 0:
-        top = (2 ** (t.bias_bits - 1) - 1) * 2 ** t.bias_exp_max  # largest integer bias
-        if bmax * s > top:
-            s = top / bmax
-            reasons.append(f"biases up to {bmax:.4g} need scale <= {s:.6g} ({t.bias_bits}-bit mantissa"
-                           + (f" << {t.bias_exp_max}" if t.bias_exp_max else "") + ")")
-    if t.threshold_bits is not None and np.isfinite(threshold) and threshold > 0:
-        top = 2 ** t.threshold_bits  # vThMant = round(theta * s) - 1 <= 2^bits - 1
-        if threshold * s > top:
-            s = top / threshold
-            reasons.append(f"threshold {threshold:.4g} needs scale <= {s:.6g} ({t.threshold_bits}-bit vThMant)")
-    if t.weight_mode == "magnitude-pow2" and s < full:
-        s = float(2.0 ** math.floor(math.log2(s)))
-    exponent = 0
-    if integer_bias and t.bias_bits is not None and bmax > 0:
-        lim = 2 ** (t.bias_bits - 1) - 1
-        while exponent < t.bias_exp_max and np.rint(bmax * s / 2 ** exponent) > lim:
-            exponent += 1
-    reason = "; ".join(reasons)
-    if s < full:
-        reason += f": weights use {s / full:.3g} of the {bits}-bit range"
-    return LayerScale(s, exponent, s / full, reason)
-
-
-def _round_weights(w: np.ndarray, scale: float, bits: int, mode: str) -> np.ndarray:
-    """Integer weights of real weights ``w`` at ``scale`` in the target's weight mode (clipped)."""
-    _, lo, hi = _scale_for(1.0, bits, mode)
-    q = 2 * np.rint(w * scale / 2) if mode == "signed-even" else np.rint(w * scale)
-    return np.clip(q, lo, hi)
-
-
 def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool,
                    choice: LayerScale | None = None) -> tuple[Layer, int]:
     """Integer weights (real = integer / scale) for one layer, its recurrent table at the same scale;
@@ -269,15 +199,15 @@ def quantise_layer(layer: Layer, bits: int, mode: str, integer_bias: bool,
         return layer.copy(weight=w.copy(), weight_scale=1.0,
                           recurrent=None if layer.recurrent is None else layer.recurrent.copy(weight=wr.copy())), 0
     if choice is None:
-        choice = LayerScale(_scale_for(max_abs, bits, mode)[0])
-    scale, step = choice.scale, 2.0 ** choice.bias_exponent
-    q = _round_weights(w, scale, bits, mode)
+        choice = LayerScale(full_scale(max_abs, bits, mode))
+    scale = choice.scale
+    q = round_weights(w, scale, bits, mode)
     keep = q != 0
-    bias = np.rint(layer.bias * scale / step) * step / scale if integer_bias else layer.bias
+    bias = round_bias(layer.bias, scale, choice.bias_exponent) if integer_bias else layer.bias
     recurrent, dropped = None, int((~keep).sum())
     if layer.recurrent is not None:
         r = layer.recurrent
-        qr = _round_weights(wr, scale, bits, mode)
+        qr = round_weights(wr, scale, bits, mode)
         kr = qr != 0
         recurrent = Recurrent(r.n, r.pre[kr], r.post[kr], qr[kr], r.delay[kr])
         dropped += int((~kr).sum())

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from neuromorphic_export.checkpoint import run_identity_problem
+from neuromorphic_export.chip import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MAX_KERNEL_BYTES, MAX_TIME_STEPS,
+                                      kernel_bytes)
 
 from ._atomic import atomic_write_bytes
 from .config import ExperimentConfig, config_from_dict
@@ -23,10 +25,7 @@ from .errors import UserError
 __all__ = ["save_checkpoint", "load_checkpoint", "check_model_arrays", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
            "MAX_TIME_STEPS", "MAX_KERNEL_BYTES"]
 
-CHECKPOINT_FORMAT = "snn-delays-checkpoint"
-CHECKPOINT_VERSION = 1
-MAX_TIME_STEPS = 100_000  # model.kernel_size and model.extra_steps beyond this are refused (steps)
-MAX_KERNEL_BYTES = 64 << 30  # the dense kernel of one layer, H_out * H_in * kernel_size float32
+# The schema's tags and size limits are neuromorphic_export.chip's: one set for the trainer's reader and the exporter's.
 
 
 def save_checkpoint(path: "str | os.PathLike", state: dict[str, Any]) -> None:
@@ -135,8 +134,9 @@ def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "st
         if key.endswith(".delay") and have.numel() and float(have.max()) > taps - 1 + 1e-3:
             raise UserError(f"{source}: delays in {key} reach {float(have.max()):.1f} steps but {what} "
                             f"{taps} allows at most {taps - 1}: the config does not match the arrays")
-    widest = max((s[0] * s[1] for k, s in want.items() if k.endswith("mask")), default=0)
-    kernel_bytes = widest * m.kernel_size * 4
-    if kernel_bytes > MAX_KERNEL_BYTES:
-        raise UserError(f"{source}: model.kernel_size {m.kernel_size} would need a {kernel_bytes / 2**30:.0f} GiB kernel "
-                        f"per layer (limit {MAX_KERNEL_BYTES >> 30} GiB): a damaged or crafted config")
+    pairs = [s[0] * s[1] for k, s in want.items() if k.endswith("mask") and ".recurrent." not in k]
+    recurrent = [s[0] * s[1] for k, s in want.items() if k.endswith("mask") and ".recurrent." in k]
+    need = kernel_bytes(pairs, m.kernel_size, recurrent, m.resolved_recurrent_kernel_size if m.recurrent else 0)
+    if need > MAX_KERNEL_BYTES:
+        raise UserError(f"{source}: model.kernel_size {m.kernel_size} would need {need / 2**30:.0f} GiB of delay "
+                        f"kernels (limit {MAX_KERNEL_BYTES >> 30} GiB): a damaged or crafted config")

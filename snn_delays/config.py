@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from neuromorphic_export.chip import RECURRENT_DELAYS, default_extra_steps
+
 from .backends.choice import BACKENDS
 from .errors import UserError
 
@@ -54,7 +56,6 @@ __all__ = [
     "RECURRENT_DELAY_INITS",
 ]
 
-RECURRENT_DELAYS = ("learned", "fixed", "one-step")
 RECURRENT_DELAY_INITS = ("uniform", "one-step")
 VARIANTS = (
     "full",
@@ -208,7 +209,7 @@ class ModelConfig:
     def resolved_extra_steps(self) -> int:
         if self.extra_steps >= 0:
             return self.extra_steps
-        return (self.n_layers + 1) * ((self.kernel_size - 1) // 2)
+        return default_extra_steps(self.n_layers, self.kernel_size)
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,11 @@ def keep_start_if_better(out: Path, summary: dict[str, Any], alpha: float = SELE
 def _chip_model(cfg, checkpoint: str):
     """The run's DelaySNN with the weights of ``checkpoint``, computing as ``cfg.train.target`` does (eval)."""
     from .model import DelaySNN
-    from .quantize import apply_target, init_from
+    from .quantize import init_from
 
-    model = DelaySNN(cfg.model, seed=cfg.train.seed)
+    model = DelaySNN(cfg.model, seed=cfg.train.seed, target=cfg.train.target)
     init_from(model, checkpoint)
-    apply_target(model, cfg.train.target)
+    model.set_chip_forward(True)
     return model.eval()
 
 

@@ -13,14 +13,19 @@ Variants (ablations) are resolved here into a concrete :class:`ModelConfig`; see
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from neuromorphic_export.chip import BN_EPS
+
+from . import quantize
 from .backends import fast_eval, norm_lif
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
@@ -73,11 +78,16 @@ class HiddenBlock(nn.Module):
     through it, after delays >= 1 step; that current is added after the BatchNorm."""
 
     def __init__(self, synapse: nn.Module, hidden: int, tau: float, threshold: float, alpha: float, dropout: float,
-                 recurrent: RecurrentDelaySynapse | None = None):
+                 recurrent: RecurrentDelaySynapse | None = None, chip_layer: "quantize.ChipLayer | None" = None):
         super().__init__()
         self.synapse = synapse
-        self.norm = nn.BatchNorm1d(hidden)
-        self.lif = LIF(tau, threshold, alpha)
+        if chip_layer is None:
+            self.norm = nn.BatchNorm1d(hidden, eps=BN_EPS)
+            self.lif = LIF(tau, threshold, alpha)
+        else:  # the chip's layer (snn_delays.quantize)
+            self.norm = quantize.FrozenNorm(hidden, chip_layer)
+            self.lif = quantize.ChipNeuron(chip_layer, tau, threshold, alpha)
+            chip_layer.norm = self.norm
         self.dropout = TimeSharedDropout(dropout)
         self.recurrent = recurrent
 
@@ -113,15 +123,21 @@ class DelaySNN(nn.Module):
 
     input_steps: int | None = None
 
-    def __init__(self, cfg: ModelConfig, seed: int = 0, sigma_init: float | None = None):
+    def __init__(self, cfg: ModelConfig, seed: int = 0, sigma_init: float | None = None, target: str | None = None):
         super().__init__()
         cfg.validate()
+        chip_target = quantize.check_target(target) if target else None
+        if chip_target is not None:
+            quantize.refuse_unsupported(cfg, target)
         if cfg.input_size < 1 or cfg.n_classes < 1:
             raise UserError("model.input_size and model.n_classes must be set (> 0) to build a model")
         if not cfg.variant.startswith("no-delays"):  # (the no-delay baselines' fan-in is derived)
             check_fanin(cfg)
         self.config = cfg
-        self.extra_steps = cfg.resolved_extra_steps
+        self.target = target or None  # the chip this model computes as (snn_delays.quantize), or None
+        self._extra_steps = cfg.resolved_extra_steps
+        chips = [quantize.ChipLayer(chip_target, float(cfg.threshold) if k < cfg.n_layers else math.inf)
+                 for k in range(cfg.n_layers + 1)] if chip_target is not None else [None] * (cfg.n_layers + 1)
         no_delays = cfg.variant.startswith("no-delays")
         sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
         synapses = []
@@ -131,7 +147,7 @@ class DelaySNN(nn.Module):
             if cfg.variant == "dense-conv":
                 syn: nn.Module = DenseConvSynapse(fin, fout, cfg.kernel_size, mask=mask, generator=_generator(seed, k, 1))
             else:
-                syn = DelaySynapse(
+                syn = (DelaySynapse if chips[k] is None else partial(quantize.ChipSynapse, chip_layer=chips[k]))(
                     fin, fout,
                     kernel_size=1 if no_delays else cfg.kernel_size,
                     kernel_count=1 if no_delays else cfg.kernel_count,
@@ -144,11 +160,53 @@ class DelaySNN(nn.Module):
             synapses.append(syn)
         self.hidden = nn.ModuleList(
             HiddenBlock(synapses[k], cfg.hidden_size, cfg.tau_steps, cfg.threshold, cfg.surrogate_alpha, cfg.dropout,
-                        recurrent=_recurrent_synapse(cfg, seed, k, sigma_init) if cfg.recurrent else None)
+                        recurrent=_recurrent_synapse(cfg, seed, k, sigma_init) if cfg.recurrent else None,
+                        chip_layer=chips[k])
             for k in range(cfg.n_layers)
         )
         self.readout = synapses[-1]
-        self.readout_lif = LIF(cfg.readout_tau_steps, float("inf"))
+        self.readout_lif = LIF(cfg.readout_tau_steps, float("inf")) if chips[-1] is None else \
+            quantize.ChipNeuron(chips[-1], cfg.readout_tau_steps, float("inf"))
+        self._chips = chips  # one ChipLayer per synapse layer (all None for a plain model)
+        if chip_target is not None:
+            with torch.no_grad():
+                self.clamp_()  # delays within the target's range from the start
+
+    # -- the chip ---------------------------------------------------------------------------------
+    @property
+    def chip_forward(self) -> bool:
+        """Whether the model computes as its target's chip now (always False for a plain model)."""
+        return self._chips[0] is not None and self._chips[0].active
+
+    def set_chip_forward(self, on: bool) -> None:
+        """Switch a chip model's quantised forward on or off (``train.target``'s schedule); its
+        synapses go to eval mode (rounded delays) while it is on."""
+        if self.target is None:
+            raise ValueError("set_chip_forward: a plain model (built without target=) has no chip forward")
+        for c in self._chips:
+            c.active = bool(on)
+        if on:
+            for syn in self.synapses():
+                syn.train(False)
+
+    @property
+    def chip_target(self) -> str | None:
+        """The target whose chip the model computes as now, or None."""
+        return self.target if self.chip_forward else None
+
+    @property
+    def extra_steps(self) -> int:
+        """Zero steps appended to every input: ``model.extra_steps`` (resolved), plus one step per hop
+        per layer while the chip forward is on (as the export's simulator runs it)."""
+        if not self.chip_forward:
+            return self._extra_steps
+        return self._extra_steps + self._chips[0].t.hop_latency_steps * len(self._chips)
+
+    @property
+    def fast_eval_eligible(self) -> bool:
+        """Whether the compiled evaluation (:mod:`.backends.fast_eval`, which computes the plain layers)
+        may run this model: not while a chip forward is on."""
+        return not self.chip_forward
 
     # -- sigma, clamping ------------------------------------------------------------------------
     def synapses(self) -> list[nn.Module]:
@@ -379,12 +437,15 @@ def _as_experiment(config: Any) -> ExperimentConfig:
     return load_config(config)
 
 
-def build_model(config: "ExperimentConfig | ModelConfig | str | os.PathLike | dict", seed: int | None = None) -> DelaySNN:
+def build_model(config: "ExperimentConfig | ModelConfig | str | os.PathLike | dict", seed: int | None = None,
+                target: str | None = None) -> DelaySNN:
     """Build a :class:`DelaySNN` from a config object, a TOML path or a name in ``experiments/``
-    (``build_model("shd")``). ``seed`` (default ``train.seed``) fixes masks, weights and delays."""
+    (``build_model("shd")``). ``seed`` (default ``train.seed``) fixes masks, weights and delays.
+    ``target`` (loihi1, loihi2, spinnaker1, spinnaker2) builds the chip's model: it computes what the
+    export runs on that chip (:mod:`snn_delays.quantize`), with the same state dict as the plain one."""
     cfg = _as_experiment(config)
     model = DelaySNN(resolve_variant(cfg.model), seed=cfg.train.seed if seed is None else seed,
-                     sigma_init=cfg.sigma_init())
+                     sigma_init=cfg.sigma_init(), target=target)
     model.sigma = cfg.sigma_init()
     return model
 

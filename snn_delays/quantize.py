@@ -1,52 +1,50 @@
-"""Target-aware training: a DelaySNN that computes what a chip computes, with straight-through gradients.
+"""Target-aware training: the chip's model, with straight-through gradients.
 
-:func:`apply_target` changes a built :class:`~snn_delays.model.DelaySNN` from the outside (no code
-of the model changes; its state dict keeps its keys, so checkpoints stay ordinary):
+A chip model is built as one (:func:`snn_delays.build_model` with ``target=``, or ``DelaySNN(cfg,
+target=...)``): its synapses are :class:`ChipSynapse`, its BatchNorms :class:`FrozenNorm`, its neurons
+:class:`ChipNeuron`, all sharing one :class:`ChipLayer` per layer. Their state dict is the plain
+model's (same keys, same tensors), so checkpoints stay ordinary. What they compute is
+:mod:`neuromorphic_export.chip`'s functions, called on tensors, with straight-through gradients
+around the rounding (this module adds only the gradients):
 
-- every synapse's ``weight`` is parametrized (``torch.nn.utils.parametrize``) to the folded,
-  fake-quantised weight: ``W * gamma / sqrt(var + eps)`` (the BatchNorm scale, with its running
-  statistics frozen) rounded to the target's integer grid at the scale the exporter chooses
-  (:func:`neuromorphic_export.targets.choose_scale`, the same function on the same float64
-  values, so the integers are those the export writes), divided by that scale; the gradient passes
-  straight through the rounding;
-- every BatchNorm becomes :class:`FrozenNorm` (its gain is folded into the weights; its bias,
-  ``beta - mean * gain``, rounded to the target's bias grid, is added by the neuron), and every
-  LIF becomes :class:`ChipNeuron`: one step of latency per hop, the target's threshold rule and, on
-  Loihi, the chip's fixed-point update (``v = signmag((v * (4096 - vDecay)) >> 12) + (a_in << 6) +
-  (bias << 6)``, spike on ``v > vThMant << 6``), computed in float64 where every value is an exact
-  integer; spikes take the arctan surrogate gradient;
-- synapses run with rounded delays (the chip's; synapses stay in eval mode), delays held within
-  the target's range (``clamp_``); the model appends ``hop * (layers + 1)`` more zero steps, as the
-  export's simulator does.
+- the synapse's weight is the folded weight ``W * gain`` (``chip.fold_batchnorm`` of the BatchNorm
+  with its running statistics frozen) on the target's integer grid (``chip.round_weights``) at the
+  scale the exporter chooses (``chip.choose_scale``, on the same float64 values, so the integers are
+  those the export writes), divided by that scale; the synapse stays in eval mode (rounded delays,
+  the chip's) and its delays within the target's range;
+- the BatchNorm is the identity (its gain is folded into the weights); its bias, on the target's
+  bias grid (``chip.round_bias``), is added by the neuron;
+- the neuron runs the target's step: one step of latency per hop, the threshold rule
+  (``chip.crossed``) and on Loihi the fixed-point update (``chip.loihi_update``, float64 holding
+  exact integers); spikes take the arctan surrogate gradient;
+- the model appends ``hop * (layers + 1)`` more zero steps, as the export's simulator does.
 
-The forward pass then equals ``neuromorphic_export.simulate`` of the run's export in the target's
-convention (tests/test_quantize.py), up to float32 sums of the synapses (the simulator sums in float64).
-With several elements per connection (``model.kernel_count`` > 1) each element is rounded on its own,
-while the export merges elements of one pair first: an approximation there.
+The chip forward can be switched on and off (``model.set_chip_forward``): ``train.target`` trains
+the chip model with the plain forward (and the target's delay range) first and switches the chip
+forward on for its last epochs. The forward then equals ``neuromorphic_export.simulate`` of the
+run's export in the target's convention (tests/test_quantize.py), up to float32 sums of the
+synapses (the simulator sums in float64). With several elements per connection
+(``model.kernel_count`` > 1) each element is rounded on its own, while the export merges elements
+of one pair first: an approximation there.
 """
 
 from __future__ import annotations
 
 import math
-import types
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from neuromorphic_export.checkpoint import BN_EPS
-from neuromorphic_export.simulate import LOIHI_ACT_SHIFT, LOIHI_DECAY_UNITY, LOIHI_MAX_UV
-from neuromorphic_export.targets import Target, choose_scale, get_target
+from neuromorphic_export import chip
+from neuromorphic_export.targets import Target, get_target
 
 from .errors import UserError
-from .neuron import spike_atan
+from .neuron import LIF, spike_atan
+from .synapse import DelaySynapse
 
-__all__ = ["apply_target", "is_applied", "FrozenNorm", "ChipNeuron", "WeightQuantiser", "chip_targets",
-           "delay_limit"]
-
-_SHIFT = float(1 << LOIHI_ACT_SHIFT)
+__all__ = ["apply_target", "is_applied", "FrozenNorm", "ChipNeuron", "ChipSynapse", "ChipLayer", "chip_targets",
+           "delay_limit", "check_target"]
 
 
 def chip_targets() -> list[str]:
@@ -68,71 +66,101 @@ def delay_limit(t: Target, kernel_size: int) -> int:
     return top if t.max_delay_D is None else min(top, t.max_delay_D - t.hop_latency_steps)
 
 
+def refuse_unsupported(cfg, target: str) -> None:
+    """UserError for a model config that cannot be a chip model (dense-conv, recurrent)."""
+    if cfg.variant == "dense-conv":
+        raise UserError("variant dense-conv cannot be exported, so it cannot be trained for a target")
+    if getattr(cfg, "recurrent", False):
+        raise UserError(f"training for a chip (--target {target}) is not available for recurrent models "
+                        "(model.recurrent): the chip forward here has no recurrent synapses; train without "
+                        "--target and export with `snn-delays export --target ...`, which quantises and "
+                        "checks the recurrent tables too (docs/export.md)")
+
+
 def _ste(x: Tensor, q: Tensor) -> Tensor:
     """q forward, identity gradient (straight-through)."""
     return x + (q - x).detach()
 
 
-class _Layer:
-    """What one synapse layer's quantisers share (a plain object, not a module: no state dict)."""
+class ChipLayer:
+    """What one layer's chip modules share (a plain object, not a module: no state dict): the target,
+    the weight bits, the threshold (inf: the readout), the layer's BatchNorm (None: the readout),
+    whether the chip forward is on, and the scale the synapse chose in its last forward."""
 
-    def __init__(self, t: Target, bits: int, synapse: nn.Module, norm: nn.Module | None, threshold: float):
-        self.t, self.bits, self.synapse, self.norm, self.threshold = t, bits, synapse, norm, threshold
+    def __init__(self, t: Target, threshold: float, active: bool = True):
+        self.t, self.bits, self.threshold = t, t.weight_bits, threshold
         self.integer_bias = t.arithmetic == "loihi"
-        self.choice = None
+        self.norm: nn.Module | None = None
+        self.active = active
+        self.choice: chip.LayerScale | None = None
 
     def gain(self, like: Tensor) -> Tensor:
-        """BatchNorm gain gamma / sqrt(var + eps) (out,), float64 (ones for the readout)."""
+        """BatchNorm gain (out,), float64 (ones for the readout)."""
         if self.norm is None:
             return torch.ones(like.shape[0], dtype=torch.float64, device=like.device)
-        return self.norm.weight.double() / torch.sqrt(self.norm.running_var.double() + BN_EPS)
+        return self.folded()[0]
 
-    def float_bias(self) -> Tensor:
-        """The folded bias beta - mean * gain (out,), float64."""
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(gain, bias) (out,) float64 of the BatchNorm: ``chip.fold_batchnorm`` on its tensors."""
         n = self.norm
-        return n.bias.double() - n.running_mean.double() * self.gain(n.bias)
+        return chip.fold_batchnorm(n.weight.double(), n.bias.double(), n.running_mean.double(),
+                                   n.running_var.double(), n.eps)
 
     def bias(self) -> Tensor:
         """The bias in the target's format (float64, model units; straight-through)."""
-        b = self.float_bias()
+        b = self.folded()[1]
         if not self.integer_bias:
             return b
-        s, step = self.choice.scale, 2.0 ** self.choice.bias_exponent
-        return _ste(b, torch.round(b * s / step) * step / s)
+        return _ste(b, chip.round_bias(b, self.choice.scale, self.choice.bias_exponent))
 
-
-class WeightQuantiser(nn.Module):
-    """Parametrization of a synapse's ``weight``: the folded weight on the target's integer grid."""
-
-    def __init__(self, layer: _Layer):
-        super().__init__()
-        self.__dict__["layer"] = layer  # not a submodule
-
-    def forward(self, w: Tensor) -> Tensor:
-        L = self.layer
-        folded = w.double() * L.gain(w)[:, None, None]
+    def weight(self, w: Tensor, mask: Tensor) -> Tensor:
+        """The folded weight (out, in, m) on the target's integer grid / scale (straight-through),
+        of ``w``'s dtype; chooses the layer's scale (``self.choice``) from the masked weights."""
+        folded = w.double() * self.gain(w)[:, None, None]
         with torch.no_grad():
-            masked = folded * L.synapse.mask.double().unsqueeze(-1)
-            bias = L.float_bias().cpu().numpy() if L.norm is not None else np.zeros(0)
-            L.choice = choose_scale(float(masked.abs().max()), bias, L.threshold, L.t, L.bits, L.integer_bias)
-        s = L.choice.scale
-        if L.t.weight_mode == "signed-even":
-            q, lo, hi = 2 * torch.round(folded * s / 2), -2 ** L.bits, 2 ** L.bits - 2
-        elif L.t.weight_mode == "signed":
-            q, hi = torch.round(folded * s), 2 ** (L.bits - 1) - 1
-            lo = -hi
-        else:  # magnitude-pow2
-            q, hi = torch.round(folded * s), 2 ** L.bits - 1
-            lo = -hi
-        return _ste(folded, q.clamp(lo, hi) / s).to(w.dtype)
+            masked = folded * mask.double().unsqueeze(-1)
+            bias = self.folded()[1].cpu().numpy() if self.norm is not None else np.zeros(0)
+            self.choice = chip.choose_scale(float(masked.abs().max()), bias, self.threshold, self.t, self.bits,
+                                            self.integer_bias)
+        s = self.choice.scale
+        return _ste(folded, chip.round_weights(folded, s, self.bits, self.t.weight_mode) / s).to(w.dtype)
+
+
+class ChipSynapse(DelaySynapse):
+    """A :class:`~snn_delays.synapse.DelaySynapse` whose weight is the chip's (folded, quantised)
+    while its layer's chip forward is on, then always in eval mode (rounded delays); its delays are
+    held within the target's range (``clamp_``). Same parameters and state dict as DelaySynapse."""
+
+    def __init__(self, *args, chip_layer: ChipLayer, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chip_layer = chip_layer
+        self.delay_top = delay_limit(chip_layer.t, self.kernel_size)
+
+    def masked_weight(self) -> Tensor:
+        if not self.chip_layer.active:
+            return super().masked_weight()
+        return self.chip_layer.weight(self.weight, self.mask) * self.mask.unsqueeze(-1)
+
+    def train(self, mode: bool = True) -> "ChipSynapse":
+        return super().train(mode and not self.chip_layer.active)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Delays within [0, the target's largest model delay] (the chip's range)."""
+        self.delay.clamp_(0, self.delay_top)
 
 
 class FrozenNorm(nn.BatchNorm1d):
-    """A BatchNorm whose gain is folded into the synapse weights and whose bias the neuron adds:
-    the identity here; running statistics frozen (the same parameters and buffers: same state dict)."""
+    """A BatchNorm that, while its layer's chip forward is on, is the identity with its running
+    statistics frozen (its gain is folded into the synapse weights, its bias added by the neuron);
+    an ordinary BatchNorm otherwise. Same parameters and buffers: same state dict."""
+
+    def __init__(self, num_features: int, chip_layer: ChipLayer):
+        super().__init__(num_features, eps=chip.BN_EPS)
+        self.chip_layer = chip_layer
 
     def forward(self, x: Tensor) -> Tensor:
-        return x
+        return x if self.chip_layer.active else super().forward(x)
 
 
 def _spike(exact: Tensor, x: Tensor, alpha: float) -> Tensor:
@@ -141,141 +169,77 @@ def _spike(exact: Tensor, x: Tensor, alpha: float) -> Tensor:
     return s + (exact.to(s.dtype) - s).detach()
 
 
-class ChipNeuron(nn.Module):
-    """The target's neuron over a sequence (T, N, B) of synaptic currents (model units): hop latency,
-    bias, threshold rule and arithmetic as the export's simulator runs them. ``spiking`` is False so
-    that the compiled evaluation path (which knows only the plain LIF) is not taken."""
+class ChipNeuron(LIF):
+    """The target's neuron over a sequence (T, N, B) of synaptic currents (model units) while its
+    layer's chip forward is on: hop latency, bias, threshold rule and arithmetic as the export's
+    simulator runs them (:mod:`neuromorphic_export.chip`); the plain :class:`LIF` otherwise."""
 
-    spiking = False
-
-    def __init__(self, layer: _Layer, tau: float, alpha: float, readout: bool):
-        super().__init__()
-        self.__dict__["layer"] = layer
+    def __init__(self, chip_layer: ChipLayer, tau: float, threshold: float, alpha: float = 5.0):
+        super().__init__(tau, threshold, alpha)
+        self.chip_layer = chip_layer
+        self.readout = not math.isfinite(threshold)
         self.decay = 1.0 - 1.0 / tau
-        self.alpha, self.readout = alpha, readout
 
     def forward(self, current: Tensor) -> Tensor:
-        L = self.layer
+        L = self.chip_layer
+        if not L.active:
+            return super().forward(current)
         t, hop = L.t, L.t.hop_latency_steps
         c = current.double()
         if hop:
             c = torch.cat([c.new_zeros((hop,) + c.shape[1:]), c[:-hop]], 0)
-        shape = (1, -1, 1)  # neurons on dim 1 (channel-major)
         bias = c.new_zeros(c.shape[1]) if self.readout else L.bias().to(c.device)
+        b = bias.view(-1, 1)  # neurons on dim 1 (channel-major): (N, 1) against (N, B)
         out = []
         if t.arithmetic == "loihi":
             s = L.choice.scale
-            keep = LOIHI_DECAY_UNITY - int(np.rint(LOIHI_DECAY_UNITY * (1.0 - self.decay)))
-            vth = (round(L.threshold * s) - 1) * _SHIFT if not self.readout else math.inf
-            a = _ste(c * s, torch.round(c * s)) * _SHIFT  # a_in << 6
-            b = _ste(bias * s, torch.round(bias * s)).view(shape) * _SHIFT
+            unit = s * (1 << chip.LOIHI_ACT_SHIFT)  # membrane units per model unit
+            keep = chip.LOIHI_DECAY_UNITY - int(chip.loihi_v_decay(self.decay))
+            vth = math.inf if self.readout else int(chip.loihi_threshold_mantissa(L.threshold, s)) << chip.LOIHI_ACT_SHIFT
+            a = _ste(c * s, (c * s).round())  # integer input activation a_in
+            b = _ste(b * s, (b * s).round()) * (1 << chip.LOIHI_ACT_SHIFT)  # bias << 6
             v = c.new_zeros(c.shape[1:])
             for a_k in a.unbind(0):  # unbind: one gradient node, not a full-size zero tensor per step
-                dv = v * keep / LOIHI_DECAY_UNITY  # exact: v and keep are integers, 4096 a power of two
-                v = _ste(dv, dv.detach().long().to(dv.dtype))  # sign-magnitude >> 12 (truncation toward 0)
-                v = v + a_k + b[0]
-                v = _ste(v, v.clamp(-LOIHI_MAX_UV + 1, LOIHI_MAX_UV - 1))
+                smooth = v * keep / chip.LOIHI_DECAY_UNITY + a_k * (1 << chip.LOIHI_ACT_SHIFT) + b
+                v = _ste(smooth, chip.loihi_update(v.detach(), a_k.detach(), b.detach(), keep))
                 if self.readout:
-                    out.append(v / (s * _SHIFT))
+                    out.append(v / unit)
                     continue
-                spk = _spike(v > vth, v / (s * _SHIFT) - L.threshold, self.alpha)
+                spk = _spike(chip.crossed(v, vth, ">"), v / unit - L.threshold, self.alpha)
                 out.append(spk)
                 v = v * (1 - spk.detach())
         else:
             u = c.new_zeros(c.shape[1:])
-            b = bias.view(shape)[0]
             for c_k in c.unbind(0):
                 u = self.decay * u + c_k + b
                 if self.readout:
                     out.append(u)
                     continue
-                exact = u > L.threshold if t.threshold_rule == ">" else u >= L.threshold
-                spk = _spike(exact, u - L.threshold, self.alpha)
+                spk = _spike(chip.crossed(u, L.threshold, t.threshold_rule), u - L.threshold, self.alpha)
                 out.append(spk)
                 u = u * (1 - spk.detach())
         return torch.stack(out).to(current.dtype)
 
 
-def _pin_eval(module: nn.Module) -> None:
-    """Keep ``module`` in eval mode whatever ``model.train()`` says (rounded delays: the chip's)."""
-    module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)
-    nn.Module.train(module, False)
-
-
-def _clamp_delays(synapse: nn.Module, top: int) -> None:
-    """Delays within [0, top] now and after every optimiser step (``model.clamp_()``)."""
-    def clamp_(self) -> None:
-        with torch.no_grad():
-            self.delay.clamp_(0, top)
-    synapse.clamp_ = types.MethodType(clamp_, synapse)
-    synapse.clamp_()
-
-
-def _state_dict_hook(module, state, prefix, local_metadata):
-    """Parametrized ``X.parametrizations.weight.original`` saved as ``X.weight`` (the latent weight):
-    checkpoints keep the model's own keys."""
-    for key in [k for k in state if k.endswith("parametrizations.weight.original")]:
-        state[key.replace("parametrizations.weight.original", "weight")] = state.pop(key)
-    return state
-
-
-def _load_pre_hook(state, prefix, *args):
-    for key in [k for k in state if k.startswith(prefix) and (k.endswith("synapse.weight") or k == prefix + "readout.weight")]:
-        state[key[: -len("weight")] + "parametrizations.weight.original"] = state.pop(key)
-
-
-def _refuse_recurrent(model: nn.Module, target: str) -> None:
-    if getattr(model.config, "recurrent", False):
-        raise UserError(f"training for a chip (--target {target}) is not available for recurrent models "
-                        "(model.recurrent): the chip forward here has no recurrent synapses; train without "
-                        "--target and export with `snn-delays export --target ...`, which quantises and "
-                        "checks the recurrent tables too (docs/export.md)")
-
-
 def is_applied(model: nn.Module) -> bool:
-    return getattr(model, "chip_target", None) is not None
-
-
-def delay_range(model: nn.Module, target: str) -> None:
-    """Only the target's delay range (``train --target`` before its quantisation phase)."""
-    t = check_target(target)
-    _refuse_recurrent(model, target)
-    for syn in model.synapses():
-        if hasattr(syn, "delay") and delay_limit(t, syn.kernel_size) < syn.kernel_size - 1:
-            _clamp_delays(syn, delay_limit(t, syn.kernel_size))
+    """Whether ``model`` computes as a chip does now (a chip model with its chip forward on)."""
+    return bool(getattr(model, "chip_forward", False))
 
 
 def apply_target(model: nn.Module, target: str) -> nn.Module:
-    """Make ``model`` (a DelaySNN) compute as ``target`` does (see the module doc); idempotent.
-    Returns the model. Its parameters stay the same tensors (an optimiser built before keeps them)."""
-    if is_applied(model):
+    """The chip model for ``target`` with the weights of ``model`` (a DelaySNN), chip forward on, in
+    ``model``'s mode, dtype and device. A chip model of ``target`` is switched on and returned itself;
+    a plain model is left as it is and a new chip model returned (``build_model(cfg, target=...)``
+    builds one directly)."""
+    if getattr(model, "target", None) == target:
+        model.set_chip_forward(True)
         return model
-    t = check_target(target)
-    cfg = model.config
-    if cfg.variant == "dense-conv":
-        raise UserError("variant dense-conv cannot be exported, so it cannot be trained for a target")
-    _refuse_recurrent(model, target)
-    bits = t.weight_bits
-    blocks = list(model.hidden)
-    for k, syn in enumerate(model.synapses()):
-        readout = k == len(blocks)
-        norm = None if readout else blocks[k].norm
-        layer = _Layer(t, bits, syn, norm, math.inf if readout else float(cfg.threshold))
-        parametrize.register_parametrization(syn, "weight", WeightQuantiser(layer))
-        _pin_eval(syn)
-        _clamp_delays(syn, delay_limit(t, syn.kernel_size))
-        tau = cfg.readout_tau_steps if readout else cfg.tau_steps
-        neuron = ChipNeuron(layer, tau, cfg.surrogate_alpha, readout)
-        if readout:
-            model.readout_lif = neuron
-        else:
-            norm.__class__ = FrozenNorm
-            blocks[k].lif = neuron
-    model.extra_steps = model.extra_steps + t.hop_latency_steps * (len(blocks) + 1)
-    model._register_state_dict_hook(_state_dict_hook)
-    model._register_load_state_dict_pre_hook(_load_pre_hook)
-    model.chip_target = t.name
-    return model
+    ref = next(model.parameters())
+    out = type(model)(model.config, target=target).to(device=ref.device, dtype=ref.dtype)
+    out.load_state_dict(model.state_dict())
+    out.sigma = model.sigma
+    out.input_steps = model.input_steps
+    return out.train(model.training)
 
 
 def target_start_epoch(train_cfg) -> int:
@@ -286,14 +250,11 @@ def target_start_epoch(train_cfg) -> int:
 
 
 def constraints_for_epoch(model: nn.Module, train_cfg, epoch: int) -> None:
-    """``train.target``'s constraints for ``epoch``: the delay range from the first epoch, the chip's
+    """``train.target``'s schedule for ``epoch`` on the run's chip model (built with
+    ``target=train.target``, which holds the target's delay range from the first epoch): the chip's
     quantised forward from :func:`target_start_epoch` on (nothing without a target)."""
-    if not train_cfg.target or is_applied(model):
-        return
-    if epoch >= target_start_epoch(train_cfg):
-        apply_target(model, train_cfg.target)
-    else:
-        delay_range(model, train_cfg.target)
+    if train_cfg.target:
+        model.set_chip_forward(epoch >= target_start_epoch(train_cfg))
 
 
 def init_from(model: nn.Module, path: str) -> None:

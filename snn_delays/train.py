@@ -467,7 +467,8 @@ def start_or_resume(config: "ExperimentConfig | str", run_dir: "str | os.PathLik
         atomic_write_text(run / "config.toml", to_toml(cfg))
         atomic_write_text(run / RUN_FILE, dumps_standard({"run_id": run_id}) + "\n")
 
-    model = DelaySNN(cfg.model, seed=cfg.train.seed, sigma_init=cfg.sigma_init()).to(device)
+    model = DelaySNN(cfg.model, seed=cfg.train.seed, sigma_init=cfg.sigma_init(),
+                     target=cfg.train.target or None).to(device)  # train.target: the chip's model
     if dist.enabled:
         distributed.convert_for_ddp(model)
     net = dist.wrap(model, device)

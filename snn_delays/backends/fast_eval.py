@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuromorphic_export.chip import fold_batchnorm
+
 from .compiled import fast_available, set_threads
 from .kernels import eval as eval_loops
 from .kernels import pack
@@ -47,9 +49,12 @@ EVENT_MAX_DENSITY = 0.04
 
 
 def applicable(model, x: Tensor) -> bool:
-    """Whether :func:`fast_eval_forward` can run ``model`` on ``x`` (eval mode, no grad, compiled
-    loops on, CPU, delay synapses not forced to the dense backend (a dense-conv synapse's backend
-    is "dense"), BatchNorm with running statistics)."""
+    """Whether :func:`fast_eval_forward` can run ``model`` on ``x``: the model says its layers are
+    the plain ones these loops compute (``model.fast_eval_eligible``: not a chip model), and eval
+    mode, no grad, compiled loops on, CPU, delay synapses not forced to the dense backend (a
+    dense-conv synapse's backend is "dense"), BatchNorm with running statistics."""
+    if not getattr(model, "fast_eval_eligible", True):
+        return False
     if not fast_available(x) or torch.is_grad_enabled() or model.training:
         return False
     for syn in model.synapses():
@@ -59,7 +64,7 @@ def applicable(model, x: Tensor) -> bool:
         norm = blk.norm
         if getattr(blk, "recurrent", None) is not None:  # the layer runs step by step (its own loop)
             return False
-        if norm.training or norm.running_mean is None or not blk.lif.spiking:
+        if norm.training or norm.running_mean is None:
             return False
     return True
 
@@ -83,10 +88,10 @@ def _bn_affine(norm: torch.nn.BatchNorm1d | None, n: int, dtype) -> tuple[np.nda
     """BatchNorm in eval mode as y = scale * x + shift (the form PyTorch's CPU kernel uses)."""
     if norm is None:
         return torch.ones(n, dtype=dtype).numpy(), torch.zeros(n, dtype=dtype).numpy()
-    invstd = 1.0 / torch.sqrt(norm.running_var + norm.eps)
-    scale = invstd * norm.weight.detach() if norm.affine else invstd
-    bias = norm.bias.detach() if norm.affine else torch.zeros_like(invstd)
-    shift = bias - norm.running_mean * scale
+    var, mean = norm.running_var, norm.running_mean
+    gamma = norm.weight.detach() if norm.affine else torch.ones_like(var)
+    beta = norm.bias.detach() if norm.affine else torch.zeros_like(var)
+    scale, shift = fold_batchnorm(gamma, beta, mean, var, norm.eps)  # the exporter's folding, on tensors
     return scale.to(dtype).numpy().copy(), shift.to(dtype).numpy().copy()
 
 
