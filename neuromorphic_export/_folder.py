@@ -4,7 +4,7 @@ swap the two, so that the folder always holds either its previous content or the
 On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call; elsewhere it is two renames (the
 folder is briefly absent between them, never mixed). A process killed while building leaves only
 a hidden ``.<name>.export-<pid>-*`` folder beside the destination, removed by the next export.
-(Not ``snn_delays._atomic``: the exporter must not import the training package.)
+(Single files are written with :mod:`neuromorphic_export._io`'s atomic writes.)
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ._io import pid_alive
 
 __all__ = ["new_staging_folder", "swap_in", "remove_stale_staging", "writable", "read_only_problem"]
 
@@ -49,17 +51,6 @@ def new_staging_folder(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(dest)}{os.getpid()}-", dir=dest.parent))
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (as snn_delays.workers.pid_alive, which the exporter cannot import)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by another user
-        pass
-    return True
-
-
 def remove_stale_staging(dest: Path) -> list[Path]:
     """Remove staging folders beside ``dest`` left by exports whose process is gone; returns them."""
     removed = []
@@ -70,7 +61,7 @@ def remove_stale_staging(dest: Path) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         pid = entry.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

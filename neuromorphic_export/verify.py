@@ -1,7 +1,8 @@
 """Compare the simulator's runs of exported networks with the model's own outputs (numpy only).
 
-The caller (``snn-delays verify``) runs the PyTorch model in float64 eval mode and passes its
-predictions and hidden spikes here; this module never imports the training code.
+The caller (:func:`snn_delays.verification.verify_run`, behind ``snn-delays verify``) runs the
+PyTorch model in float64 eval mode and passes its predictions and hidden spikes here; this module
+never imports the training code.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .errors import ExportError
-from .network import Layer, Network
+from .netx import read_netx
+from .network import Layer, Network, network_from_checkpoint
 from .simulate import Convention, SimResult, simulate
+from .targets import prepare
+from .vendor_lava import run_lava
+from .vendor_nest import run_nest
 
-__all__ = ["VerifyResult", "ExportCheck", "compare_runs", "verify_network", "format_table", "check_export",
-           "network_differences", "run_differences", "verify_in_software", "VENDOR_SOFTWARE"]
+__all__ = ["VerifyResult", "ExportCheck", "compare_runs", "verify_network", "format_table", "format_side_by_side",
+           "check_export", "check_export_belongs", "finetuned_exports", "network_sizes", "network_differences",
+           "run_differences", "verify_in_software", "VENDOR_SOFTWARE"]
 
 
 @dataclass
@@ -170,10 +177,6 @@ def check_export(export_dir: "str | Path", export_net: Network, float_net: Netwo
     every file, and network.h5's tables against the target network rebuilt from the checkpoint
     (``float_net``, with the recorded --clip / --weight-bits). Reads netx.h5 back when present.
     Nothing is simulated here (the caller compares the read-back networks' runs)."""
-    from .checkpoint import file_sha256
-    from .netx import read_netx
-    from .targets import prepare
-
     folder = Path(export_dir)
     check = ExportCheck()
     record: dict = {}
@@ -232,9 +235,6 @@ def verify_in_software(software: str, export_dir: "str | Path", export_net: Netw
     model's spikes) and the problems: every class and every (step, sample, neuron) spike entry where
     the vendor's run differs from our simulator's, and the samples whose per-neuron spike counts differ.
     """
-    from .vendor_lava import run_lava
-    from .vendor_nest import run_nest
-
     folder = Path(export_dir).resolve()  # the runners start their subprocesses elsewhere
     if software == "lava":
         if not (folder / "netx.h5").is_file():
@@ -264,3 +264,61 @@ def verify_in_software(software: str, export_dir: "str | Path", export_net: Netw
     row = compare_runs(f"in {run.software.split(' (')[0]}", convention, labels, model_predictions, model_spikes,
                        run.predictions, run.spikes, align_hop=0)
     return row, problems
+
+
+def network_sizes(net: Network) -> str:
+    """The neurons per layer, input first: "700 -> 256 -> 256 -> 20"."""
+    return " -> ".join(str(n) for n in [net.input_size] + [l.n_out for l in net.layers])
+
+
+def check_export_belongs(export_net: Network, export_dir: Path, float_net: Network, ckpt: Checkpoint) -> None:
+    """Refuse an export made from another checkpoint: other layer sizes, or (when the export
+    recorded it) another SHA-256 of the source checkpoint file."""
+    source = export_net.attrs.get("source", "an unknown checkpoint")
+    fix = f"export this run first (snn-delays export {ckpt.path.parent} --out DIR), or verify the run it came from"
+    if network_sizes(export_net) != network_sizes(float_net):
+        raise ExportError(f"the export in {export_dir} does not belong to this run: its network is "
+                          f"{network_sizes(export_net)} neurons (made from {source}), the checkpoint {ckpt.path} is "
+                          f"{network_sizes(float_net)}; {fix}")
+    recorded = export_net.attrs.get("source_sha256")
+    if recorded and recorded != ckpt.sha256():
+        sibling = ckpt.path.with_name(Path(str(source)).name)
+        if sibling != ckpt.path and sibling.exists() and file_sha256(sibling) == recorded:
+            fix = f"it was made from this run's {sibling.name}: add --checkpoint {sibling.stem}"
+        raise ExportError(f"the export in {export_dir} does not belong to this checkpoint: it was made from {source} "
+                          f"(sha256 {str(recorded)[:12]}...), not from {ckpt.path} (sha256 {ckpt.sha256()[:12]}...); "
+                          f"{fix}")
+
+
+def finetuned_exports(runs: "list[str]", float_net: Network) -> dict:
+    """target -> (run folder, its export for that target) of each fine-tuned run (same sizes as
+    ``float_net``); a run not fine-tuned for a target, of other sizes, or a second run for the same
+    target is an :class:`ExportError`."""
+    out = {}
+    for run_dir in runs:
+        ckpt = load_checkpoint(run_dir)
+        target = str((ckpt.config.get("train") or {}).get("target") or "")
+        if not target:
+            raise ExportError(f"--finetuned {run_dir} was not fine-tuned for a target (its config has no "
+                              "train.target): make it with snn-delays finetune")
+        net = network_from_checkpoint(ckpt)
+        if network_sizes(net) != network_sizes(float_net):
+            raise ExportError(f"--finetuned {run_dir} is {network_sizes(net)} neurons, this run "
+                              f"{network_sizes(float_net)}: not fine-tuned from it")
+        if target in out:
+            raise ExportError(f"--finetuned gives two runs for {target}")
+        out[target] = (run_dir, prepare(net, target)[0])  # refused if it does not fit: said in one line
+    return out
+
+
+def format_side_by_side(model_acc: float, side: dict, chip_model: str = "") -> str:
+    """Per target: the float model, the plain export (refused: it breaks a limit), the clipped export
+    and the fine-tuned run's export, accuracies in the target's arithmetic and conventions."""
+    f = lambda v: "refused" if v is None else f"{v:.4f}"
+    head = "the run's chip forward" if chip_model else "float model"
+    lines = [f"{'target':12s} {head:>12s} {'plain export':>13s} {'clipped':>8s} {'fine-tuned':>11s}"]
+    for t, v in side.items():
+        clipped = "-" if v.get("clipped") is None else f"{v['clipped']:.4f}"
+        tuned = "-" if v.get("finetuned") is None else f"{v['finetuned']:.4f}"
+        lines.append(f"{t:12s} {model_acc:12.4f} {f(v.get('plain')):>13s} {clipped:>8s} {tuned:>11s}")
+    return "\n".join(lines)

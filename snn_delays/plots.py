@@ -16,7 +16,6 @@ Writes into ``RUN_DIR/plots/`` (or ``--out``), every PNG with the numbers it sho
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -425,27 +424,3 @@ def plot_run(run_dir: "str | os.PathLike", out: "str | os.PathLike | None" = Non
             say(f"kernels.png shows {kept} of the {neurons} neurons asked: checkpoints keep the first {kept} "
                 f"of every layer (train.kernel_snapshot_neurons)")
     return [p for p in made if p is not None]
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    made = plot_run(args.run_dir, args.out, args.layer, args.neurons, args.columns, args.checkpoint, args.synapses)
-    for p in made:
-        print(p)
-    return 0
-
-
-def add_subcommand(subparsers, name: str) -> None:
-    if name != "plot":
-        return
-    p = subparsers.add_parser("plot", help="training curves, delay histograms and kernels of a run (PNG + data)")
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="folder for the figures (default RUN_DIR/plots)")
-    p.add_argument("--layer", type=int, default=0,
-                   help="synapse layer whose kernels are drawn (0 = first hidden, n_layers = readout)")
-    p.add_argument("--neurons", type=int, default=3, help="neurons (rows) in the kernel figure")
-    p.add_argument("--columns", type=int, default=5,
-                   help="epochs shown as columns in the kernel figure, spread over training (not training epochs)")
-    p.add_argument("--epochs", dest="columns", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
-    p.add_argument("--synapses", type=int, default=24, help="strongest input synapses per neuron in the kernel figure")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint for the delay histogram")
-    p.set_defaults(func=cmd_plot)

@@ -33,18 +33,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._atomic import atomic_write_text, dumps_standard, remove_stale_parts, standard_json
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (ExperimentConfig, config_differences, config_from_dict, config_to_dict, load_config,
                      result_config, to_toml)
 from .data import open_dataset
 from .data.augment import batch_augmenter
 from neuromorphic_export._folder import read_only_problem
+from neuromorphic_export._io import atomic_write_text, dumps_standard, remove_stale_parts, standard_json, track
 from neuromorphic_export.checkpoint import RUN_FILE
 
 from . import distributed, quantize
 from .errors import TrainingDiverged, UserError
-from ._progress import track
 from .measure import SplitMeasure, measure_batches
 from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse

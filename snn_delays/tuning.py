@@ -41,7 +41,6 @@ After every invocation ``OUT/best.toml`` (a config ``snn-delays train --config``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -52,14 +51,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._atomic import atomic_write_text
-from .config import ExperimentConfig, apply_overrides, result_config, to_toml
-from .config_args import add_config_args, config_from_args
-from .errors import TrainingDiverged, UserError
-from .workers import pid_alive, run_workers
+from neuromorphic_export._io import atomic_write_text, pid_alive
 
-__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "open_study", "write_best", "mask_url", "plot_study",
-           "format_report"]
+from .config import ExperimentConfig, apply_overrides, result_config, to_toml
+from .errors import TrainingDiverged, UserError
+from .workers import run_workers
+
+__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "tune_in_workers", "open_study", "write_best", "mask_url",
+           "plot_study", "format_report"]
 
 SEARCH_SPACE = ("lr_weights", "lr_delays", "sigma_init", "sigma_decay_fraction", "dropout", "tau",
                 "kernel_size", "hidden_size")
@@ -398,58 +397,11 @@ def _tune_worker(base: ExperimentConfig, kwargs: dict) -> None:
     tune(base, **kwargs)
 
 
-def _check_tune_flags(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--trials", args.trials, 0), ("--workers", args.workers, 1),
-                             ("--heartbeat", args.heartbeat, 1), ("--warmup-epochs", args.warmup_epochs, 0)):
-        if value is not None and value < low:
-            raise UserError(f"{flag} must be >= {low}; got {value}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0 seconds; got {args.timeout}")
-    if args.params is not None and not [p for p in args.params.split(",") if p.strip()]:
-        raise UserError(f"--params is empty; choose from {', '.join(SEARCH_SPACE)}")
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    _check_tune_flags(args)
-    base = config_from_args(args)
-    if args.workers > 1 and base.train.threads == 0:
-        base = replace(base, train=replace(base.train, threads=1))
-    base = replace(base, train=replace(base.train, progress=False))
-    params = [p.strip() for p in args.params.split(",") if p.strip()] if args.params else list(SEARCH_SPACE)
-    out = Path(args.out)
-    kwargs = dict(out=str(out), trials=args.trials, storage=args.storage, study_name=args.study, params=params,
-                  pruner=args.pruner, warmup_epochs=args.warmup_epochs, heartbeat_s=args.heartbeat,
-                  timeout_s=args.timeout, seed=args.sampler_seed, loso=args.loso)
-    if args.workers > 1:
-        tune(base, **{**kwargs, "trials": 0})  # create the study (and its tables) once
-        run_workers(_tune_worker, asdict(base), (kwargs,), args.workers)
-        report = tune(base, **{**kwargs, "trials": 0})  # the summary; runs nothing more
-    else:
-        report = tune(base, **kwargs)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
-
-
-def add_subcommand(subparsers, name: str) -> None:
-    if name != "tune":
-        return
-    p = subparsers.add_parser("tune", help="Optuna hyperparameter search (resumable, shareable storage)",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--dataset", required=True, help="synthetic, shd, ssc, gsc, fsdd")
-    p.add_argument("--trials", type=int, required=True, help="finished trials the study should have")
-    p.add_argument("--out", required=True, help="folder for trial runs, optuna.db, best.toml")
-    p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///OUT/optuna.db)")
-    p.add_argument("--study", help="study name (default <dataset>-tune)")
-    p.add_argument("--params", help=f"comma-separated subset of the search space: {','.join(SEARCH_SPACE)}")
-    p.add_argument("--pruner", default="median", choices=["median", "none"])
-    p.add_argument("--warmup-epochs", type=int, help="epochs before pruning may stop a trial (default epochs // 4)")
-    p.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats in the storage")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
-    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible proposals)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    p.add_argument("--loso", action="store_true",
-                   help="FSDD: optimise the leave-one-speaker-out validation accuracy (each fold validates on "
-                        "another speaker, never its test speaker; a trial is one training per speaker)")
-    add_config_args(p)
-    p.set_defaults(func=cmd_tune)
+def tune_in_workers(base: ExperimentConfig, workers: int, **kwargs: Any) -> dict[str, Any]:
+    """:func:`tune` with ``kwargs`` in ``workers`` processes on this machine sharing one study
+    (created once first); returns the report of the whole study."""
+    if workers <= 1:
+        return tune(base, **kwargs)
+    tune(base, **{**kwargs, "trials": 0})  # create the study (and its tables) once
+    run_workers(_tune_worker, asdict(base), (kwargs,), workers)
+    return tune(base, **{**kwargs, "trials": 0})  # the summary; runs nothing more

@@ -1,4 +1,4 @@
-"""Sharing work between processes: is a pid alive, an exclusive lock on a folder, worker processes.
+"""Sharing work between processes: an exclusive lock on a folder, worker processes.
 
 Used by ``snn-delays ablate`` (a lock per grid cell, workers on one machine) and ``snn-delays
 tune`` (trials left running by a dead local process, workers on one machine).
@@ -23,20 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["pid_alive", "die_with_parent", "FolderLock", "run_workers"]
+from neuromorphic_export._io import pid_alive
 
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (it may belong to another user)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+__all__ = ["die_with_parent", "FolderLock", "run_workers"]
 
 
 class FolderLock:

@@ -13,7 +13,7 @@ import snn_delays
 import snn_delays.train
 from snn_delays import load_config
 from snn_delays.cli import build_parser, main
-from snn_delays.config_args import config_from_args
+from snn_delays.cli.config_args import config_from_args
 from snn_delays.data import available_datasets
 
 TINY = ["--set", "model.hidden_size=8", "--set", "model.kernel_size=5", "--set", "data.synthetic_train=60",

@@ -14,7 +14,7 @@ from snn_delays.cli import main
 from snn_delays.data import DatasetError, open_dataset
 from snn_delays.data import download as dl
 from snn_delays.data.audio import wav_features
-from snn_delays._progress import Progress, format_duration
+from neuromorphic_export._io import Progress, format_duration
 
 
 class Terminal(io.StringIO):

@@ -12,7 +12,7 @@ from snn_delays.backends import use_compiled
 from snn_delays.cli import main
 from snn_delays.data import open_dataset
 from snn_delays.evaluate import evaluate_run, format_report
-from snn_delays._progress import track
+from neuromorphic_export._io import track
 from snn_delays.train import train
 
 # threshold 0.2, no dropout, sigma 1: the tiny model spikes in eval mode after one epoch

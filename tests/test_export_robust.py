@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from neuromorphic_export import ExportError, export_run, load_checkpoint, network_from_checkpoint, read_network
-from neuromorphic_export._progress import Progress
+from neuromorphic_export._io import Progress
 from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.targets import Violation
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from neuromorphic_export import export_run
-from neuromorphic_export._progress import Progress
+from neuromorphic_export._io import Progress
 from snn_delays import build_model
 from snn_delays.ablation import ABLATION_VARIANTS
 from snn_delays.checkpoint import save_checkpoint
@@ -200,7 +200,7 @@ def test_resume_from_another_runs_last_pt_is_refused(two_runs, tmp_path, capsys)
 
 
 def test_resume_says_where_it_starts(tmp_path, capsys):
-    from snn_delays.config_args import config_from_args
+    from snn_delays.cli.config_args import config_from_args
     from snn_delays.train import train
 
     argv = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "run"), "--epochs", "2", *TINY]
@@ -256,7 +256,7 @@ def test_readme_lists_the_splits_evaluate_takes():
 
 
 def test_train_variant_takes_every_ablation_variant(capsys):
-    from snn_delays.config_args import config_from_args
+    from snn_delays.cli.config_args import config_from_args
 
     for name in ABLATION_VARIANTS:
         cfg = config_from_args(build_parser().parse_args(["train", "--dataset", "synthetic", "--variant", name]))
@@ -283,7 +283,7 @@ def test_time_left_is_not_inflated_by_a_slow_start(monkeypatch):
     import io
     import types
 
-    import neuromorphic_export._progress as progress_module
+    import neuromorphic_export._io as progress_module
 
     now = [0.0]
     monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
@@ -324,16 +324,16 @@ def test_verify_in_the_vendors_software(software, target, env, tmp_path, capsys)
 
 
 def test_verify_in_refuses_real_valued_input(loihi_export, capsys, monkeypatch):
-    import neuromorphic_export.cli as export_cli
+    import snn_delays.verification as export_cli
 
     run, exp = loihi_export
-    real = export_cli._load_split
+    real = export_cli.load_split
 
     def half(*args, **kwargs):
         x, y, name = real(*args, **kwargs)
         return x + 0.5, y, name
 
-    monkeypatch.setattr(export_cli, "_load_split", half)
+    monkeypatch.setattr(export_cli, "load_split", half)
     code, _, err = _cli(capsys, "verify", run, exp, "--samples", 4, "--export-only", "--in", "lava")
     assert code == 2 and "runs spike counts" in err
 

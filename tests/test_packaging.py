@@ -83,10 +83,10 @@ def test_wheel_holds_the_two_packages_and_the_named_configs(wheel):
 def test_installed_wheel_builds_named_configs_away_from_the_checkout(installed, tmp_path):
     code = """
 import json, pathlib, sys
-import neuromorphic_export, snn_delays, snn_delays.bench.cli
+import neuromorphic_export, snn_delays, snn_delays.cli.bench
 from snn_delays.config import experiments_dir
 site, root = pathlib.Path(sys.argv[1]).resolve(), pathlib.Path(sys.argv[2]).resolve()
-files = [pathlib.Path(m.__file__).resolve() for m in (snn_delays, neuromorphic_export, snn_delays.bench.cli)]
+files = [pathlib.Path(m.__file__).resolve() for m in (snn_delays, neuromorphic_export, snn_delays.cli.bench)]
 assert all(f.is_relative_to(site) for f in files), files
 assert not any(pathlib.Path(p or ".").resolve() == root for p in sys.path), sys.path
 model = snn_delays.build_model("shd")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from snn_delays import UserError, load_config, load_model
-from snn_delays._atomic import atomic_write_text, remove_stale_parts
+from neuromorphic_export._io import atomic_write_text, remove_stale_parts
 from snn_delays.checkpoint import load_checkpoint
 from snn_delays.cli import main as cli_main
 from snn_delays.errors import TrainingDiverged
@@ -187,7 +187,7 @@ def test_train_inside_an_ablation_cell_lock_of_this_process_is_allowed(tmp_path)
 
 
 def test_stale_temporaries_of_killed_writers_are_removed_on_start(tmp_path):
-    from snn_delays._atomic import _host_tag
+    from neuromorphic_export._io import _host_tag
 
     tmp_path.mkdir(exist_ok=True)
     legacy = tmp_path / ".config.toml.k3j_x9.part"  # named before writers were named; a day old

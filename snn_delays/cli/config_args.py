@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import VARIANT_NAMES, ExperimentConfig, load_config, named_configs, parse_override, variant_overrides
-from .data import available_datasets
-from .errors import UserError
+from ..config import VARIANT_NAMES, ExperimentConfig, load_config, named_configs, parse_override, variant_overrides
+from ..data import available_datasets
+from ..errors import UserError
+from ..model import check_fanin
 
 __all__ = ["add_config_args", "config_from_args"]
 
@@ -91,8 +92,6 @@ def _check_dataset(name: str) -> None:
 def _check_fanin(cfg: ExperimentConfig) -> None:
     """Refuse a fan-in larger than a layer's inputs before anything runs (the model's own check,
     :func:`snn_delays.model.check_fanin`; sizes taken from the data are checked when it is built)."""
-    from .model import check_fanin
-
     check_fanin(cfg.model)
 
 

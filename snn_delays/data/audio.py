@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._progress import Progress
+from neuromorphic_export._io import Progress
+
 from .registry import DatasetError
 
 __all__ = ["read_wav", "check_audio", "audio_length", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",

@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .._atomic import atomic_write
+from neuromorphic_export._io import atomic_write
+
 from .checksums import file_digest
 
 __all__ = ["resolve_cache_dir", "cache_key", "source_checksum", "folder_fingerprint", "load_or_build",

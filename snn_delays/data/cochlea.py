@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from neuromorphic_export._io import Progress
+
 from .audio import MIN_CLIP_SECONDS, SILENCE_PEAK, audio_length, read_wav
-from .._progress import Progress
 from ._interrupt import children_ignore_sigint, terminate_raises_exit
 from ..workers import die_with_parent
 from .registry import DatasetError

@@ -21,7 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._atomic import atomic_path, atomic_write
+from neuromorphic_export._io import atomic_path, atomic_write
+
 from .checksums import file_digest
 from .registry import DatasetError
 from .spikefile import read_spike_file

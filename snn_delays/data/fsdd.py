@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import remove_stale_parts
+from neuromorphic_export._io import remove_stale_parts
+
 from ._interrupt import terminate_raises_exit
 from .arrays import ArrayDataset, fit_steps, require_samples, stratified_split
 from .audio import DB_FLOOR, NORMALIZATIONS, front_end_params, normalize_db, wav_features

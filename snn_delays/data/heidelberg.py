@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from neuromorphic_export._io import Progress
+
 from .arrays import ArrayDataset, require_samples, stratified_split
 from .cache import load_or_build, resolve_cache_dir, source_checksum
 from .download import REMOTE, default_root, missing_message, unpack
-from .._progress import Progress
 from .registry import DatasetError, register
 from .spikefile import N_UNITS, bin_spikes, check_binning, check_labels, check_natural_length, read_spike_file
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from neuromorphic_export._io import atomic_path
+
 from .registry import DatasetError
 
 __all__ = ["SpikeRecords", "read_spike_file", "read_spike_file_attrs", "write_spike_file", "bin_spikes",
