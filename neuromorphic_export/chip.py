@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BN_EPS", "fold_batchnorm", "round_delays", "weight_grid", "full_scale", "round_weights", "round_bias",
+    "BN_EPS", "fold_batchnorm", "rounded_delays", "round_delays", "weight_grid", "full_scale", "round_weights", "round_bias",
     "LayerScale", "choose_scale", "LOIHI_DECAY_UNITY", "LOIHI_ACT_SHIFT", "LOIHI_MAX_UV", "loihi_v_decay",
     "loihi_threshold_mantissa", "loihi_wrap_activation", "loihi_update", "crossed", "predict_from_readout",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CHECKPOINT_VERSIONS", "RECURRENT_DELAYS", "DEFAULT_DT_MS",
@@ -70,10 +70,15 @@ def fold_batchnorm(gamma: Any, beta: Any, mean: Any, var: Any, eps: float = BN_E
     return gain, beta - mean * gain
 
 
+def rounded_delays(delay: Any, kernel_size: int) -> Any:
+    """The model's evaluation rounding of real-valued delays (steps): clamp to [0, Td - 1], round half
+    to even; same dtype (array-generic: the synapses' ``rounded_delay`` is this on tensors)."""
+    return delay.clip(0, kernel_size - 1).round()
+
+
 def round_delays(delay: np.ndarray, kernel_size: int) -> np.ndarray:
-    """The model's evaluation rounding: clamp to [0, Td - 1], round half to even (== torch.round);
-    int32."""
-    return np.rint(np.clip(delay, 0, kernel_size - 1)).astype(np.int32)
+    """:func:`rounded_delays` as int32 (the exporter's integer delays)."""
+    return rounded_delays(np.asarray(delay, dtype=np.float64), kernel_size).astype(np.int32)
 
 
 # -- weight and bias grids, scale choice --------------------------------------------------------

@@ -31,6 +31,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from neuromorphic_export.chip import rounded_delays
+
 from .backends.choice import BACKENDS, choose_backend
 from .backends.compiled import fast_available
 from .backends.dense import causal_conv, causal_conv_cm
@@ -59,8 +61,9 @@ KERNEL_EPS = 1e-7
 
 
 def round_delays(delay: Tensor, kernel_size: int) -> Tensor:
-    """Integer delays (steps) used in evaluation and export: round half to even after clamping."""
-    return torch.round(delay.clamp(0, kernel_size - 1))
+    """Integer delays (steps) used in evaluation and export: round half to even after clamping
+    (``neuromorphic_export.chip.rounded_delays``, the exporter's rounding, on tensors)."""
+    return rounded_delays(delay, kernel_size)
 
 
 def gaussian_kernel(weight: Tensor, delay: Tensor, sigma: float | Tensor, kernel_size: int,

@@ -94,6 +94,16 @@ def test_batchnorm_folding_is_one_function(dtype):
         torch.testing.assert_close(bn(x), x * g_t + b_t)  # it is the BatchNorm
 
 
+def test_delay_rounding_is_one_function():
+    from neuromorphic_export.network import round_delays
+    from snn_delays.synapse import round_delays as synapse_round_delays
+
+    d = np.concatenate([_rng(6).uniform(-2, 12, 1000), np.arange(-1, 11) + 0.5])  # halves round to even
+    np.testing.assert_array_equal(synapse_round_delays(torch.from_numpy(d), 9).numpy().astype(np.int32),
+                                  round_delays(d, 9))
+    assert set(round_delays(np.array([0.5, 1.5, 2.5]), 9)) == {0, 2}
+
+
 def test_loihi_update_agrees_on_int64_and_float64():
     rng = _rng(4)
     v = rng.integers(-2 ** 23 + 1, 2 ** 23, 5000)
