@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BN_EPS", "fold_batchnorm", "rounded_delays", "round_delays", "weight_grid", "full_scale", "round_weights", "round_bias",
+    "BN_EPS", "fold_batchnorm", "rounded_delays", "round_delays", "weight_grid", "full_scale", "round_weights",
+    "bias_mantissa", "round_bias",
     "LayerScale", "choose_scale", "LOIHI_DECAY_UNITY", "LOIHI_ACT_SHIFT", "LOIHI_MAX_UV", "loihi_v_decay",
     "loihi_threshold_mantissa", "loihi_wrap_activation", "loihi_update", "crossed", "predict_from_readout",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CHECKPOINT_VERSIONS", "RECURRENT_DELAYS", "DEFAULT_DT_MS",
@@ -115,11 +116,17 @@ def round_weights(w: Any, scale: float, bits: int, mode: str) -> Any:
     return q.clip(lo, hi)
 
 
+def bias_mantissa(b: Any, scale: float, exponent: int = 0) -> Any:
+    """The integer bias mantissa (as floats) of real biases ``b``: round(b * scale / 2^exponent), half to
+    even; the chip's integer bias is mantissa << exponent (array-generic)."""
+    return (b * scale / 2.0 ** exponent).round()
+
+
 def round_bias(b: Any, scale: float, exponent: int = 0) -> Any:
     """Real biases ``b`` on the integer bias grid (mantissa << ``exponent``) / ``scale``, back in real
     units (array-generic)."""
     step = 2.0 ** exponent
-    return (b * scale / step).round() * step / scale
+    return bias_mantissa(b, scale, exponent) * step / scale
 
 
 @dataclass(frozen=True)

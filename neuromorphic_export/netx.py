@@ -45,9 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .chip import LOIHI_DECAY_UNITY
 from .errors import ExportError
 from .network import DELAY_CONVENTION, Layer, Network, Recurrent
-from .simulate import LOIHI_DECAY_UNITY, loihi_parameters
+from .simulate import loihi_parameters
 
 __all__ = ["write_netx", "read_netx", "refuse_recurrent", "netx_layout", "netx_report", "NetxLayout",
            "READOUT_VTH_MANT", "NETX_MAX_DELAY", "INPUT_MESSAGE_BITS"]

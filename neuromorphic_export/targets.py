@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chip import LayerScale, choose_scale, full_scale, round_bias, round_weights, weight_grid
+from .chip import LayerScale, bias_mantissa, choose_scale, full_scale, round_bias, round_weights, weight_grid
 from .errors import ExportError
 from .network import INT32_MAX, Layer, Network, Recurrent
 
@@ -431,7 +431,7 @@ def _check_ranges(layer: Layer, k: int, t: Target, rep: PrepareReport, bias_expo
     if t.bias_bits is not None and t.arithmetic == "loihi":
         lim = 2 ** (t.bias_bits - 1) - 1
         step = 2 ** bias_exponent
-        b = np.rint(layer.bias * s / step)
+        b = bias_mantissa(layer.bias, s, bias_exponent)
         n = int((np.abs(b) > lim).sum())
         if n:
             rep.violations.append(Violation(k, "neurons whose integer bias is out of range", n,

@@ -195,7 +195,8 @@ class ChipNeuron(LIF):
             s = L.choice.scale
             unit = s * (1 << chip.LOIHI_ACT_SHIFT)  # membrane units per model unit
             keep = chip.LOIHI_DECAY_UNITY - int(chip.loihi_v_decay(self.decay))
-            vth = math.inf if self.readout else int(chip.loihi_threshold_mantissa(L.threshold, s)) << chip.LOIHI_ACT_SHIFT
+            shift = chip.LOIHI_ACT_SHIFT
+            vth = math.inf if self.readout else int(chip.loihi_threshold_mantissa(L.threshold, s)) << shift
             a = _ste(c * s, (c * s).round())  # integer input activation a_in
             b = _ste(b * s, (b * s).round()) * (1 << chip.LOIHI_ACT_SHIFT)  # bias << 6
             v = c.new_zeros(c.shape[1:])
