@@ -27,6 +27,17 @@ def adlif_step(u, w, current, decay_u, one_minus_du, decay_w, k, a, b, zero, one
     return v, s, un, wn
 
 
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _row(param, x, n_y, cm):  # pragma: no cover
+    # the parameters of the neurons along a row of Y: param itself (neurons along Y), or param[x]
+    # repeated (neurons along X); either way the inner loop indexes it by y and vectorises
+    if cm:
+        r = np.empty(n_y, dtype=param.dtype)
+        r[:] = param[x]
+        return r
+    return param
+
+
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _adlif_forward(current, decay_u, one_minus_du, decay_w, k, a, b, consts, threshold, cm, spikes,
                    membrane):  # pragma: no cover
@@ -34,6 +45,12 @@ def _adlif_forward(current, decay_u, one_minus_du, decay_w, k, a, b, consts, thr
     zero = consts[0]
     one = consts[1]
     for x in prange(n_x):
+        du = _row(decay_u, x, n_y, cm)
+        omdu = _row(one_minus_du, x, n_y, cm)
+        dw = _row(decay_w, x, n_y, cm)
+        kk = _row(k, x, n_y, cm)
+        pa = _row(a, x, n_y, cm)
+        pb = _row(b, x, n_y, cm)
         u = np.zeros(n_y, dtype=current.dtype)
         w = np.zeros(n_y, dtype=current.dtype)
         for t in range(t_len):
@@ -41,9 +58,8 @@ def _adlif_forward(current, decay_u, one_minus_du, decay_w, k, a, b, consts, thr
             mem = membrane[t, x]
             spk = spikes[t, x]
             for y in range(n_y):
-                h = np.intp(x) if cm else np.intp(y)
-                mem[y], spk[y], u[y], w[y] = adlif_step(u[y], w[y], cur[y], decay_u[h], one_minus_du[h], decay_w[h],
-                                                        k[h], a[h], b[h], zero, one, threshold)
+                mem[y], spk[y], u[y], w[y] = adlif_step(u[y], w[y], cur[y], du[y], omdu[y], dw[y], kk[y], pa[y], pb[y],
+                                                        zero, one, threshold)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -54,19 +70,24 @@ def _adlif_backward(grad_spikes, membrane, decay_u, one_minus_du, decay_w, k, a,
     zero = consts[0]
     one = consts[1]
     for x in prange(n_x):
-        w_seq = np.empty((t_len, n_y), dtype=membrane.dtype)  # w[t], recomputed from the membrane
-        for y in range(n_y):
-            h = np.intp(x) if cm else np.intp(y)
-            wp = zero
-            for t in range(t_len):
-                v = membrane[t, x, y]
+        du = _row(decay_u, x, n_y, cm)
+        omdu = _row(one_minus_du, x, n_y, cm)
+        dw = _row(decay_w, x, n_y, cm)
+        kk = _row(k, x, n_y, cm)
+        pa = _row(a, x, n_y, cm)
+        pb = _row(b, x, n_y, cm)
+        w_seq = np.empty((t_len + 1, n_y), dtype=membrane.dtype)  # w_seq[t + 1] = w[t], recomputed; w_seq[0] = 0
+        w_seq[0] = zero
+        for t in range(t_len):
+            mem = membrane[t, x]
+            for y in range(n_y):
+                v = mem[y]
                 s = one if v >= threshold else zero
                 un = zero if v >= threshold else v
-                wp = decay_w[h] * wp + k[h] * (a[h] * un + b[h] * s)
-                w_seq[t, y] = wp
+                w_seq[t + 1, y] = dw[y] * w_seq[t, y] + kk[y] * (pa[y] * un + pb[y] * s)
         carry_u = np.zeros(n_y, dtype=membrane.dtype)
         carry_w = np.zeros(n_y, dtype=membrane.dtype)
-        g_du = np.zeros(n_y)
+        g_du = np.zeros(n_y)  # sum of gv * (u[t-1] - v[t]); divided by (1 - decay_u) at the end
         g_dw = np.zeros(n_y)
         g_a = np.zeros(n_y)
         g_b = np.zeros(n_y)
@@ -74,33 +95,27 @@ def _adlif_backward(grad_spikes, membrane, decay_u, one_minus_du, decay_w, k, a,
             mem = membrane[t, x]
             gs = grad_spikes[t, x]
             gc = grad_current[t, x]
+            prev = membrane[t - 1, x] if t > 0 else mem  # unused at t = 0
             for y in range(n_y):
-                h = np.intp(x) if cm else np.intp(y)
                 v = mem[y]
                 fired = v >= threshold
                 s = one if fired else zero
                 un = zero if fired else v
                 keep = zero if fired else one
-                if t > 0:
-                    vp = membrane[t - 1, x, y]
-                    u_prev = zero if vp >= threshold else vp
-                    w_prev = w_seq[t - 1, y]
-                else:
-                    u_prev = zero
-                    w_prev = zero
+                up = zero if (t == 0 or prev[y] >= threshold) else prev[y]
                 gw = carry_w[y]
-                gu = carry_u[y] + gw * k[h] * a[h]
-                gv = gu * keep + surrogate_grad(gs[y] + gw * k[h] * b[h], v - threshold, alpha)
-                gi = gv * one_minus_du[h]
+                gu = carry_u[y] + gw * kk[y] * pa[y]
+                gv = gu * keep + surrogate_grad(gs[y] + gw * kk[y] * pb[y], v - threshold, alpha)
+                gi = gv * omdu[y]
                 gc[y] = gi
-                carry_u[y] = gv * decay_u[h]
-                carry_w[y] = gw * decay_w[h] - gi
-                g_du[y] += gv * (u_prev - v) / one_minus_du[h]
-                g_dw[y] += gw * (w_prev - q * (a[h] * un + b[h] * s))
-                g_a[y] += gw * k[h] * un
-                g_b[y] += gw * k[h] * s
+                carry_u[y] = gv * du[y]
+                carry_w[y] = gw * dw[y] - gi
+                g_du[y] += gv * (up - v)
+                g_dw[y] += gw * (w_seq[t, y] - q * (pa[y] * un + pb[y] * s))
+                g_a[y] += gw * kk[y] * un
+                g_b[y] += gw * kk[y] * s
         for y in range(n_y):
-            acc[0, x, y] = g_du[y]
+            acc[0, x, y] = g_du[y] / omdu[y]
             acc[1, x, y] = g_dw[y]
             acc[2, x, y] = g_a[y]
             acc[3, x, y] = g_b[y]
