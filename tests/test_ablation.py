@@ -14,11 +14,9 @@ from snn_delays import ablation, load_config
 from snn_delays.cli import main
 from snn_delays.ablation import Cell, ablate, ci95, grid_cells, run_grid, t_quantile_975
 from snn_delays.workers import FolderLock
+from _support import tiny
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
-    "data.synthetic_test=30", "data.batch_size=30", "train.epochs=1", "train.progress=false", "train.threads=1",
-]
+TINY = tiny({"train.epochs": "1", "train.threads": "1"})
 quiet = lambda *a: None
 
 

@@ -13,12 +13,10 @@ from snn_delays.checkpoint import load_checkpoint, save_checkpoint
 from snn_delays.config import ConfigError, ModelConfig
 from snn_delays.data import open_dataset
 from snn_delays.train import train
+from _support import tiny
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
-    "data.synthetic_test=30", "data.batch_size=30", "train.epochs=1", "train.progress=false", "train.threads=1",
-]
+TINY = tiny({"train.epochs": "1", "train.threads": "1"})
 
 
 def _readme_code(section: str) -> list[str]:

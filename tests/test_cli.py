@@ -15,10 +15,10 @@ from snn_delays import load_config
 from snn_delays.cli import build_parser, main
 from snn_delays.cli.config_args import config_from_args
 from snn_delays.data import available_datasets
+from _support import tiny_args
 
-TINY = ["--set", "model.hidden_size=8", "--set", "model.kernel_size=5", "--set", "data.synthetic_train=60",
-        "--set", "data.synthetic_valid=20", "--set", "data.synthetic_test=20", "--set", "data.batch_size=20",
-        "--set", "train.progress=false"]
+TINY = tiny_args({"model.kernel_size": "5", "data.synthetic_valid": "20", "data.synthetic_test": "20",
+    "data.batch_size": "20"})
 
 
 def test_train_then_evaluate(tmp_path, capsys):

@@ -15,11 +15,10 @@ from snn_delays.distributed import DistContext, GlobalBatchNorm1d, convert_for_d
 from snn_delays.model import TimeSharedDropout
 from snn_delays.train import train
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=91", "data.synthetic_valid=40",
-    "data.synthetic_test=40", "data.batch_size=30", "train.epochs=2", "train.progress=false",
-    "train.threads=1", "model.dropout=0.3", "train.device=\"cpu\"",
-]
+from _support import tiny
+
+TINY = tiny({"data.synthetic_train": "91", "data.synthetic_valid": "40", "data.synthetic_test": "40",
+    "train.epochs": "2", "train.threads": "1", "model.dropout": "0.3", "train.device": '"cpu"'})
 # 91 samples in batches of 30: the last batch (1 sample) leaves rank 1 with an empty shard
 
 _WORKER = """

@@ -18,7 +18,7 @@ import pytest
 from neuromorphic_export import (Convention, load_checkpoint, network_from_checkpoint, prepare, simulate,
                                  write_network)
 from neuromorphic_export.vendor_run import envs_root
-from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+from _support import save_synthetic_checkpoint, synthetic_state
 
 ROOT = Path(__file__).resolve().parent.parent
 BRIAN2_ENV = "brian2-2.9.0-pynn-0.13.0"

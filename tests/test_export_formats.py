@@ -6,7 +6,7 @@ import pytest
 
 from neuromorphic_export import (load_checkpoint, network_from_checkpoint, nir_predict, prepare, read_nir,
                                  simulate, write_netx, write_nir, write_pynn)
-from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+from _support import save_synthetic_checkpoint, synthetic_state
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from neuromorphic_export import Convention, export_run, read_network, simulate
-from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
+from _support import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.vendor_lava import LAVA_ENV, run_lava
 from neuromorphic_export.vendor_run import envs_root, side_env_python
 

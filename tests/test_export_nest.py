@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from neuromorphic_export import Convention, export_run, read_network, simulate, write_pynn
-from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
+from _support import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.pynn_runner import ONSET_STEP, if_curr_delta_parameters, level_spike_times
 from neuromorphic_export.vendor_nest import NEST_ENV, run_nest
 from neuromorphic_export.vendor_run import side_env_python

@@ -9,7 +9,7 @@ import pytest
 
 from neuromorphic_export import (ExportError, load_checkpoint, network_from_checkpoint, read_network,
                                  simulate, write_network)
-from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+from _support import save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.network import round_delays
 
 

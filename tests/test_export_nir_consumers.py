@@ -14,7 +14,7 @@ import pytest
 
 from neuromorphic_export import (ExportError, export_run, load_checkpoint, network_from_checkpoint, nir_predict,
                                  predict_from_readout, read_nir, simulate, write_nir)
-from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
+from _support import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.nir_format import delay_free_problem, network_to_nir
 
 nir = pytest.importorskip("nir")

@@ -18,7 +18,7 @@ import pytest
 from neuromorphic_export import (Convention, ExportError, Layer, Network, Recurrent, export_run, load_checkpoint,
                                  network_from_checkpoint, nir_predict, prepare, read_netx, read_network, read_nir,
                                  simulate, write_network, write_nir)
-from neuromorphic_export._testing import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
+from _support import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
 
 # ---------------------------------------------------------------------------------------------
 # hand-built networks

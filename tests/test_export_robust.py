@@ -16,7 +16,7 @@ import pytest
 
 from neuromorphic_export import ExportError, export_run, load_checkpoint, network_from_checkpoint, read_network
 from neuromorphic_export._io import Progress
-from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+from _support import save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.targets import Violation
 
 cli = pytest.importorskip("snn_delays.cli")

@@ -88,7 +88,7 @@ def test_what_cannot_fit_is_still_refused():
 
 def test_export_says_which_delays_each_file_carries(tmp_path):
     from neuromorphic_export import export_run
-    from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+    from _support import save_synthetic_checkpoint, synthetic_state
 
     state = synthetic_state(np.random.default_rng(0), kernel_size=9)
     run = save_synthetic_checkpoint(tmp_path / "run", state, n_layers=2, kernel_size=9, extra_steps=4)

@@ -5,7 +5,7 @@ import pytest
 
 from neuromorphic_export import (TARGETS, ExportError, load_checkpoint, network_from_checkpoint, prepare,
                                  simulate)
-from neuromorphic_export._testing import save_synthetic_checkpoint, synthetic_state
+from _support import save_synthetic_checkpoint, synthetic_state
 from neuromorphic_export.targets import Target, quantise_layer
 
 

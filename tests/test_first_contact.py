@@ -22,11 +22,11 @@ from snn_delays.ablation import ABLATION_VARIANTS
 from snn_delays.checkpoint import save_checkpoint
 from snn_delays.cli import build_parser, main
 from snn_delays.config import config_to_dict, load_config
+from _support import tiny_args
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "model.hidden_size=8", "--set", "model.kernel_size=5", "--set", "data.synthetic_train=40",
-        "--set", "data.synthetic_valid=20", "--set", "data.synthetic_test=20", "--set", "data.batch_size=20",
-        "--set", "train.progress=false"]
+TINY = tiny_args({"model.kernel_size": "5", "data.synthetic_train": "40", "data.synthetic_valid": "20",
+    "data.synthetic_test": "20", "data.batch_size": "20"})
 
 
 def _cli(capsys, *argv):

@@ -20,6 +20,7 @@ from snn_delays.config import ConfigError
 from snn_delays.model import DelaySNN, count_trainable
 from snn_delays.synapse import random_fanin_mask
 from snn_delays.train import train
+from _support import tiny_args
 
 EPS = 1e-7
 S0 = {"gauss": 0.27, "triangle": 1.0}
@@ -252,9 +253,8 @@ def test_config_keys_validated_and_parameters_counted():
         load_config("synthetic", ["model.interpolation=cubic"])
 
 
-TINY = ["--set", "model.hidden_size=10", "--set", "model.kernel_size=7", "--set", "data.synthetic_train=60",
-        "--set", "data.synthetic_valid=20", "--set", "data.synthetic_test=20", "--set", "data.batch_size=30",
-        "--set", "train.progress=false", "--set", "model.dropout=0.1"]
+TINY = tiny_args({"model.hidden_size": "10", "data.synthetic_valid": "20", "data.synthetic_test": "20",
+    "model.dropout": "0.1"})
 
 
 def test_old_checkpoint_loads_as_gauss(tmp_path):

@@ -12,12 +12,9 @@ from snn_delays import load_config
 from snn_delays.cli import build_parser, main
 from snn_delays.plots import delay_histograms, plot_curves, plot_run
 from snn_delays.train import train
+from _support import tiny
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
-    "data.synthetic_test=30", "data.batch_size=30", "train.epochs=3", "train.progress=false", "train.threads=1",
-    "train.kernel_snapshot_neurons=2",
-]
+TINY = tiny({"train.epochs": "3", "train.threads": "1", "train.kernel_snapshot_neurons": "2"})
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from snn_delays.backends.recurrent import recurrent_lif_reference, recurrent_lif
 from snn_delays.config import ConfigError, ModelConfig
 from snn_delays.model import count_trainable
 from snn_delays.recurrent import RecurrentDelaySynapse
+from _support import tiny
 
 
 def _synapse(h, kernel_size, weights, delays, sigma=0.5):
@@ -263,9 +264,9 @@ def test_dense_node_equals_step_loop_values_and_gradients(dr):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
-TINY = ["model.hidden_size=12", "model.kernel_size=9", "data.synthetic_train=120", "data.synthetic_valid=40",
-        "data.synthetic_test=40", "data.batch_size=40", "train.epochs=3", "train.progress=false", "model.dropout=0.2",
-        "model.recurrent=true", "model.recurrent_kernel_size=6"]
+TINY = tiny({"model.hidden_size": "12", "model.kernel_size": "9", "data.synthetic_train": "120",
+    "data.synthetic_valid": "40", "data.synthetic_test": "40", "data.batch_size": "40", "train.epochs": "3",
+    "model.dropout": "0.2", "model.recurrent": "true", "model.recurrent_kernel_size": "6"})
 
 
 def test_recurrent_run_resumes_to_the_same_weights_and_evaluates(tmp_path):

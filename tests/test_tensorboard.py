@@ -12,12 +12,11 @@ from snn_delays.train import train
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from _support import tiny
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=5", "model.dropout=0.0", "model.threshold=0.2",
-    "train.sigma_init=1", "data.synthetic_train=40", "data.synthetic_valid=20", "data.synthetic_test=20",
-    "data.batch_size=20", "train.progress=false", "train.epochs=3", "train.tensorboard=true",
-]
+TINY = tiny({"model.kernel_size": "5", "model.dropout": "0.0", "model.threshold": "0.2", "train.sigma_init": "1",
+    "data.synthetic_train": "40", "data.synthetic_valid": "20", "data.synthetic_test": "20",
+    "data.batch_size": "20", "train.epochs": "3", "train.tensorboard": "true"})
 
 
 def _events(run):

@@ -9,12 +9,11 @@ import torch
 from snn_delays import UserError, load_config, load_model
 from snn_delays.errors import TrainingDiverged
 from snn_delays.train import cosine_lr, one_cycle_lr, sigma_at_epoch, train
+from _support import tiny
 
-TINY = [
-    "model.hidden_size=12", "model.kernel_size=9", "data.synthetic_train=120", "data.synthetic_valid=40",
-    "data.synthetic_test=40", "data.batch_size=40", "train.epochs=3", "train.progress=false",
-    "model.dropout=0.2",
-]
+TINY = tiny({"model.hidden_size": "12", "model.kernel_size": "9", "data.synthetic_train": "120",
+    "data.synthetic_valid": "40", "data.synthetic_test": "40", "data.batch_size": "40", "train.epochs": "3",
+    "model.dropout": "0.2"})
 
 
 @pytest.mark.parametrize("epochs", [1, 5, 150])

@@ -22,14 +22,12 @@ from snn_delays.errors import TrainingDiverged
 from snn_delays.evaluate import evaluate_run
 from snn_delays.model import DelaySNN
 from snn_delays.train import TrainingInterrupted, resolve_device, train
+from _support import tiny
 
 train_module = importlib.import_module("snn_delays.train")
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=5", "data.synthetic_train=40", "data.synthetic_valid=20",
-    "data.synthetic_test=20", "data.batch_size=20", "train.epochs=2", "train.progress=false",
-    'train.device="cpu"',
-]
+TINY = tiny({"model.kernel_size": "5", "data.synthetic_train": "40", "data.synthetic_valid": "20",
+    "data.synthetic_test": "20", "data.batch_size": "20", "train.epochs": "2", "train.device": '"cpu"'})
 
 
 def _config(*more):

@@ -14,11 +14,9 @@ from snn_delays import load_config
 from snn_delays.train import train
 from snn_delays.cli import main
 from snn_delays.tuning import SEARCH_SPACE, kernel_size_choices, mask_url, suggest_overrides, tune
+from _support import tiny
 
-TINY = [
-    "model.hidden_size=8", "model.kernel_size=7", "data.synthetic_train=60", "data.synthetic_valid=30",
-    "data.synthetic_test=30", "data.batch_size=30", "train.epochs=4", "train.progress=false", "train.threads=1",
-]
+TINY = tiny({"train.epochs": "4", "train.threads": "1"})
 
 
 def test_search_space_covers_the_documented_keys():

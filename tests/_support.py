@@ -1,5 +1,7 @@
-"""Synthetic checkpoints for tests: random weights, delays, BatchNorm statistics and masks, saved in
-the documented checkpoint format (docs/internals.md). Needs torch (only to write the file)."""
+"""Test support (not shipped): the tiny training config the tests share, and synthetic checkpoints
+(random weights, delays, BatchNorm statistics and masks, saved in the documented checkpoint format,
+docs/internals.md; torch is needed only to write the file). Tests import it as ``from _support
+import ...`` (pytest puts tests/ on the path)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["synthetic_state", "save_synthetic_checkpoint", "add_recurrent_state"]
+__all__ = ["TINY_CONFIG", "tiny", "tiny_args", "synthetic_state", "save_synthetic_checkpoint", "add_recurrent_state"]
+
+# The small synthetic-task run the training tests share (seconds on a CPU): config key -> value as
+# written after ``--set KEY=``. A test that needs more or other values says which with tiny(...).
+TINY_CONFIG: dict[str, str] = {
+    "model.hidden_size": "8", "model.kernel_size": "7", "data.synthetic_train": "60", "data.synthetic_valid": "30",
+    "data.synthetic_test": "30", "data.batch_size": "30", "train.progress": "false",
+}
+
+
+def tiny(changes: "dict[str, Any] | None" = None) -> list[str]:
+    """``KEY=VALUE`` overrides of :data:`TINY_CONFIG` with ``changes`` applied (a value None drops the key)."""
+    merged = {**TINY_CONFIG, **(changes or {})}
+    return [f"{k}={v}" for k, v in merged.items() if v is not None]
+
+
+def tiny_args(changes: "dict[str, Any] | None" = None) -> list[str]:
+    """:func:`tiny` as command-line arguments: ``--set KEY=VALUE`` for each."""
+    return [a for o in tiny(changes) for a in ("--set", o)]
 
 
 def synthetic_state(rng: np.random.Generator, input_size: int = 12, hidden_size: int = 10,
