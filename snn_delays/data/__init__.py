@@ -4,7 +4,8 @@ A dataset is a torch Dataset of ``(x, y)``: x a float32 tensor (T, C) of spike c
 per time step (batch-less, time-major), y an int class index.
 
 The registry lives in :mod:`.registry`; each source lives in its own module (``synthetic``,
-``heidelberg`` for SHD/SSC, ``gsc``, ``fsdd``) and registers its opener there when imported, which
+``heidelberg`` for SHD/SSC, ``gsc``, ``fsdd``; event cameras: ``event_motion``,
+``dvs_gesture``, ``nmnist``, sharing ``events``) and registers its opener there when imported, which
 this package does below. Imports go one way: sources -> shared parts (``spikefile`` the HDF5 spike
 format, ``cache``, ``download``, ``audio``, ``arrays``, ``checksums``) -> ``registry`` -> ``snn_delays.errors``.
 """
@@ -13,6 +14,6 @@ from __future__ import annotations
 
 from .registry import SPLITS, DatasetError, available_datasets, open_dataset, register
 
-from . import fsdd, gsc, heidelberg, synthetic  # noqa: F401  (imported to register their openers)
+from . import dvs_gesture, event_motion, fsdd, gsc, heidelberg, nmnist, synthetic  # noqa: F401  (imported to register their openers)
 
 __all__ = ["open_dataset", "register", "available_datasets", "DatasetError", "SPLITS"]
