@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .chip import (BN_EPS, CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, DEFAULT_DT_MS, MAX_KERNEL_BYTES,  # noqa: F401
-                   MAX_TIME_STEPS, RECURRENT_DELAYS, default_extra_steps, kernel_bytes)
+                   MAX_TIME_STEPS, NORM_KEYS, RECURRENT_DELAYS, default_extra_steps, kernel_bytes, recurrent_key,
+                   synapse_key)
 from .errors import ExportError
 
 __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
@@ -244,17 +245,17 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         raise ExportError(f"{p}: checkpoint config has data.dt_ms = {dt_ms}; must be a positive number of ms")
     hidden = []
     for k in range(n_layers):
-        w, d, mask = _read_synapse(state, f"hidden.{k}.synapse", p)
+        w, d, mask = _read_synapse(state, synapse_key(k, n_layers), p)
         h = w.shape[0]
         norm = {name: _get(state, f"hidden.{k}.norm.{name}", p, (h,))
-                for name in ("weight", "bias", "running_mean", "running_var")}
+                for name in NORM_KEYS}
         hidden.append(HiddenLayer(w, d, mask, norm, _read_recurrent(state, k, h, recurrent_ks, p)))
     stray = sorted(key for key in state if ".recurrent." in key and key.startswith("hidden.")
                    and key.endswith((".weight", ".delay")))
     if not recurrent_ks and stray:
         raise ExportError(f"{p}: the state dict has recurrent synapses ({', '.join(stray[:4])}) but the config says "
                           "model.recurrent = false: config and weights disagree (a corrupted or edited checkpoint)")
-    w, d, mask = _read_synapse(state, "readout", p)
+    w, d, mask = _read_synapse(state, synapse_key(n_layers, n_layers), p)
     readout = HiddenLayer(w, d, mask, None)
     for k in range(1, n_layers + 1):
         prev = hidden[k - 1].weight.shape[0]
@@ -290,7 +291,7 @@ def _read_recurrent(state: dict, k: int, h: int, kernel_size: int, p: Path) -> H
     """Hidden layer k's recurrent synapses (H, H, m) when the model has them (kernel_size > 0)."""
     if not kernel_size:
         return None
-    prefix = f"hidden.{k}.recurrent"
+    prefix = recurrent_key(k)
     if f"{prefix}.weight" not in state:
         raise ExportError(f"{p}: the config says model.recurrent = true but the state dict has no {prefix}.weight "
                           "(a checkpoint of another model, or an edited one)")

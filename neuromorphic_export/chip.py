@@ -30,7 +30,8 @@ __all__ = [
     "LayerScale", "choose_scale", "LOIHI_DECAY_UNITY", "LOIHI_ACT_SHIFT", "LOIHI_MAX_UV", "loihi_v_decay",
     "loihi_threshold_mantissa", "loihi_wrap_activation", "loihi_update", "crossed", "predict_from_readout",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CHECKPOINT_VERSIONS", "RECURRENT_DELAYS", "DEFAULT_DT_MS",
-    "MAX_TIME_STEPS", "MAX_KERNEL_BYTES", "default_extra_steps", "kernel_bytes",
+    "MAX_TIME_STEPS", "MAX_KERNEL_BYTES", "default_extra_steps", "kernel_bytes", "NORM_KEYS", "synapse_key",
+    "recurrent_key", "state_shapes",
 ]
 
 # -- checkpoint schema (docs/internals.md): written by snn_delays.checkpoint, read by both packages --
@@ -44,6 +45,44 @@ DEFAULT_DT_MS = 10.0  # ms per step when a checkpoint's config omits data.dt_ms 
 # and the model's rounded-delay kernels, out x in x kernel_size float64 summed over the layers.
 MAX_TIME_STEPS = 100_000
 MAX_KERNEL_BYTES = 8 * 2 ** 30
+
+
+NORM_KEYS = ("weight", "bias", "running_mean", "running_var")  # hidden.{k}.norm.<key>, (H,) each
+
+
+def synapse_key(k: int, n_layers: int) -> str:
+    """State-dict prefix of synapse layer k of a model of ``n_layers`` hidden layers (k = n_layers: the readout)."""
+    return f"hidden.{k}.synapse" if k < n_layers else "readout"
+
+
+def recurrent_key(k: int) -> str:
+    """State-dict prefix of hidden layer k's recurrent synapses (H, H, 1), delays stored minus one step."""
+    return f"hidden.{k}.recurrent"
+
+
+def state_shapes(n_layers: int, input_size: int, hidden_size: int, n_classes: int, taps: int, kernel_size: int,
+                 dense_conv: bool = False, recurrent: bool = False) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> shape of the size-defining arrays of a checkpoint's model (the table in
+    docs/internals.md): ``taps`` elements per connection (model.kernel_count; 1 for the no-delay
+    variants), dense-conv kernels of ``kernel_size`` instead of weight/delay."""
+    sizes = [input_size] + [hidden_size] * n_layers + [n_classes]
+    want: dict[str, tuple[int, ...]] = {}
+    for k in range(n_layers + 1):
+        fan_in, fan_out = sizes[k], sizes[k + 1]
+        prefix = synapse_key(k, n_layers) + "."
+        want[prefix + "mask"] = (fan_out, fan_in)
+        if dense_conv:
+            want[prefix + "kernel_weight"] = (fan_out, fan_in, kernel_size)
+        else:
+            want[prefix + "weight"] = want[prefix + "delay"] = (fan_out, fan_in, taps)
+        if k < n_layers:
+            for part in NORM_KEYS:
+                want[f"hidden.{k}.norm.{part}"] = (fan_out,)
+            if recurrent:
+                r = recurrent_key(k) + "."
+                want[r + "mask"] = (fan_out, fan_out)
+                want[r + "weight"] = want[r + "delay"] = (fan_out, fan_out, 1)
+    return want
 
 
 def default_extra_steps(n_layers: int, kernel_size: int) -> int:

@@ -16,7 +16,7 @@ import torch
 
 from neuromorphic_export.checkpoint import run_identity_problem
 from neuromorphic_export.chip import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MAX_KERNEL_BYTES, MAX_TIME_STEPS,
-                                      kernel_bytes)
+                                      kernel_bytes, state_shapes)
 
 from ._atomic import atomic_write_bytes
 from .config import ExperimentConfig, config_from_dict
@@ -83,23 +83,8 @@ def _expected_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
     (the table in docs/internals.md)."""
     m = cfg.model
     taps = 1 if m.variant.startswith("no-delays") else m.kernel_count
-    sizes = [m.input_size] + [m.hidden_size] * m.n_layers + [m.n_classes]
-    want: dict[str, tuple[int, ...]] = {}
-    for k in range(m.n_layers + 1):
-        fan_in, fan_out = sizes[k], sizes[k + 1]
-        prefix = f"hidden.{k}.synapse." if k < m.n_layers else "readout."
-        want[prefix + "mask"] = (fan_out, fan_in)
-        if m.variant == "dense-conv":
-            want[prefix + "kernel_weight"] = (fan_out, fan_in, m.kernel_size)
-        else:
-            want[prefix + "weight"] = want[prefix + "delay"] = (fan_out, fan_in, taps)
-        if k < m.n_layers:
-            for part in ("weight", "bias", "running_mean", "running_var"):
-                want[f"hidden.{k}.norm.{part}"] = (fan_out,)
-            if m.recurrent:  # delays stored minus one step (snn_delays.recurrent)
-                want[f"hidden.{k}.recurrent.mask"] = (fan_out, fan_out)
-                want[f"hidden.{k}.recurrent.weight"] = want[f"hidden.{k}.recurrent.delay"] = (fan_out, fan_out, 1)
-    return want
+    return state_shapes(m.n_layers, m.input_size, m.hidden_size, m.n_classes, taps, m.kernel_size,
+                        dense_conv=m.variant == "dense-conv", recurrent=m.recurrent)
 
 
 def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "str | os.PathLike" = "checkpoint") -> None:
