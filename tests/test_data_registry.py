@@ -15,12 +15,12 @@ PACKAGE = Path(data.__file__).parent
 
 
 def test_every_source_is_registered():
-    assert available_datasets() == ["fsdd", "gsc", "shd", "ssc", "synthetic"]
+    assert available_datasets() == ["dvs-gesture", "event-motion", "fsdd", "gsc", "nmnist", "shd", "ssc", "synthetic"]
     assert data.open_dataset is registry.open_dataset and data.DatasetError is registry.DatasetError
 
 
 def test_unknown_name_and_split_list_the_choices():
-    with pytest.raises(DatasetError, match="available: fsdd, gsc, shd, ssc, synthetic"):
+    with pytest.raises(DatasetError, match="available: dvs-gesture, event-motion, fsdd, gsc, nmnist, shd, ssc, synthetic"):
         open_dataset("mnist")
     with pytest.raises(DatasetError, match="train, valid, test, all"):
         open_dataset("synthetic", split="dev")
