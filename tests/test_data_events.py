@@ -263,3 +263,17 @@ product a delay neuron computes) separates them."""
     delayed = fit_score(coincidences)
     print(f"least squares, held out: totals {acc:.3f}, delayed coincidences {delayed:.3f}")
     assert delayed > 0.6, (acc, delayed)
+
+
+def test_dvs_gesture_unpacks_the_distributed_archive(tmp_path):
+    import tarfile
+    src = tmp_path / "src" / "DvsGesture"
+    src.mkdir(parents=True)
+    write_gesture(src, {"user01_led": ([(1, 0, [(5, 6, 10, 1, 1)])], [(2, 0, 1000)])}, {"user01_led": "train"})
+    (src / "trials_to_test.txt").write_text("")
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / "DvsGesture.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="DvsGesture")
+    ds = open_dataset("dvs-gesture", str(root), "train", valid_fraction=0.0, cache_dir="off")
+    assert len(ds) == 1 and int(ds.y[0]) == 1 and float(ds[0][0].sum()) == 1

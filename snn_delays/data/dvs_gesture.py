@@ -38,7 +38,7 @@ import numpy as np
 
 from .arrays import require_samples, stratified_split
 from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
-from .download import default_root
+from .download import default_root, unpack
 from .events import EventDataset, EventFrames, check_event_binning, frame_size
 from .registry import DatasetError, register
 
@@ -123,9 +123,14 @@ def read_gesture_labels(path) -> np.ndarray:
 
 
 def gesture_folder(root: Path) -> Path:
-    for d in (root, root / "DvsGesture", root / "dvs-gesture"):
-        if (d / "trials_to_train.txt").is_file():
-            return d
+    """The folder holding ``trials_to_train.txt``: ROOT, ROOT/DvsGesture or ROOT/dvs-gesture, unpacking
+    ``DvsGesture.tar.gz`` found in ROOT on first use."""
+    for attempt in range(2):
+        for d in (root, root / "DvsGesture", root / "dvs-gesture"):
+            if (d / "trials_to_train.txt").is_file():
+                return d
+        if attempt == 0 and (root / "DvsGesture.tar.gz").is_file():
+            unpack(root / "DvsGesture.tar.gz", root)  # a corrupt archive: DatasetError naming it
     raise DatasetError(f"DVS128 Gesture not found in {root} (nor {root / 'DvsGesture'}): download DvsGesture.tar.gz "
                        f"from {SOURCE_URL} (a browser download; no checksum is published), unpack it there "
                        "(userNN_*.aedat, *_labels.csv, trials_to_train.txt, trials_to_test.txt) or pass --data-dir")
