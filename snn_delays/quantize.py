@@ -159,6 +159,11 @@ class FrozenNorm(nn.BatchNorm1d):
         super().__init__(num_features, eps=chip.BN_EPS)
         self.chip_layer = chip_layer
 
+    @property
+    def is_plain_batchnorm(self) -> bool:
+        """Whether it computes as nn.BatchNorm1d now (the fused BatchNorm + LIF node may run it)."""
+        return not self.chip_layer.active
+
     def forward(self, x: Tensor) -> Tensor:
         return x if self.chip_layer.active else super().forward(x)
 

@@ -104,3 +104,11 @@ def test_the_chip_forward_is_switched_explicitly():
         assert chip(x).shape[0] == model(x).shape[0] + cfg.model.n_layers + 1
     with pytest.raises(ValueError, match="plain model"):
         model.set_chip_forward(True)
+    from snn_delays.backends import norm_lif
+
+    blk = chip.hidden[0]
+    chip.train()
+    assert not norm_lif.supported(blk.norm, blk.lif)  # the chip's neuron, not the fused plain one
+    chip.set_chip_forward(False)
+    chip.train()
+    assert norm_lif.supported(blk.norm, blk.lif)  # before: the plain layers' fused training node

@@ -23,8 +23,11 @@ __all__ = ["norm_lif", "supported", "update_running_stats"]
 
 
 def supported(norm: nn.Module, lif) -> bool:
-    """Whether the node applies: a plain affine ``nn.BatchNorm1d`` in training mode, a spiking LIF."""
-    return type(norm) is nn.BatchNorm1d and norm.affine and norm.training and lif.spiking and (
+    """Whether the node applies: a plain affine ``nn.BatchNorm1d`` in training mode (or a module that
+    says it computes as one now: ``is_plain_batchnorm``, a chip model's norm before its chip forward
+    is on), a spiking LIF."""
+    plain = type(norm) is nn.BatchNorm1d or getattr(norm, "is_plain_batchnorm", False)
+    return plain and norm.affine and norm.training and lif.spiking and (
         norm.track_running_stats or norm.running_mean is None)
 
 
