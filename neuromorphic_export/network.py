@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import atomic_path
 from .checkpoint import Checkpoint, HiddenLayer
 from .chip import fold_batchnorm, round_delays
 from .errors import ExportError
@@ -291,11 +292,7 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
             raise ExportError(f"layer {k}: integer weights up to {np.abs(both).max():.0f} do not fit "
                               "network.h5's int32 weights (use at most 32 weight bits)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside the target, then renamed: a crash leaves the old file or none. (Not
-    # snn_delays._atomic: importing it runs snn_delays/__init__, i.e. torch and the model, and the
-    # exporter must work where only numpy and h5py are installed.)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(path) as tmp:  # written beside the target, then renamed: the old file or none after a crash
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "snn-delays-network"
             f.attrs["format_version"] = FORMAT_VERSION if net.is_recurrent else FORMAT_VERSION_FEEDFORWARD
@@ -331,9 +328,6 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
                 nrn = g.create_group("neurons")
                 for name in ("decay", "threshold", "bias"):
                     nrn.create_dataset(name, data=getattr(layer, name), dtype=np.float64)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -33,9 +33,12 @@ from typing import Any, Sequence
 
 from neuromorphic_export._io import atomic_write_text
 
+from ._optional import require
 from .config import (MODEL_VARIANTS, VARIANT_NAMES, VARIANTS, ExperimentConfig, ModelConfig, config_differences,
                      config_from_dict, config_value, result_config)
 from .errors import UserError
+from .model import count_trainable, resolve_variant
+from .train import train
 from .workers import FolderLock, run_workers
 
 __all__ = ["Cell", "grid_cells", "variant_model", "ABLATION_VARIANTS", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
@@ -157,8 +160,6 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
              log=print) -> dict[str, int]:
     """Run every cell not done and not locked by a live process. Returns counts
     {"ran", "done_before", "busy"} for this process."""
-    from .train import train
-
     counts = {"ran": 0, "done_before": 0, "busy": 0}
     for i, cell in enumerate(cells):
         run = cell.folder(out)
@@ -188,8 +189,6 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
 
 # -- summary ----------------------------------------------------------------------------------------
 def _expected_params(base: ExperimentConfig, cell: Cell) -> int:
-    from .model import count_trainable, resolve_variant
-
     return count_trainable(resolve_variant(cell.config(base).model))
 
 
@@ -286,8 +285,6 @@ def write_summary(out: Path, records: Sequence[dict[str, Any]], title: str, note
 def plot_summary(out: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
     """Bar plot in the style of the thesis's Figure 4.5: one group of bars per connectivity, one bar
     per variant with its 95 % interval, the seeds as dots and the mean written on the bar."""
-    from ._optional import require
-
     matplotlib = require("matplotlib", "the ablation figure")
 
     matplotlib.use("Agg")

@@ -36,7 +36,9 @@ from neuromorphic_export._io import atomic_write_text
 
 from .ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_cells, variant_model
 from .config import ExperimentConfig, config_from_dict, result_config
+from .data.fsdd import fsdd_speakers
 from .errors import UserError
+from .train import train
 
 __all__ = ["FoldCell", "fold_cells", "valid_speaker_for", "collect_folds", "summarize_folds", "cross_validate",
            "VALID_MODES", "loso_validation"]
@@ -227,8 +229,6 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
                         "data.valid_speakers (use --speakers to choose the folds, --valid for validation)")
     if not variants:
         raise UserError("--variants is empty; choose from " + ", ".join(ABLATION_VARIANTS))
-    from .data.fsdd import fsdd_speakers
-
     present = fsdd_speakers(base.data.root or None)
     speakers = list(dict.fromkeys(speakers)) if speakers else present
     unknown = sorted(set(speakers) - set(present))
@@ -265,9 +265,6 @@ def loso_validation(cfg: ExperimentConfig, out: Path, on_fold_end=None) -> dict[
     return ``{"valid_acc": mean best validation accuracy over folds, "test_acc": mean test accuracy
     (information only, never selected on), "folds": {speaker: best validation accuracy}}``.
     ``on_fold_end(k, running_mean)`` is called after fold k (an exception it raises stops the trial)."""
-    from .data.fsdd import fsdd_speakers
-    from .train import train
-
     if cfg.data.dataset != "fsdd":
         raise UserError(f"--loso holds out one FSDD speaker per fold; it needs --dataset fsdd (got {cfg.data.dataset})")
     speakers = fsdd_speakers(cfg.data.root or None)

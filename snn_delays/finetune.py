@@ -96,7 +96,7 @@ def keep_start_if_better(out: Path, summary: dict[str, Any], alpha: float = SELE
 
     import torch
 
-    from ._atomic import atomic_write_text
+    from neuromorphic_export._io import atomic_write_text
     from .checkpoint import load_checkpoint, save_checkpoint
     from .data import open_dataset
     from .train import measure_split

@@ -25,14 +25,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ._optional import require
+from .backends.interpolation import WIDTH_MIN
+from .checkpoint import load_checkpoint
 from .errors import UserError
+from .synapse import interpolated_kernel
 
 __all__ = ["plot_run", "plot_curves", "plot_delay_histograms", "plot_kernels", "delay_histograms"]
 
 
 def _plt():
-    from ._optional import require
-
     matplotlib = require("matplotlib", "snn-delays plot")
 
     matplotlib.use("Agg")
@@ -157,8 +159,6 @@ def _delay_layers(state: dict[str, torch.Tensor], recurrent: bool = False) -> li
 def _width_layers(state: dict[str, torch.Tensor], interpolation: str) -> dict[str, np.ndarray]:
     """(layer name -> learned kernel widths (steps) of existing synapses), for ``model.learn_sigma``
     runs: s = s0 + |sigma_delta| (:data:`snn_delays.backends.interpolation.WIDTH_MIN`)."""
-    from .backends.interpolation import WIDTH_MIN
-
     out = {}
     for key in state:
         if key.endswith(".sigma_delta"):
@@ -209,8 +209,6 @@ def why_no_delay_figures(model_config: dict[str, Any]) -> str | None:
 def plot_delay_histograms(run: Path, out: Path, checkpoint: str = "best", recurrent: bool = False) -> Path | None:
     """``delays.png`` (+ csv, json) of ``checkpoint``, or with ``recurrent`` ``recurrent_delays.png``
     of its recurrent synapses (delays in [1, Dr]); None when the run has no such delays."""
-    from .checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(run, checkpoint)
     model_cfg = ckpt["config"]["model"]
     if recurrent:
@@ -298,9 +296,6 @@ def plot_kernels(run: Path, out: Path, layer: int = 0, neurons: int = 3, columns
                  synapses: int = 24, checkpoint: str = "last") -> Path | None:
     """``kernels.png`` (+ json): ``neurons`` neurons of synapse layer ``layer`` at ``columns`` epochs
     spread over training. None when the run has no delays or its checkpoint keeps no kernel history."""
-    from .checkpoint import load_checkpoint
-    from .synapse import interpolated_kernel
-
     ckpt = load_checkpoint(run, checkpoint)
     hist = ckpt.get("kernel_history") or []
     hist = [h for h in hist if len(h["layers"]) > layer]
@@ -394,8 +389,6 @@ def plot_run(run_dir: "str | os.PathLike", out: "str | os.PathLike | None" = Non
              log: "Callable[[str], None] | None" = print) -> list[Path]:
     """All figures of a run folder; returns the PNG paths written. A figure the run cannot have
     (no delays, no kernel history) is skipped and ``log`` says why."""
-    from .checkpoint import load_checkpoint
-
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"run folder {run} does not exist")

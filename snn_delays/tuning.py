@@ -53,8 +53,11 @@ from typing import Any, Sequence
 
 from neuromorphic_export._io import atomic_write_text, pid_alive
 
+from ._optional import require
 from .config import ExperimentConfig, apply_overrides, result_config, to_toml
+from .crossval import loso_validation
 from .errors import TrainingDiverged, UserError
+from .train import train
 from .workers import run_workers
 
 __all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "tune_in_workers", "open_study", "write_best", "mask_url",
@@ -108,8 +111,6 @@ def mask_url(url: str) -> str:
 
 
 def _optuna():
-    from ._optional import require
-
     optuna = require("optuna", "snn-delays tune")
     import warnings
 
@@ -192,8 +193,6 @@ class _Objective:
 
     def __call__(self, trial) -> float:
         optuna = _optuna()
-        from .train import train
-
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         origin = trial.user_attrs.get("retry_of")
@@ -236,8 +235,6 @@ class _Objective:
         """Objective: mean best validation accuracy over the folds (validation = another speaker);
         the running mean is reported after each fold (step = fold index) for pruning."""
         optuna = _optuna()
-        from .crossval import loso_validation
-
         def on_fold_end(k: int, mean: float) -> None:
             trial.report(mean, k)
             if trial.should_prune():
@@ -343,8 +340,6 @@ def plot_study(study, out: Path) -> tuple[list[Path], list[str]]:
     if not complete:
         return [], ["history.png and importances.png skipped: no trial has completed yet"]
     try:
-        from ._optional import require
-
         matplotlib = require("matplotlib", "the tuning figures")
     except UserError as e:
         return [], [f"history.png and importances.png skipped: {e}"]

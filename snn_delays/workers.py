@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 from neuromorphic_export._io import pid_alive
 
+from .config import config_from_dict
+
 __all__ = ["die_with_parent", "FolderLock", "run_workers"]
 
 
@@ -136,8 +138,6 @@ def die_with_parent(parent_pid: int) -> None:
 def _worker_main(fn: Callable[..., Any], base_dict: dict[str, Any], args: tuple, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     import torch
-
-    from .config import config_from_dict
 
     torch.set_num_threads(1)
     fn(config_from_dict(base_dict), *args)

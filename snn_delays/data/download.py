@@ -1,7 +1,7 @@
 """Fetch, verify and unpack the official dataset files.
 
 Where a network exists, :func:`fetch` downloads a file to a temporary name, verifies its
-checksum and moves it into place (:func:`snn_delays._atomic.atomic_path`); a file already present
+checksum and moves it into place (:func:`neuromorphic_export._io.atomic_path`); a file already present
 is verified and used, never fetched again. Offline, or on a checksum mismatch, it raises :class:`DatasetError` naming the
 file, the address to get it from and the folder to put it in.
 
