@@ -126,6 +126,9 @@ def adlif_sequence(current: Tensor, decay_u: Tensor, decay_w: Tensor, a: Tensor,
         if return_state:
             us.append(state.u)
             ws.append(state.w)
+    if not spikes:  # T = 0
+        out = current * 0
+        return (out, out.detach(), out.detach()) if return_state else out
     out = torch.stack(spikes)
     return (out, torch.stack(us), torch.stack(ws)) if return_state else out
 

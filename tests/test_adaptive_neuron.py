@@ -230,4 +230,9 @@ def test_shapes_and_shape_errors():
         AdLIFRanges(a=(1.0, 0.0))
     with pytest.raises(ValueError, match=r"expected current \(T, B, n\)"):
         adlif_float(np.zeros((3, 4)), 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)
-    assert adlif_sequence(torch.zeros(0, 2, 5), *_params(5, torch.float32)).shape == (0, 2, 5)
+    for fused in (True, False):
+        x = torch.zeros(0, 2, 5, requires_grad=True)
+        s = adlif_sequence(x, *_params(5, torch.float32), fused=fused)
+        assert s.shape == (0, 2, 5)
+        s.sum().backward()
+        assert x.grad.shape == (0, 2, 5)

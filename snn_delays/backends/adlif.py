@@ -68,8 +68,8 @@ def _shape_params(params, x: Tensor, channel_axis: int):
 def adlif_forward_loop(current: Tensor, params, q: float, threshold: float, channel_axis: int) -> tuple[Tensor, Tensor]:
     """PyTorch loop, no autograd: (spikes, membrane before reset), both like ``current`` (T, X, Y)."""
     du, dw, a, b = _shape_params(params, current, channel_axis)
-    u = torch.zeros_like(current[0])
-    w = torch.zeros_like(current[0])
+    u = current.new_zeros(current.shape[1:])
+    w = current.new_zeros(current.shape[1:])
     membrane = torch.empty_like(current)
     for t in range(current.shape[0]):
         membrane[t], _, u, w = adlif_update(u, w, current[t], du, dw, a, b, q, threshold)
@@ -80,21 +80,20 @@ def adlif_backward_loop(grad_spikes: Tensor, membrane: Tensor, params, q: float,
                         channel_axis: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """PyTorch reverse loop: gradients of the current (T, X, Y) and of decay_u, decay_w, a, b (H,)."""
     du, dw, a, b = _shape_params(params, membrane, channel_axis)
+    zero = membrane.new_zeros(membrane.shape[1:])
     fired = membrane >= threshold
     s = fired.to(membrane.dtype)
     keep = 1 - s
     u = membrane.masked_fill(fired, 0.0)
     k = (1 - dw) * q
     w = torch.empty_like(membrane)  # w[t] recomputed from the membrane
-    w_prev = torch.zeros_like(membrane[0])
+    w_prev = zero
     for t in range(membrane.shape[0]):
         w_prev = w[t] = dw * w_prev + k * (a * u[t] + b * s[t])
     through_spikes = surrogate_grad(torch.ones_like(membrane), membrane - threshold, alpha)
     grad = torch.empty_like(membrane)
-    carry_u = torch.zeros_like(membrane[0])
-    carry_w = torch.zeros_like(membrane[0])
-    acc = [torch.zeros_like(membrane[0]) for _ in range(4)]
-    zero = torch.zeros_like(membrane[0])
+    carry_u = carry_w = zero
+    acc = [zero.clone() for _ in range(4)]
     for t in range(membrane.shape[0] - 1, -1, -1):
         gw = carry_w
         gu = carry_u + gw * k * a
