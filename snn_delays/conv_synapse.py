@@ -27,9 +27,11 @@ width ``sigma`` in steps, set by the same schedule: ``layer.sigma = s``), built 
 (:func:`snn_delays.synapse.gaussian_kernel` / :func:`snn_delays.backends.interpolation.interpolated_kernel`,
 compiled on CPU as the dense synapse's), and the product is one causal 3-D convolution over
 (time, y, x). Evaluation (``eval()``): every delay is rounded (:func:`snn_delays.synapse.round_delays`,
-half to even after clamping) and the product is a sum over the distinct integer delays D of 2-D
-convolutions shifted by D steps, each with the elements whose delay is D: exact (the same products as
-the dense rounded kernel) and cheaper than the 3-D convolution when few delays are distinct.
+half to even after clamping) and the product is exact, by one of three paths giving the same sums in
+another order (:meth:`DelayConv2d.eval_path`): event-driven compiled loops on CPU (work proportional to
+the input events, :mod:`snn_delays._conv_events`); else a sum over the distinct integer delays D of 2-D
+convolutions shifted by D steps, each with the elements whose delay is D (when few delays are distinct);
+else one 3-D convolution of the rounded kernel.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._conv_events import event_conv_eval
 from .backends.compiled import fast_available
 from .backends.gaussian import compiled_gaussian_kernel
 from .backends.interpolation import INTERPOLATIONS, interpolated_kernel
@@ -243,13 +246,29 @@ class DelayConv2d(nn.Module):
                              f"with padding {self.padding}: expected (T, B, C_in, H, W) with H, W >= "
                              f"{self.kernel_size - 2 * self.padding}, got {tuple(x.shape)}")
 
+    def eval_path(self, x: Tensor) -> str:
+        """What the rounded-delay product runs for an input like ``x``: "events" (compiled, event-driven;
+        CPU, no gradient needed), "shifted" (one 2-D convolution per distinct delay: few distinct delays)
+        or "dense" (one 3-D convolution of the rounded kernel)."""
+        needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
+        if not needs_grad and fast_available(x):
+            return "events"
+        distinct = int(torch.unique(self.rounded_delay()).numel())
+        return "shifted" if distinct <= max(1, self.kernel_size_steps // 4) else "dense"
+
     def forward(self, x: Tensor) -> Tensor:
         """x (T, B, C_in, H, W) -> (T, B, C_out, H_out, W_out)."""
         self._check(x)
         x = x.to(self.weight.dtype)
         if self.training and self.kernel_size_steps > 1:
             return dense_delay_conv(x, self.kernel(), self.stride, self.padding)
-        return shifted_conv_sum(x, self.weight, self.rounded_delay(), self.stride, self.padding)
+        path = self.eval_path(x)
+        if path == "events":
+            return event_conv_eval(x, self.weight, self.element_delay(), self.stride, self.padding)
+        if path == "shifted":
+            return shifted_conv_sum(x, self.weight, self.rounded_delay(), self.stride, self.padding)
+        return dense_delay_conv(x, rounded_conv_kernel(self.weight, self.delay, self.kernel_size_steps),
+                                self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

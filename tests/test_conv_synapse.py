@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from snn_delays._conv_events import event_conv_eval
+from snn_delays.backends.compiled import compiled_enabled, use_compiled
 from snn_delays.conv_synapse import (DelayConv2d, conv_delay_kernel, delay_conv_reference, dense_delay_conv,
                                      rounded_conv_kernel, shifted_conv_sum)
 from snn_delays.synapse import round_delays
@@ -21,11 +23,35 @@ def test_rounded_paths_equal_the_direct_loop(per, stride, padding):
     x = _spikes((7, 2, 2, 6, 5))
     ref = delay_conv_reference(x, m.weight.detach(), m.rounded_delay(), stride, padding)  # hand-written loops
     with torch.no_grad():
-        y = m(x)  # the shifted 2-D convolutions
-        dense = dense_delay_conv(x, m.kernel(), stride, padding)  # one 3-D conv of the rounded kernel
+        y = m(x)  # the module's choice (event-driven where compiled)
+        shifted = shifted_conv_sum(x, m.weight, m.rounded_delay(), stride, padding)  # PyTorch twin 1
+        dense = dense_delay_conv(x, m.kernel(), stride, padding)  # twin 2: one 3-D conv of the rounded kernel
+        with use_compiled(False):
+            twin = m(x)
     assert y.shape == ref.shape == (7, 2, 3) + m.output_size(6, 5)
-    torch.testing.assert_close(y, ref, rtol=0, atol=1e-12)
-    torch.testing.assert_close(dense, ref, rtol=0, atol=1e-12)
+    for out in (y, shifted, dense, twin):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not compiled_enabled(), reason="numba not available: the event-driven loops do not run")
+@pytest.mark.parametrize("stride,padding,k", [(1, 0, 3), (2, 1, 3), (3, 2, 4), (1, 2, 5)])
+def test_event_driven_path_equals_the_loop_and_the_twins(stride, padding, k):
+    g = torch.Generator().manual_seed(11)
+    m = DelayConv2d(3, 4, k, 6, stride=stride, padding=padding, generator=g).double().eval()
+    x = _spikes((9, 3, 3, 8, 7), seed=12)
+    with torch.no_grad():
+        assert m.eval_path(x) == "events"
+        y = m(x)
+        d = m.element_delay()
+        torch.testing.assert_close(event_conv_eval(x, m.weight, d, stride, padding),
+                                   delay_conv_reference(x, m.weight.detach(), d, stride, padding), rtol=0, atol=1e-12)
+        torch.testing.assert_close(y, dense_delay_conv(x, m.kernel(), stride, padding), rtol=0, atol=1e-12)
+        with use_compiled(False):
+            assert m.eval_path(x) == "dense"  # 6 distinct delays of Td = 6: one 3-D convolution
+            torch.testing.assert_close(m(x), y, rtol=0, atol=1e-12)
+    assert m.eval_path(x) == "dense"  # a gradient is wanted (weights learnable): not the compiled loops
+    m.delay.data.fill_(2.0)
+    assert m.eval_path(x) == "shifted"  # one distinct delay: one shifted 2-D convolution
 
 
 def test_loop_on_a_hand_computed_case():
@@ -97,7 +123,7 @@ def test_sigma_clamp_and_rounding():
     with torch.no_grad():
         m.delay.fill_(7.3)
     m.clamp_()
-    assert float(m.delay.max()) == 4.0
+    assert float(m.delay.detach().max()) == 4.0
     with torch.no_grad():
         m.delay.fill_(2.5)
     assert float(m.rounded_delay().max()) == 2.0  # half to even, as the dense synapse
