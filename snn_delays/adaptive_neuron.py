@@ -14,14 +14,17 @@ neuron h, u[-1] = w[-1] = 0::
 decay_u = exp(-1/tau_u_steps), decay_w = exp(-1/tau_w_steps) (the papers' alpha and beta), a the
 sub-threshold coupling, b the spike-triggered jump, q a fixed scale of the adaptation. The
 adaptation uses this step's membrane after reset (symplectic Euler), not the previous one (the
-forward Euler of Bittar & Garner): Baronig et al. show that this keeps the discrete system stable
-and oscillating like the continuous one over the whole trained parameter range. The spike in
-w's update carries the surrogate gradient; the reset carries none.
+forward Euler of Bittar & Garner): Baronig et al. report that forward Euler can turn the
+discretised neuron unstable inside the trained parameter range, while symplectic Euler keeps its
+damped oscillation like the continuous system's, and their SHD/SSC results are with it. Reset to
+0 (not their soft reset) as this package's LIF and every export target do. The spike in w's
+update carries the surrogate gradient; the reset carries none.
 
 Learned per neuron, clamped into ``ranges`` in every forward pass (and by :meth:`AdLIF.clamp_`,
 for a trainer to call after each optimiser step): decay_u, decay_w, a, b. Defaults (SE-adLIF's):
 tau_u 5..25 steps, tau_w 60..300 steps, a in [0, 1], b in [0, 2], q = 120; initialised uniformly
-in those ranges.
+in those ranges (decays uniform between the decays of the range's ends). The decays themselves are
+the learned values, clamped, as in Bittar & Garner (SE-adLIF's code maps a parameter to tau instead).
 
 The step is written once (:func:`snn_delays.backends.adlif.adlif_update`); :func:`adlif_step` is
 the pure step (input, state) -> (spikes, state), :func:`adlif_sequence` runs a whole (T, B, H)
