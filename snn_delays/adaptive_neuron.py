@@ -16,8 +16,9 @@ sub-threshold coupling, b the spike-triggered jump, q a fixed scale of the adapt
 adaptation uses this step's membrane after reset (symplectic Euler), not the previous one (the
 forward Euler of Bittar & Garner): Baronig et al. report that forward Euler can turn the
 discretised neuron unstable inside the trained parameter range, while symplectic Euler keeps its
-damped oscillation like the continuous system's, and their SHD/SSC results are with it. Reset to
-0 (not their soft reset) as this package's LIF and every export target do. The spike in w's
+damped oscillation like the continuous system's, and their SHD/SSC results are with it. Hard reset
+to 0 (SE-adLIF's reset with u_rest = 0; Bittar & Garner subtract the threshold instead), as this
+package's LIF and every export target do. The spike in w's
 update carries the surrogate gradient; the reset carries none.
 
 Learned per neuron, clamped into ``ranges`` in every forward pass (and by :meth:`AdLIF.clamp_`,
