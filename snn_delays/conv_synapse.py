@@ -179,7 +179,8 @@ class DelayConv2d(nn.Module):
         super().__init__()
         if min(in_channels, out_channels, kernel_size, kernel_size_steps, stride) < 1 or padding < 0:
             raise ValueError("in/out channels, kernel_size, kernel_size_steps and stride must be >= 1, padding >= 0; "
-                             f"got {in_channels}, {out_channels}, {kernel_size}, {kernel_size_steps}, {stride}, {padding}")
+                             f"got {in_channels}, {out_channels}, {kernel_size}, {kernel_size_steps}, {stride}, "
+                             f"{padding}")
         if delay_per not in DELAY_PER:
             raise ValueError(f"delay_per must be one of {DELAY_PER}; got {delay_per!r}")
         if interpolation not in INTERPOLATIONS:

@@ -102,7 +102,8 @@ def test_gaussian_path_converges_to_the_rounded_one(per):
     g = torch.Generator().manual_seed(6)
     m = DelayConv2d(2, 3, 3, 6, padding=1, delay_per=per, generator=g).double()
     with torch.no_grad():  # delays within 0.25 of an integer (at 0.5 the Gaussian splits, rounding does not)
-        m.delay.copy_(round_delays(m.delay, 6) + (torch.rand(m.delay.shape, generator=g, dtype=torch.float64) - 0.5) * 0.5)
+        off = (torch.rand(m.delay.shape, generator=g, dtype=torch.float64) - 0.5) * 0.5
+        m.delay.copy_(round_delays(m.delay, 6) + off)
         m.clamp_()
     x = _spikes((9, 2, 2, 5, 5), seed=7)
     with torch.no_grad():
@@ -126,7 +127,7 @@ def test_sigma_clamp_and_rounding():
     assert float(m.delay.detach().max()) == 4.0
     with torch.no_grad():
         m.delay.fill_(2.5)
-    assert float(m.rounded_delay().max()) == 2.0  # half to even, as the dense synapse
+    assert float(m.rounded_delay().detach().max()) == 2.0  # half to even, as the dense synapse
     k = rounded_conv_kernel(m.weight, m.delay, 5)
     assert k.shape == (1, 1, 5, 3, 3) and torch.equal(k[:, :, 2], m.weight.detach())  # tap Td - 1 - 2
 

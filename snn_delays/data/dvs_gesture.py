@@ -76,10 +76,12 @@ def read_aedat31(path, windows: list[EventFrames]):
         _skip_header(f, path)
         while head := f.read(_PACKET.size):
             if len(head) < _PACKET.size:
-                raise DatasetError(f"{path}: a packet header is cut short ({len(head)} of 28 bytes): the file is truncated")
+                raise DatasetError(f"{path}: a packet header is cut short ({len(head)} of 28 bytes): "
+                                   "the file is truncated")
             etype, _src, esize, _off, overflow, _cap, number, _valid = _PACKET.unpack(head)
             if esize <= 0 or number < 0:
-                raise DatasetError(f"{path}: packet header with event size {esize}, count {number}: the file is corrupt")
+                raise DatasetError(f"{path}: packet header with event size {esize}, count {number}: "
+                                   "the file is corrupt")
             body = f.read(esize * number)
             if len(body) < esize * number:
                 raise DatasetError(f"{path}: a packet is cut short ({len(body)} of {esize * number} bytes): "
@@ -87,7 +89,8 @@ def read_aedat31(path, windows: list[EventFrames]):
             if etype != 1:
                 continue
             if esize != 8:
-                raise DatasetError(f"{path}: polarity packet with {esize}-byte events (expected 8): the file is corrupt")
+                raise DatasetError(f"{path}: polarity packet with {esize}-byte events (expected 8): "
+                                   "the file is corrupt")
             ev = np.frombuffer(body, dtype="<u4").reshape(-1, 2)
             data = ev[:, 0].astype(np.int64)
             t = ev[:, 1].view("<i4").astype(np.int64) | (np.int64(overflow) << 31)

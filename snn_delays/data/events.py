@@ -90,14 +90,19 @@ class EventFrames:
             return
         if self.t0_us is None:
             self.t0_us = int(t_us[0])
+        self.n_events += int(x.size)
         step = np.floor((t_us.astype(np.float64) - self.t0_us) / self.dt_us).astype(np.int64)
         keep = (step >= 0) & (step < self.n_steps)
+        if not keep.any():  # a chunk outside this window (most chunks of a long recording)
+            return
         h, w = self._hw
         ds = self.downsample
         idx = ((step[keep] * 2 + p[keep].astype(np.int64)) * h + y[keep].astype(np.int64) // ds) * w \
             + x[keep].astype(np.int64) // ds
-        self._flat += np.bincount(idx, minlength=self._flat.size)
-        self.n_events += int(x.size)
+        if idx.size * 8 < self._flat.size:
+            np.add.at(self._flat, idx, 1)
+        else:
+            self._flat += np.bincount(idx, minlength=self._flat.size)
 
     def frames(self) -> np.ndarray:
         """(n_steps, 2, H, W) counts, uint8 (uint16 if a bin exceeds 255, clipped at 65535)."""
