@@ -29,8 +29,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from neuromorphic_export._io import atomic_write_text
+
+from .checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from .config import apply_overrides, config_from_dict, parse_override
+from .data import open_dataset
 from .errors import UserError
+from .model import DelaySNN
+from .quantize import check_target, init_from
+from .train import iterate_batches, measure_split, train
 
 __all__ = ["finetune_config", "finetune", "sign_test_p", "SELECT_ALPHA", "DEFAULT_EPOCHS"]
 
@@ -53,9 +60,6 @@ def sign_test_p(gained: int, lost: int) -> float:
 def finetune_config(run_dir: "str | Path", target: str, epochs: int | None = None, overrides: list[str] = (),
                     checkpoint: str = "best"):
     """The config of a fine-tuning run of ``run_dir`` for ``target`` (see the module doc)."""
-    from .checkpoint import load_checkpoint, resolve_checkpoint_path
-    from .quantize import check_target
-
     check_target(target)
     path = resolve_checkpoint_path(run_dir, checkpoint).resolve()
     cfg = config_from_dict(load_checkpoint(path)["config"])
@@ -76,8 +80,6 @@ def finetune_config(run_dir: "str | Path", target: str, epochs: int | None = Non
 def finetune(run_dir: "str | Path", target: str, out: "str | Path", epochs: int | None = None,
              overrides: list[str] = (), resume: bool = True, checkpoint: str = "best") -> dict[str, Any]:
     """Fine-tune ``run_dir`` for ``target`` into the run folder ``out``; returns its summary."""
-    from .train import train
-
     out = Path(out)
     source = Path(run_dir)
     if out.resolve() == (source if source.is_dir() else source.parent).resolve():
@@ -95,11 +97,6 @@ def keep_start_if_better(out: Path, summary: dict[str, Any], alpha: float = SELE
     import json
 
     import torch
-
-    from neuromorphic_export._io import atomic_write_text
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import open_dataset
-    from .train import measure_split
 
     last = load_checkpoint(out / "last.pt")
     cfg = config_from_dict(last["config"])
@@ -130,9 +127,6 @@ def keep_start_if_better(out: Path, summary: dict[str, Any], alpha: float = SELE
 
 def _chip_model(cfg, checkpoint: str):
     """The run's DelaySNN with the weights of ``checkpoint``, computing as ``cfg.train.target`` does (eval)."""
-    from .model import DelaySNN
-    from .quantize import init_from
-
     model = DelaySNN(cfg.model, seed=cfg.train.seed, target=cfg.train.target)
     init_from(model, checkpoint)
     model.set_chip_forward(True)
@@ -144,8 +138,6 @@ def _correct(model, dataset, batch_size: int):
     :meth:`DelaySNN.scores`, as :func:`snn_delays.train.measure_split` counts them), in dataset order."""
     import numpy as np
     import torch
-
-    from .train import iterate_batches
 
     right = []
     with torch.no_grad():

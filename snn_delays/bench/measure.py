@@ -26,6 +26,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._optional import require
+from ..backends import fast_eval as _fast_eval
+from ..config import ModelConfig
+from ..errors import UserError
+from ..model import build_model, calibrate_batchnorm
+
 __all__ = ["BenchConfig", "CONFIGS", "INPUTS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
            "scaling_table", "cpu_info", "describe_cpu"]
 
@@ -85,8 +91,6 @@ CONFIGS = {
 
 # -- the two stacks -----------------------------------------------------------------------------
 def build_ours(cfg: BenchConfig, backend: str = "auto", seed: int = 0) -> nn.Module:
-    from snn_delays import ModelConfig, build_model
-
     mc = ModelConfig(input_size=cfg.n_in, n_classes=cfg.n_classes, hidden_size=cfg.hidden, n_layers=cfg.n_layers,
                      kernel_size=cfg.kernel_size, tau_steps=cfg.tau, readout_tau_steps=cfg.tau,
                      dropout=cfg.dropout, backend=backend)
@@ -98,8 +102,6 @@ def build_reference(cfg: BenchConfig, seed: int = 0) -> nn.Module:
 
     reason = reference.missing_reason()
     if reason is not None:
-        from snn_delays.errors import UserError
-
         raise UserError(f"the reference stack does not import ({reason}); install it with "
                         "`pip install --no-deps dcls==0.1.1 spikingjelly==2.0.0 && pip install loguru`")
     torch.manual_seed(seed)
@@ -151,8 +153,6 @@ class Runner:
         """BatchNorm running statistics from one training-mode pass over the batch, as after
         training (default statistics would leave the hidden layers silent in eval mode, which
         would flatter an event-driven evaluation)."""
-        from snn_delays.model import calibrate_batchnorm
-
         calibrate_batchnorm(self.model, self.x)
         self._reset()
 
@@ -301,8 +301,6 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
         ours = runners["ours"].model
         result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
         if sigma is None:
-            from snn_delays.backends import fast_eval as _fast_eval
-
             with torch.no_grad():
                 if _fast_eval.applicable(ours, runners["ours"].x):  # the compiled eval: per-layer form
                     kinds: list = []
@@ -468,8 +466,6 @@ def scaling_table(rows: list[dict]) -> str:
 
 
 def scaling_plot(rows: list[dict], path: str | os.PathLike) -> None:
-    from snn_delays._optional import require
-
     matplotlib = require("matplotlib", "the scaling figure of snn-delays bench")
 
     matplotlib.use("Agg")

@@ -26,6 +26,7 @@ import torch
 
 from neuromorphic_export._io import Progress
 
+from .._optional import require
 from .registry import DatasetError
 
 __all__ = ["read_wav", "check_audio", "audio_length", "pad_or_cut", "resample", "hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank",
@@ -49,8 +50,6 @@ def read_wav(path: str | os.PathLike, max_seconds: float | None = None) -> tuple
     ``max_seconds`` if given. Several channels are mixed down to one (their mean). Raises DatasetError
     naming the file when it cannot be read, holds no samples, or holds audio no recording can (see
     :func:`check_audio`)."""
-    from .._optional import require
-
     soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
 
     try:
@@ -68,8 +67,6 @@ def read_wav(path: str | os.PathLike, max_seconds: float | None = None) -> tuple
 
 def audio_length(path: str | os.PathLike) -> tuple[int, int]:
     """(samples per channel, rate in Hz) from the file's header, without reading the audio."""
-    from .._optional import require
-
     soundfile = require("soundfile", "reading audio files (GSC, FSDD, encode-audio)")
     try:
         info = soundfile.info(str(path))
