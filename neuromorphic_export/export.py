@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from ._folder import new_staging_folder, remove_stale_staging, swap_in, writable
-from .checkpoint import load_checkpoint
+from .checkpoint import file_sha256, load_checkpoint
 from .errors import ExportError
+from .netx import netx_report, refuse_recurrent, write_netx
 from .network import Network, network_from_checkpoint, write_network
+from .nir_format import consumer_file_name, delay_free_problem, nir_consumer_report, write_nir
+from .pynn import write_pynn
 from .simulate import simulate
 from .targets import DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
 
@@ -79,16 +82,13 @@ def _write_formats(chip: Network, t: Target, folder: Path) -> None:
     write_network(chip, folder / "network.h5")
     for fmt in FORMATS[t.name]:
         if fmt == "netx":
-            from .netx import write_netx
             write_netx(chip, folder / "netx.h5")
         elif fmt == "nir":
-            from .nir_format import consumer_file_name, delay_free_problem, write_nir
             write_nir(chip, folder / "network.nir")
             if delay_free_problem(chip) is None:  # snnTorch and Norse run delay-free graphs as written
                 for consumer in ("snntorch", "norse"):
                     write_nir(chip, folder / consumer_file_name(consumer), consumer=consumer)
         elif fmt == "pynn":
-            from .pynn import write_pynn
             write_pynn(chip, folder / "pynn")
 
 
@@ -113,7 +113,6 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
     float_net = network_from_checkpoint(ckpt)
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
     if "netx" in FORMATS[t.name]:  # before anything is written
-        from .netx import refuse_recurrent
         refuse_recurrent(chip)  # a recurrent layer netx's RecurrentDense would run wrongly
     digest = ckpt.sha256()
     chip.attrs["source_sha256"] = digest
@@ -131,10 +130,8 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "delays": delay_report(chip, t),
     }
     if "netx" in FORMATS[t.name]:  # how to run netx.h5 in Lava (input_message_bits, widths)
-        from .netx import netx_report
         report["netx"] = netx_report(chip)
     if "nir" in FORMATS[t.name]:  # what each NIR consumer runs of these files (measured, nir_format.py)
-        from .nir_format import delay_free_problem, nir_consumer_report
         report["nir_consumers"] = nir_consumer_report(chip)
         if delay_free_problem(chip) is None:
             report["files"] += [str(out / name) for name in NIR_CONSUMER_FILES]
@@ -183,8 +180,6 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
 def export_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file of an export folder but export.json, by path relative to the folder
     ('pynn/layer0_excitatory.csv'): recorded in export.json so that ``verify`` can tell a changed file."""
-    from .checkpoint import file_sha256
-
     return {f.relative_to(folder).as_posix(): file_sha256(f) for f in sorted(Path(folder).rglob("*"))
             if f.is_file() and f.relative_to(folder).as_posix() != "export.json"}
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._io import atomic_path
+from ._version import __version__
 from .checkpoint import Checkpoint, HiddenLayer
 from .chip import fold_batchnorm, round_delays
 from .errors import ExportError
@@ -282,8 +283,6 @@ def network_from_checkpoint(ckpt: Checkpoint) -> Network:
 def write_network(net: Network, path: str | os.PathLike) -> Path:
     """Write ``net`` to ``path`` (usually ``DIR/network.h5``); returns the path."""
     import h5py
-
-    from ._version import __version__
 
     path = Path(path)
     for k, layer in enumerate(net.layers):

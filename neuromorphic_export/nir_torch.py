@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExportError
+from .nir_format import _nir, read_nir
 from .simulate import predict_from_readout
 
 __all__ = ["nir_node_map", "nir_to_torch", "run_nir_torch", "NirTorchResult"]
@@ -51,7 +52,6 @@ def _imports():
         import nirtorch
     except ModuleNotFoundError:
         raise ExportError(_MISSING.format("nirtorch")) from None
-    from .nir_format import _nir
     return torch, nirtorch, _nir()
 
 
@@ -192,7 +192,6 @@ def nir_to_torch(graph, dt: float | None = None):
     """
     torch, nirtorch, nir = _imports()
     if not isinstance(graph, nir.NIRGraph):
-        from .nir_format import read_nir
         graph = read_nir(graph)
     dt = _dt(graph, dt)
     unknown = sorted({type(n).__name__ for n in graph.nodes.values()}

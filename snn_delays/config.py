@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from neuromorphic_export.chip import RECURRENT_DELAYS, default_extra_steps
+from neuromorphic_export.targets import TARGETS
 
 from .backends.choice import BACKENDS
 from .errors import UserError
@@ -346,8 +347,6 @@ class TrainConfig:
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0; got {getattr(self, key)}")
         if self.target:
-            from neuromorphic_export.targets import TARGETS
-
             chips = [name for name in TARGETS if name != "generic"]
             if self.target not in chips:
                 raise ConfigError(f"train.target must be one of {', '.join(chips)} (or empty); got {self.target!r}")

@@ -27,6 +27,7 @@ from neuromorphic_export.chip import BN_EPS
 
 from . import quantize
 from .backends import fast_eval, norm_lif
+from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .errors import UserError
 from .neuron import LIF
@@ -452,8 +453,6 @@ def build_model(config: "ExperimentConfig | ModelConfig | str | os.PathLike | di
 
 def load_model(run_dir: "str | os.PathLike", checkpoint: str = "best", device: str = "cpu") -> DelaySNN:
     """The trained model of a run folder (``best.pt`` by default, or a .pt path), in eval mode."""
-    from .checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(run_dir, checkpoint)
     cfg = config_from_dict(ckpt["config"])
     model = DelaySNN(cfg.model, seed=cfg.train.seed)

@@ -37,8 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from neuromorphic_export import chip
-from neuromorphic_export.targets import Target, get_target
+from neuromorphic_export.targets import TARGETS, Target, get_target
 
+from .checkpoint import load_checkpoint
 from .errors import UserError
 from .neuron import LIF, spike_atan
 from .synapse import DelaySynapse
@@ -49,8 +50,6 @@ __all__ = ["apply_target", "is_applied", "FrozenNorm", "ChipNeuron", "ChipSynaps
 
 def chip_targets() -> list[str]:
     """The targets a model can be trained for (every exporter target but the float ``generic``)."""
-    from neuromorphic_export.targets import TARGETS
-
     return [name for name in TARGETS if name != "generic"]
 
 
@@ -265,8 +264,6 @@ def constraints_for_epoch(model: nn.Module, train_cfg, epoch: int) -> None:
 
 def init_from(model: nn.Module, path: str) -> None:
     """Start ``model`` from the weights of checkpoint ``path`` (a run folder's best.pt)."""
-    from .checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     try:
         model.load_state_dict(ckpt["model"])
