@@ -11,13 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from . import netx, nir_format, pynn  # called as module attributes: a test may replace a writer
 from ._folder import new_staging_folder, remove_stale_staging, swap_in, writable
 from .checkpoint import file_sha256, load_checkpoint
 from .errors import ExportError
-from .netx import netx_report, refuse_recurrent, write_netx
 from .network import Network, network_from_checkpoint, write_network
-from .nir_format import consumer_file_name, delay_free_problem, nir_consumer_report, write_nir
-from .pynn import write_pynn
 from .simulate import simulate
 from .targets import DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
 
@@ -82,14 +80,14 @@ def _write_formats(chip: Network, t: Target, folder: Path) -> None:
     write_network(chip, folder / "network.h5")
     for fmt in FORMATS[t.name]:
         if fmt == "netx":
-            write_netx(chip, folder / "netx.h5")
+            netx.write_netx(chip, folder / "netx.h5")
         elif fmt == "nir":
-            write_nir(chip, folder / "network.nir")
-            if delay_free_problem(chip) is None:  # snnTorch and Norse run delay-free graphs as written
+            nir_format.write_nir(chip, folder / "network.nir")
+            if nir_format.delay_free_problem(chip) is None:  # snnTorch and Norse run delay-free graphs as written
                 for consumer in ("snntorch", "norse"):
-                    write_nir(chip, folder / consumer_file_name(consumer), consumer=consumer)
+                    nir_format.write_nir(chip, folder / nir_format.consumer_file_name(consumer), consumer=consumer)
         elif fmt == "pynn":
-            write_pynn(chip, folder / "pynn")
+            pynn.write_pynn(chip, folder / "pynn")
 
 
 def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, clip: bool = False,
@@ -113,7 +111,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
     float_net = network_from_checkpoint(ckpt)
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
     if "netx" in FORMATS[t.name]:  # before anything is written
-        refuse_recurrent(chip)  # a recurrent layer netx's RecurrentDense would run wrongly
+        netx.refuse_recurrent(chip)  # a recurrent layer netx's RecurrentDense would run wrongly
     digest = ckpt.sha256()
     chip.attrs["source_sha256"] = digest
     report: dict[str, Any] = {
@@ -130,10 +128,10 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "delays": delay_report(chip, t),
     }
     if "netx" in FORMATS[t.name]:  # how to run netx.h5 in Lava (input_message_bits, widths)
-        report["netx"] = netx_report(chip)
+        report["netx"] = netx.netx_report(chip)
     if "nir" in FORMATS[t.name]:  # what each NIR consumer runs of these files (measured, nir_format.py)
-        report["nir_consumers"] = nir_consumer_report(chip)
-        if delay_free_problem(chip) is None:
+        report["nir_consumers"] = nir_format.nir_consumer_report(chip)
+        if nir_format.delay_free_problem(chip) is None:
             report["files"] += [str(out / name) for name in NIR_CONSUMER_FILES]
     trained_for = (ckpt.config.get("train") or {}).get("target") or ""
     if trained_for and trained_for != t.name:
