@@ -25,6 +25,7 @@ from .chip import (BN_EPS, CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, DEFAULT_DT_MS
                    MAX_TIME_STEPS, NORM_KEYS, RECURRENT_DELAYS, default_extra_steps, kernel_bytes, recurrent_key,
                    synapse_key)
 from .errors import ExportError
+from .model_variants import stored_variant_fields
 
 __all__ = ["Checkpoint", "HiddenLayer", "load_checkpoint", "resolve_checkpoint_path", "file_sha256",
            "run_identity_problem", "RUN_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSIONS", "BN_EPS", "RECURRENT_DELAYS"]
@@ -230,8 +231,9 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
     recurrent_ks = _recurrent_kernel_size(p, model_cfg, kernel_size)
-    if str(model_cfg.get("variant", "full")) == "dense-conv":
-        raise ExportError(f"{p}: variant dense-conv has a free kernel per connection and cannot be exported")
+    if stored_variant_fields(model_cfg)["dense_kernel"]:
+        raise ExportError(f"{p}: model.dense_kernel (variant dense-conv) is a free kernel per connection and cannot "
+                          "be exported")
     if not 0 <= n_layers <= 1000:
         raise ExportError(f"{p}: checkpoint config has model.n_layers = {n_layers}; expected 0..1000")
     if kernel_size < 1:
@@ -309,7 +311,7 @@ def _check_config_sizes(p: Path, model_cfg: dict, hidden: list[HiddenLayer], rea
     extra_steps zero steps per input)."""
     weights = [h.weight for h in hidden] + [readout.weight]
     stored = {"input_size": int(weights[0].shape[1]), "n_classes": int(readout.weight.shape[0])}
-    if not str(model_cfg.get("variant", "full")).startswith("no-delays"):  # those resolve their own sizes
+    if not stored_variant_fields(model_cfg)["match_params"]:  # those resolve their own sizes
         stored["kernel_count"] = int(weights[0].shape[2])
         if hidden:
             stored["hidden_size"] = int(hidden[0].weight.shape[0])

@@ -63,8 +63,9 @@ def recurrent_key(k: int) -> str:
 def state_shapes(n_layers: int, input_size: int, hidden_size: int, n_classes: int, taps: int, kernel_size: int,
                  dense_conv: bool = False, recurrent: bool = False) -> dict[str, tuple[int, ...]]:
     """State-dict key -> shape of the size-defining arrays of a checkpoint's model (the table in
-    docs/internals.md): ``taps`` elements per connection (model.kernel_count; 1 for the no-delay
-    variants), dense-conv kernels of ``kernel_size`` instead of weight/delay."""
+    docs/internals.md): ``taps`` elements per connection (model.kernel_count; 1 without delays,
+    model.delays "none"), with ``dense_conv`` (model.dense_kernel) kernels of ``kernel_size`` taps
+    instead of weight/delay."""
     sizes = [input_size] + [hidden_size] * n_layers + [n_classes]
     want: dict[str, tuple[int, ...]] = {}
     for k in range(n_layers + 1):

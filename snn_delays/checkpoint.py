@@ -82,9 +82,9 @@ def _expected_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
     """State-dict key -> shape of the size-defining arrays of the model ``cfg`` describes
     (the table in docs/internals.md)."""
     m = cfg.model
-    taps = 1 if m.variant.startswith("no-delays") else m.kernel_count
+    taps = 1 if m.delays == "none" else m.kernel_count
     return state_shapes(m.n_layers, m.input_size, m.hidden_size, m.n_classes, taps, m.kernel_size,
-                        dense_conv=m.variant == "dense-conv", recurrent=m.recurrent)
+                        dense_conv=m.dense_kernel, recurrent=m.recurrent)
 
 
 def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "str | os.PathLike" = "checkpoint") -> None:

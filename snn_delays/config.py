@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from neuromorphic_export.chip import RECURRENT_DELAYS, default_extra_steps
+from neuromorphic_export.model_variants import (CUSTOM, DELAY_MODES, MATCH_PARAMS, MODEL_VARIANTS, VARIANT_FIELDS,
+                                                VARIANT_NAMES, VARIANT_REGISTRY, VARIANTS, variant_fields)
 from neuromorphic_export.targets import TARGETS
 
 from .backends.choice import BACKENDS
@@ -53,55 +55,27 @@ __all__ = [
     "config_differences",
     "RUNTIME_ONLY_KEYS",
     "VARIANTS",
+    "VARIANT_REGISTRY",
+    "VARIANT_FIELDS",
     "RECURRENT_DELAYS",
     "RECURRENT_DELAY_INITS",
 ]
 
 RECURRENT_DELAY_INITS = ("uniform", "one-step")
-VARIANTS = (
-    "full",
-    "constant-sigma",
-    "fixed-delays",
-    "fixed-weights",
-    "no-delays-wider",
-    "no-delays-deeper",
-    "dense-conv",
-)
 
 
 class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message says what and how to fix it."""
 
 
-# The thesis's interpolation kernels as ablation variants: the full model (model.variant "full")
-# with another training kernel; "full" itself is the base config (Gaussian, scheduled sigma, unless
-# --set changes it). All start from the same weights and delays as "full" for a seed.
-INTERPOLATION_VARIANTS = {
-    "interp-triangle": {"interpolation": "triangle", "learn_sigma": False},
-    "interp-bilinear": {"interpolation": "bilinear", "learn_sigma": False},
-    "gauss-learned-sigma": {"interpolation": "gauss", "learn_sigma": True},
-    "triangle-learned-sigma": {"interpolation": "triangle", "learn_sigma": True},
-}
-# Recurrent delay synapses (issue 16) as ablation variants of the full model: learned delays in
-# [1, Dr], fixed random delays, every delay one step (a plain recurrent SNN). "full" is then the
-# feed-forward model of the base config.
-RECURRENT_VARIANTS = {
-    "recurrent": {"recurrent": True, "recurrent_delays": "learned"},
-    "recurrent-fixed-delays": {"recurrent": True, "recurrent_delays": "fixed"},
-    "recurrent-one-step": {"recurrent": True, "recurrent_delays": "one-step"},
-    "recurrent-from-one-step": {"recurrent": True, "recurrent_delays": "learned", "recurrent_delay_init": "one-step"},
-}
-MODEL_VARIANTS = {**INTERPOLATION_VARIANTS, **RECURRENT_VARIANTS}
-VARIANT_NAMES = VARIANTS + tuple(MODEL_VARIANTS)  # what --variant (train) and --variants (ablate, cv) take
-
-
 def variant_overrides(name: str) -> list[tuple[str, Any]]:
-    """The config overrides that make ``name`` (a :data:`VARIANTS` value of model.variant or a
-    :data:`MODEL_VARIANTS` name) out of a base config: [("model.variant", ...), ("model.key", value), ...]."""
-    if name in MODEL_VARIANTS:
-        return [("model.variant", "full")] + [(f"model.{k}", v) for k, v in MODEL_VARIANTS[name].items()]
+    """The config overrides that make variant ``name`` (a name of :data:`VARIANT_REGISTRY`) out of a
+    base config: [("model.variant", ...), ("model.key", value), ...]. A value of model.variant is
+    that value (it sets its fields itself); another name is the full model with its fields."""
     if name in VARIANTS:
         return [("model.variant", name)]
+    if name in MODEL_VARIANTS:
+        return [("model.variant", "full")] + [(f"model.{k}", v) for k, v in MODEL_VARIANTS[name].items()]
     raise ConfigError(f"unknown variant {name!r}; choose from {', '.join(VARIANT_NAMES)}")
 
 
@@ -123,6 +97,12 @@ class ModelConfig:
     ``fixed`` (random, not learned) or ``one-step`` (every delay 1 step: a plain recurrent SNN);
     ``recurrent_delay_init``: where the recurrent delays start, ``uniform`` in [1, Dr] or
     ``one-step`` (every delay at 1 step, learned from there).
+    ``variant``: a name of :data:`VARIANTS` that sets the fields ``delays`` (``learned``, ``fixed``:
+    random and frozen, ``none``: one tap per connection), ``learn_weights``, ``constant_sigma`` (the
+    width stays at ``train.sigma_final``), ``dense_kernel`` (a free kernel per connection) and
+    ``match_params`` (``wider``/``deeper``: sizes resolved to the full model's parameter count by
+    :func:`snn_delays.model.resolve_variant`); ``custom`` leaves those fields as given. The model and
+    trainer read the fields only.
     """
 
     input_size: int = 140
@@ -147,6 +127,17 @@ class ModelConfig:
     recurrent_delays: str = "learned"
     recurrent_fanin: int = 0
     recurrent_delay_init: str = "uniform"
+    delays: str = "learned"
+    learn_weights: bool = True
+    constant_sigma: bool = False
+    dense_kernel: bool = False
+    match_params: str = ""
+
+    def __post_init__(self) -> None:
+        # a model.variant value sets its fields (replace(cfg, variant=...) then builds that variant)
+        if self.variant in VARIANTS:
+            for key, value in variant_fields(self.variant).items():
+                object.__setattr__(self, key, value)
 
     def validate(self) -> None:
         _refuse_non_finite(self, "model")
@@ -164,10 +155,17 @@ class ModelConfig:
         if self.recurrent and 0 < self.hidden_size < self.recurrent_fanin:
             raise ConfigError(f"model.recurrent_fanin={self.recurrent_fanin} is more than the hidden size "
                               f"{self.hidden_size}; use 1..{self.hidden_size}, or 0 for all to all")
-        if self.recurrent and self.variant == "dense-conv":
-            raise ConfigError("model.recurrent needs delay synapses; variant dense-conv has none")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"model.variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
+        if self.recurrent and self.dense_kernel:
+            raise ConfigError("model.recurrent needs delay synapses; model.dense_kernel (variant dense-conv) has none")
+        if self.variant not in (*VARIANTS, CUSTOM):
+            raise ConfigError(f"model.variant must be one of {', '.join((*VARIANTS, CUSTOM))}; got {self.variant!r}")
+        if self.delays not in DELAY_MODES:
+            raise ConfigError(f"model.delays must be one of {', '.join(DELAY_MODES)}; got {self.delays!r}")
+        if self.match_params not in MATCH_PARAMS:
+            raise ConfigError(f"model.match_params must be wider, deeper or empty; got {self.match_params!r}")
+        if self.match_params and (self.delays != "none" or self.dense_kernel):
+            raise ConfigError("model.match_params sizes a model without delays: it needs model.delays=\"none\" "
+                              "and no dense kernel")
         if self.kernel_size < 1:
             raise ConfigError(f"model.kernel_size must be >= 1 (steps); got {self.kernel_size}")
         if self.kernel_count < 1:
@@ -476,7 +474,21 @@ def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
     for k in values:
         _field_type(f"{section}.{k}")  # refuses unknown keys
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    given = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    built = cls(**given)
+    if isinstance(built, ModelConfig):
+        _refuse_set_by_variant(built, given)
+    return built
+
+
+def _refuse_set_by_variant(model: ModelConfig, given: dict[str, Any]) -> None:
+    """ConfigError when a field that ``model.variant`` sets is given another value (it would be
+    ignored): the variant decides, unless it is ``custom``."""
+    for key in VARIANT_FIELDS:
+        if key in given and getattr(model, key) != given[key]:
+            raise ConfigError(f"model.{key} = {given[key]!r}, but model.variant = {model.variant!r} sets it to "
+                              f"{getattr(model, key)!r}; set model.variant = \"{CUSTOM}\" to choose "
+                              f"{', '.join('model.' + k for k in VARIANT_FIELDS)} yourself")
 
 
 def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
@@ -643,6 +655,8 @@ def apply_overrides(
             continue
         section, name = key.split(".", 1)
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+        if section == "model":
+            _refuse_set_by_variant(cfg.model, {name: value})
     return cfg
 
 

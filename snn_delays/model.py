@@ -132,28 +132,28 @@ class DelaySNN(nn.Module):
             quantize.refuse_unsupported(cfg, target)
         if cfg.input_size < 1 or cfg.n_classes < 1:
             raise UserError("model.input_size and model.n_classes must be set (> 0) to build a model")
-        if not cfg.variant.startswith("no-delays"):  # (the no-delay baselines' fan-in is derived)
+        if not cfg.match_params:  # (the parameter-matched baselines' fan-in is derived)
             check_fanin(cfg)
         self.config = cfg
         self.target = target or None  # the chip this model computes as (snn_delays.quantize), or None
         self._extra_steps = cfg.resolved_extra_steps
         chips = [quantize.ChipLayer(chip_target, float(cfg.threshold) if k < cfg.n_layers else math.inf)
                  for k in range(cfg.n_layers + 1)] if chip_target is not None else [None] * (cfg.n_layers + 1)
-        no_delays = cfg.variant.startswith("no-delays")
+        no_delays = cfg.delays == "none"
         sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
         synapses = []
         for k in range(cfg.n_layers + 1):
             fin, fout = sizes[k], sizes[k + 1]
             mask = random_fanin_mask(fout, fin, cfg.fanin, _generator(seed, k, 0))
-            if cfg.variant == "dense-conv":
+            if cfg.dense_kernel:
                 syn: nn.Module = DenseConvSynapse(fin, fout, cfg.kernel_size, mask=mask, generator=_generator(seed, k, 1))
             else:
                 syn = (DelaySynapse if chips[k] is None else partial(quantize.ChipSynapse, chip_layer=chips[k]))(
                     fin, fout,
                     kernel_size=1 if no_delays else cfg.kernel_size,
                     kernel_count=1 if no_delays else cfg.kernel_count,
-                    learn_delays=not no_delays and cfg.variant != "fixed-delays",
-                    learn_weights=cfg.variant != "fixed-weights",
+                    learn_delays=cfg.delays == "learned",
+                    learn_weights=cfg.learn_weights,
                     mask=mask, generator=_generator(seed, k, 1), backend=cfg.backend,
                     sigma=sigma_init, interpolation=cfg.interpolation,
                     learn_sigma=cfg.learn_sigma and not no_delays,
@@ -352,24 +352,24 @@ def dataset_batches(dataset, batch_size: int = 256) -> Iterator[tuple[Tensor, Te
 # -- variants ----------------------------------------------------------------------------------
 def count_trainable(cfg: ModelConfig) -> int:
     """Trainable parameter count of a *resolved* model config, computed analytically."""
-    no_delays = cfg.variant.startswith("no-delays")
+    no_delays = cfg.delays == "none"
     sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
     n = 0
     for k in range(cfg.n_layers + 1):
         fin, fout = sizes[k], sizes[k + 1]
         fan = fin if cfg.fanin <= 0 or cfg.fanin >= fin else cfg.fanin
-        if cfg.variant == "dense-conv":
+        if cfg.dense_kernel:
             n += fout * fan * cfg.kernel_size
             continue
         m = 1 if no_delays else cfg.kernel_count
         per_kind = fout * fan * m
-        n += per_kind * (int(cfg.variant != "fixed-weights") + int(not no_delays and cfg.variant != "fixed-delays")
+        n += per_kind * (int(cfg.learn_weights) + int(cfg.delays == "learned")
                          + int(cfg.learn_sigma and not no_delays and cfg.kernel_size > 1))
     if cfg.recurrent:
         h = cfg.hidden_size
         fan = h if cfg.recurrent_fanin <= 0 or cfg.recurrent_fanin >= h else cfg.recurrent_fanin
         dr = cfg.resolved_recurrent_kernel_size
-        learned = (int(cfg.variant != "fixed-weights") + int(dr > 1 and cfg.recurrent_delays == "learned")
+        learned = (int(cfg.learn_weights) + int(dr > 1 and cfg.recurrent_delays == "learned")
                    + int(cfg.learn_sigma and dr > 1 and cfg.recurrent_delays == "learned"))
         n += cfg.n_layers * h * fan * learned
     return n + 2 * cfg.hidden_size * cfg.n_layers
@@ -383,7 +383,7 @@ def _recurrent_synapse(cfg: ModelConfig, seed: int, layer: int, sigma_init: floa
     mask = random_fanin_mask(h, h, cfg.recurrent_fanin, _generator(seed, layer, 2))
     return RecurrentDelaySynapse(
         h, dr, sigma=sigma_init, learn_delays=cfg.recurrent_delays == "learned",
-        learn_weights=cfg.variant != "fixed-weights", mask=mask, generator=_generator(seed, layer, 3),
+        learn_weights=cfg.learn_weights, mask=mask, generator=_generator(seed, layer, 3),
         backend=cfg.backend, interpolation=cfg.interpolation, learn_sigma=cfg.learn_sigma,
         delay_init=cfg.recurrent_delay_init)
 
@@ -401,16 +401,17 @@ def check_fanin(cfg: ModelConfig) -> None:
 
 
 def resolve_variant(cfg: ModelConfig) -> ModelConfig:
-    """Turn ``no-delays-wider``/``no-delays-deeper`` into concrete sizes that match the trainable
-    parameter count of the full model with the same settings. Other variants keep their sizes.
+    """Turn ``model.match_params`` (``wider``/``deeper``: variants ``no-delays-wider``/``-deeper``)
+    into concrete sizes that match the trainable parameter count of the full model with the same
+    settings. Other models keep their sizes.
     With sparse fan-in K, ``no-delays-wider`` keeps 2K synapses per neuron instead (a synapse
     without a delay has one parameter instead of two) and ``no-delays-deeper`` keeps K per neuron
     and adds layers. A fan-in larger than a layer's inputs is refused (:func:`check_fanin`)."""
     check_fanin(cfg)
-    if not cfg.variant.startswith("no-delays"):
+    if not cfg.match_params:
         return cfg
     target = count_trainable(dataclasses.replace(cfg, variant="full"))
-    if cfg.variant == "no-delays-wider":
+    if cfg.match_params == "wider":
         if cfg.fanin > 0:  # same neurons, twice the inputs
             return dataclasses.replace(cfg, fanin=2 * cfg.fanin * cfg.kernel_count, kernel_count=1)
         base = dataclasses.replace(cfg, kernel_count=1)

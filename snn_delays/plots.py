@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from neuromorphic_export.model_variants import stored_variant_fields
+
 from ._optional import require
 from .backends.interpolation import WIDTH_MIN
 from .checkpoint import load_checkpoint
@@ -197,10 +199,11 @@ def delay_histograms(state: dict[str, torch.Tensor], kernel_size: int, bin_width
 def why_no_delay_figures(model_config: dict[str, Any]) -> str | None:
     """Why a run with this ``[model]`` config has no delays to draw (None: it has)."""
     variant = str(model_config.get("variant", "full"))
-    if variant.startswith("no-delays"):
-        return f"variant {variant} has no delays"
-    if variant == "dense-conv":
-        return "variant dense-conv learns a dense kernel per connection, not delays"
+    fields = stored_variant_fields(model_config)
+    if fields["dense_kernel"]:
+        return f"variant {variant} learns a dense kernel per connection (model.dense_kernel), not delays"
+    if fields["delays"] == "none":
+        return f"variant {variant} has no delays (model.delays = \"none\")"
     if int(model_config.get("kernel_size", 1)) <= 1:
         return "model.kernel_size is 1, so every delay is 0"
     return None

@@ -67,8 +67,9 @@ def delay_limit(t: Target, kernel_size: int) -> int:
 
 def refuse_unsupported(cfg, target: str) -> None:
     """UserError for a model config that cannot be a chip model (dense-conv, recurrent)."""
-    if cfg.variant == "dense-conv":
-        raise UserError("variant dense-conv cannot be exported, so it cannot be trained for a target")
+    if cfg.dense_kernel:
+        raise UserError("a dense kernel (model.dense_kernel, variant dense-conv) cannot be exported, so it cannot "
+                        "be trained for a target")
     if getattr(cfg, "recurrent", False):
         raise UserError(f"training for a chip (--target {target}) is not available for recurrent models "
                         "(model.recurrent): the chip forward here has no recurrent synapses; train without "

@@ -506,7 +506,7 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
     cfg, model, net, dist, optimizer = r.cfg, r.model, r.net, r.dist, r.optimizer
     t0 = time.perf_counter()
     total = cfg.train.epochs
-    sigma = cfg.train.sigma_final if cfg.model.variant == "constant-sigma" else sigma_at_epoch(
+    sigma = cfg.train.sigma_final if cfg.model.constant_sigma else sigma_at_epoch(
         epoch, total, cfg.sigma_init(), cfg.train.sigma_final, cfg.train.sigma_decay_fraction)
     model.sigma = sigma
     lr_w = one_cycle_lr(epoch, total, cfg.train.lr_weights, cfg.train.one_cycle_pct_start)
