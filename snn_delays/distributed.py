@@ -15,9 +15,9 @@ What makes a DDP run give the same result as one process (up to floating-point o
   with per-rank statistics would train a different model; ``nn.SyncBatchNorm`` does not run on
   CPU, this does, on every backend);
 * time-shared dropout draws the mask of the whole global batch from the same seeded generator on
-  every rank and keeps its shard's rows: the trainer passes ``dropout_rows=(offset, global_batch)``
-  to the model's forward (:class:`snn_delays.model.TimeSharedDropout`), so masks are those of one
-  process;
+  every rank and keeps its shard's rows: :func:`set_dropout_rows` gives the model's dropout modules
+  ``(offset, global_batch)`` before each step (:class:`snn_delays.model.TimeSharedDropout`), so
+  masks are those of one process;
 * each rank's loss is ``sum of its cross-entropies * world / global batch``; DDP averages the
   gradients over ranks, which gives the gradient of the global batch mean even when the shards
   have unequal sizes;
@@ -35,8 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from .backends.norm_lif import update_running_stats
+from .model import TimeSharedDropout
 
-__all__ = ["DistContext", "setup", "GlobalBatchNorm1d", "convert_for_ddp"]
+__all__ = ["DistContext", "setup", "GlobalBatchNorm1d", "convert_for_ddp", "set_dropout_rows"]
 
 
 @dataclass
@@ -168,3 +169,12 @@ def convert_for_ddp(model: nn.Module) -> nn.Module:
             if type(child) is nn.BatchNorm1d:
                 setattr(parent, name, GlobalBatchNorm1d.from_batchnorm(child))
     return model
+
+
+def set_dropout_rows(model: nn.Module, rows: tuple[int, int] | None) -> None:
+    """The batches ``model`` sees next are rows ``offset .. offset + b`` of a global batch (``rows =
+    (offset, global_batch)``, this rank's shard): every :class:`TimeSharedDropout` draws the global
+    batch's masks and keeps those rows. None: each batch is the whole batch."""
+    for m in model.modules():
+        if isinstance(m, TimeSharedDropout):
+            m.global_rows = rows

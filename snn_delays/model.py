@@ -49,11 +49,15 @@ def _generator(seed: int, layer: int, kind: int) -> torch.Generator:
 
 
 class TimeSharedDropout(nn.Module):
-    """Dropout with one mask per sample and neuron shared by all time steps; (T, B, N)."""
+    """Dropout with one mask per sample and neuron shared by all time steps; (T, B, N).
+
+    ``global_rows = (offset, global_batch)``, set by data-parallel training
+    (:func:`snn_delays.distributed.set_dropout_rows`): the rows every call holds, as ``rows`` below."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = float(p)
+        self.global_rows: tuple[int, int] | None = None
 
     def forward(self, x: Tensor, channel_major: bool = False, rows: tuple[int, int] | None = None) -> Tensor:
         """x (T, B, N), or (T, N, B) if ``channel_major`` (the same mask for the same seed).
@@ -64,6 +68,7 @@ class TimeSharedDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
+        rows = rows if rows is not None else self.global_rows
         lo, total = rows if rows is not None else (0, b)
         keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
         keep = keep[:, lo:lo + b] / (1 - self.p)  # one product over x instead of two (s / q, the same values)
@@ -97,9 +102,8 @@ class HiddenBlock(nn.Module):
         a, s = self.forward_cm(x.permute(0, 2, 1))
         return a.permute(0, 2, 1), s.permute(0, 2, 1)
 
-    def forward_cm(self, x: Tensor, dropout_rows: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
-        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B). ``dropout_rows``:
-        see :class:`TimeSharedDropout`."""
+    def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
         if self.recurrent is not None:
             s = self.recurrent.run(self.norm(i), self.lif.tau, self.lif.threshold, self.lif.alpha)
@@ -108,7 +112,7 @@ class HiddenBlock(nn.Module):
         else:
             i = self.norm(i)  # BatchNorm1d on (N=T, C=H, L=B): statistics over time and batch
             s = self.lif(i)  # elementwise in time order: any layout
-        return self.dropout(s, channel_major=True, rows=dropout_rows), s
+        return self.dropout(s, channel_major=True), s
 
 
 class DelaySNN(nn.Module):
@@ -232,11 +236,9 @@ class DelaySNN(nn.Module):
             s.clamp_()
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, x: Tensor, return_spikes: bool = False, dropout_rows: tuple[int, int] | None = None):
+    def forward(self, x: Tensor, return_spikes: bool = False):
         """x (T, B, C) -> readout membrane (T + extra_steps, B, n_classes)
-        (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``).
-        ``dropout_rows = (offset, global_batch)`` when x is one rank's shard of a global batch
-        (data-parallel training: the dropout masks are those of the global batch)."""
+        (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:
             raise InputShapeError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
         if fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
@@ -246,7 +248,7 @@ class DelaySNN(nn.Module):
         h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
         spikes = []
         for blk in self.hidden:
-            h, s = blk.forward_cm(h, dropout_rows)
+            h, s = blk.forward_cm(h)
             if return_spikes:  # otherwise s is freed as soon as the next layer has read it
                 spikes.append(s.permute(0, 2, 1))
             del s

@@ -536,7 +536,8 @@ def train_one_epoch(r: _Run, epoch: int) -> dict[str, float]:
         data_time += time.perf_counter() - td
         if dist.enabled:  # this rank's shard; loss scaled so DDP's gradient mean is the batch mean
             x, y, offset, n_global = dist.shard(x, y)
-            scores = DelaySNN.scores(net(x, dropout_rows=(offset, n_global)))  # (b, K); global-batch masks
+            distributed.set_dropout_rows(model, (offset, n_global))  # the global batch's dropout masks, this shard's rows
+            scores = DelaySNN.scores(net(x))  # (b, K)
             ce_sum = nn.functional.cross_entropy(scores, y, reduction="sum")
             loss = ce_sum * (dist.world / n_global)
         else:
