@@ -224,12 +224,14 @@ def test_event_motion_shapes_and_determinism():
 
 
 def test_event_motion_dot_path_follows_its_class():
-    ds = EventMotionTask(16, p_noise=0.0, p_fire=1.0)
-    for i in range(16):
+    ds = EventMotionTask(64, p_noise=0.0, p_fire=1.0)
+    for i in range(64):
         x, y = ds.x[i].numpy(), int(ds.y[i])
-        assert x.sum() == 6 and (x.sum(axis=(0, 2, 3)) > 0).sum() == 1  # 6 events, one polarity
+        assert 4 <= x.sum() <= 6 and (x.sum(axis=(0, 2, 3)) > 0).sum() == 1  # <= 6 events, one polarity
         t = np.nonzero(x)[0]
-        assert (t.max() - t.min()) in ((4, 5, 6) if y % 2 == 0 else (14, 15, 16))  # fast / slow, +-1 jitter
+        assert len(np.unique(t)) == len(t)  # never two of the dot's events in one step
+        span = t.max() - t.min()  # 5 steps fast, 15 slow, +-1 jitter at either end
+        assert span <= 7 if y % 2 == 0 else 13 <= span <= 17
 
 
 def test_event_motion_classes_are_not_separable_by_time_summed_counts():

@@ -6,7 +6,8 @@ Counts (T, 2, H, W), by default T = 50 steps on a 16 x 16 grid with 2 polarities
 How a sample is made: a dot starts at a uniformly random pixel and a random onset, and crosses
 ``path_px`` = 6 pixels in its direction, wrapping around the grid's edges (a torus). Like a DVS pixel
 seeing an edge arrive, each pixel the dot enters fires one event at that step (with probability
-``p_fire``, one step early or late with probability ``P_JITTER`` each); its polarity is the dot's
+``p_fire``, one step early or late with probability ``P_JITTER`` each; an event that jitter would put
+in the same step as an earlier one of the same dot is dropped); its polarity is the dot's
 contrast, ON or OFF, drawn per sample. Background noise adds events with probability ``p_noise`` per
 pixel, polarity and step.
 
@@ -16,7 +17,8 @@ Why a network without delays or recurrence stays near chance, and why per-pixel 
   pixels: totals differ only in *where* the path lies, and the start is uniform on a torus, so every
   class has the same expected count at every pixel and polarity. A linear read-out of the
   time-summed counts stays at chance (the test measures it with least squares).
-* Each step holds at most one of the dot's events (fast: one new pixel per step; slow: one every 3
+* Each step holds at most one of the dot's events (even with jitter: two adjacent pixels lit in one
+  frame would show the path's orientation, and happen more often for fast dots, without any delay) (fast: one new pixel per step; slow: one every 3
   steps) and no trailing-edge (opposite-polarity) events: a single frame is one lit pixel, the same
   for every class. Direction and speed exist only in *when* neighbouring pixels fire relative to each
   other. A feed-forward network whose neurons forget within a step (no delays, no recurrence) sees
@@ -84,6 +86,9 @@ class EventMotionTask(Dataset):
         fire = rng.random((n_samples, path_px)) < p_fire
         k = np.arange(path_px)
         t = np.clip(onset[:, None] + k * period[:, None] + jitter, 0, n_steps - 1)
+        for later in range(1, path_px):  # jitter must not put two of the dot's events in one step
+            for earlier in range(later):
+                fire[:, later] &= ~(fire[:, earlier] & (t[:, earlier] == t[:, later]))
         yy = (y0[:, None] + k * dy[:, None]) % grid
         xx = (x0[:, None] + k * dx[:, None]) % grid
         n_idx = np.broadcast_to(np.arange(n_samples)[:, None], t.shape)
