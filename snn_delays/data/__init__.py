@@ -1,7 +1,8 @@
 """The datasets: one entry point, ``open_dataset(name, root, split, **options)``, over one module per source.
 
 A dataset is a torch Dataset of ``(x, y)``: x a float32 tensor (T, C) of spike counts or features
-per time step (batch-less, time-major), y an int class index.
+per time step (batch-less, time-major), y an int class index. The event-camera sources yield x
+(T, 2, H, W) instead (polarity, rows, columns; ``.frame_shape`` (2, H, W), ``.n_channels`` = 2 H W).
 
 The registry lives in :mod:`.registry`; each source lives in its own module (``synthetic``,
 ``heidelberg`` for SHD/SSC, ``gsc``, ``fsdd``; event cameras: ``event_motion``,
