@@ -129,7 +129,9 @@ def level_spike_times(x: np.ndarray, dt_ms: float, onset_step: int = ONSET_STEP)
 
 
 def predict_from_readout(readout: np.ndarray) -> np.ndarray:
-    """(T, B, n_classes) -> (B,): argmax over classes of the sum over t of softmax(readout[t])."""
+    """(T, B, n_classes) -> (B,): argmax over classes of the sum over t of softmax(readout[t]).
+    :func:`neuromorphic_export.chip.predict_from_readout` computes the same; this file is copied
+    into exports and runs where only PyNN and numpy are, so it imports nothing from the package."""
     z = np.exp(readout - readout.max(axis=-1, keepdims=True))
     return (z / z.sum(-1, keepdims=True)).sum(0).argmax(-1)
 

@@ -34,10 +34,11 @@ from neuromorphic_export._io import atomic_write_text
 from .checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from .config import apply_overrides, config_from_dict, parse_override
 from .data import open_dataset
+from .data.batches import iterate_batches
 from .errors import UserError
 from .model import DelaySNN
 from .quantize import check_target, init_from
-from .train import iterate_batches, measure_split, train
+from .train import measure_split, train
 
 __all__ = ["finetune_config", "finetune", "sign_test_p", "SELECT_ALPHA", "DEFAULT_EPOCHS"]
 

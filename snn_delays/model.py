@@ -29,13 +29,14 @@ from . import quantize
 from .backends import fast_eval, norm_lif
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
+from .data.batches import iterate_batches
 from .errors import UserError
 from .neuron import LIF
 from .recurrent import RecurrentDelaySynapse
 from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
 
-__all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "HiddenBlock",
-           "calibrate_batchnorm", "check_fanin", "dataset_batches", "trained_steps", "InputShapeError"]
+__all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "readout_scores",
+           "HiddenBlock", "calibrate_batchnorm", "check_fanin", "dataset_batches", "trained_steps", "InputShapeError"]
 
 
 class InputShapeError(UserError, ValueError):
@@ -46,6 +47,13 @@ def _generator(seed: int, layer: int, kind: int) -> torch.Generator:
     # Independent, reproducible streams: same seed => same masks/weights/delays in every variant
     # whose shapes agree.
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + layer * 101 + kind)
+
+
+def readout_scores(membrane: Tensor) -> Tensor:
+    """The network's decision scores: the sum over time of the softmax over classes, (T', B, K)
+    readout membrane -> (B, K); trained as logits, the class is their argmax (the torch twin of
+    :func:`neuromorphic_export.chip.predict_from_readout`)."""
+    return membrane.softmax(-1).sum(0)
 
 
 class TimeSharedDropout(nn.Module):
@@ -257,8 +265,8 @@ class DelaySNN(nn.Module):
 
     @staticmethod
     def scores(membrane: Tensor) -> Tensor:
-        """Sum over time of the softmax over classes: (T', B, K) -> (B, K); treated as logits."""
-        return membrane.softmax(-1).sum(0)
+        """:func:`readout_scores`: (T', B, K) readout membrane -> (B, K)."""
+        return readout_scores(membrane)
 
     def prepare_input(self, x: "Tensor | Any", batch_first: bool = False) -> Tensor:
         """Input as the model takes it: x (T, B, C), or (B, T, C) with ``batch_first`` (as
@@ -336,19 +344,9 @@ def calibrate_batchnorm(model: nn.Module, *inputs) -> nn.Module:
 
 
 def dataset_batches(dataset, batch_size: int = 256) -> Iterator[tuple[Tensor, Tensor]]:
-    """Consecutive batches ``(x (B, T, C) as stored, y (B,))`` of a dataset: whole slices of
-    ``dataset.x``/``dataset.y`` when it has them (``open_dataset``'s datasets), else its items stacked."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    n = len(dataset)
-    xs, ys = getattr(dataset, "x", None), getattr(dataset, "y", None)
-    for lo in range(0, n, batch_size):
-        hi = min(n, lo + batch_size)
-        if xs is not None and ys is not None:
-            yield torch.as_tensor(xs[lo:hi]), torch.as_tensor(ys[lo:hi])
-        else:
-            items = [dataset[i] for i in range(lo, hi)]
-            yield torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([int(y) for _, y in items])
+    """Consecutive batches ``(x (B, T, C) as stored, y (B,))`` of a dataset
+    (:func:`snn_delays.data.batches.iterate_batches` with ``time_major=False``)."""
+    return iterate_batches(dataset, batch_size, time_major=False)
 
 
 # -- variants ----------------------------------------------------------------------------------

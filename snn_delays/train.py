@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -38,6 +37,7 @@ from .config import (ExperimentConfig, config_differences, config_from_dict, con
                      result_config, to_toml)
 from .data import open_dataset
 from .data.augment import batch_augmenter
+from .data.batches import iterate_batches
 from neuromorphic_export._folder import read_only_problem
 from neuromorphic_export._io import atomic_write_text, dumps_standard, remove_stale_parts, standard_json, track
 from neuromorphic_export.checkpoint import RUN_FILE
@@ -99,29 +99,6 @@ def sigma_at_epoch(epoch: int, epochs: int, sigma_init: float, sigma_final: floa
 
 
 # -- data ----------------------------------------------------------------------------------------
-def iterate_batches(dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                    device: torch.device | str = "cpu", num_workers: int = 0,
-                    indices: "np.ndarray | None" = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (x (T, B, C) float32, y (B,) int64) batches. Datasets exposing ``x`` (N, T, C) and ``y``
-    tensors are indexed a whole batch at a time; others go through a DataLoader."""
-    n = len(dataset)
-    order = np.arange(n) if indices is None else np.asarray(indices)
-    if shuffle:
-        order = order[np.random.default_rng(seed).permutation(len(order))]
-    if hasattr(dataset, "x") and hasattr(dataset, "y"):
-        for start in range(0, len(order), batch_size):
-            idx = torch.from_numpy(order[start:start + batch_size])
-            x = dataset.x[idx].to(device=device, dtype=torch.float32).transpose(0, 1)  # (T, B, C)
-            yield x, dataset.y[idx].to(device)
-        return
-    from torch.utils.data import DataLoader, Subset
-
-    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
-    for x, y in loader:
-        yield x.to(device=device, dtype=torch.float32).transpose(0, 1), y.to(device)
-
-
 def measure_split(model: DelaySNN, dataset, batch_size: int = 256, device="cpu", show_progress: bool = False,
                   desc: str = "evaluating") -> SplitMeasure:
     """One pass of ``model`` in eval mode (rounded delays) over ``dataset``: accuracy, loss, confusion

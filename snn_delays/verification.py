@@ -28,7 +28,7 @@ from neuromorphic_export.verify import (ExportCheck, VerifyResult, check_export,
 
 from .config import DataConfig
 from .data import open_dataset
-from .model import load_model
+from .model import load_model, readout_scores
 from .quantize import apply_target
 
 # the module, not the function neuromorphic_export re-exports under the same name
@@ -77,8 +77,7 @@ def model_outputs(run_dir: str, which: str, x: np.ndarray, batch: int = 128,
     with torch.no_grad():
         for b0 in range(0, x.shape[1], batch):
             u, s = model(torch.from_numpy(x[:, b0:b0 + batch]), return_spikes=True)
-            preds.append(model.scores(u).argmax(-1).numpy() if hasattr(model, "scores")
-                         else u.softmax(-1).sum(0).argmax(-1).numpy())
+            preds.append(readout_scores(u).argmax(-1).numpy())
             s = [v.numpy().astype(np.uint8) for v in s]
             spikes = s if spikes is None else [np.concatenate([a, b], 1) for a, b in zip(spikes, s)]
             if progress is not None:

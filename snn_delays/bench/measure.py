@@ -30,7 +30,7 @@ from .._optional import require
 from ..backends import fast_eval as _fast_eval
 from ..config import ModelConfig
 from ..errors import UserError
-from ..model import build_model, calibrate_batchnorm
+from ..model import build_model, calibrate_batchnorm, readout_scores
 
 __all__ = ["BenchConfig", "CONFIGS", "INPUTS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
            "scaling_table", "cpu_info", "describe_cpu"]
@@ -124,8 +124,7 @@ def make_batch(cfg: BenchConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 
 def _loss(membrane: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    scores = membrane.softmax(-1).sum(0)  # (B, K) summed softmax, used as logits
-    return nn.functional.cross_entropy(scores, y)
+    return nn.functional.cross_entropy(readout_scores(membrane), y)  # (B, K) summed softmax as logits
 
 
 class Runner:
@@ -179,7 +178,7 @@ class Runner:
 
     @torch.no_grad()
     def eval_step(self) -> None:
-        self.model(self.x).softmax(-1).sum(0).argmax(-1)
+        readout_scores(self.model(self.x)).argmax(-1)
         self._reset()
 
     def step(self) -> None:
