@@ -13,7 +13,7 @@ canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it
 """
 
 from ._version import __version__
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint_reader import Checkpoint, load_checkpoint
 from .errors import ExportError
 from .export import FORMATS, export_run
 from .netx import read_netx, write_netx

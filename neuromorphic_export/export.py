@@ -13,7 +13,7 @@ import numpy as np
 
 from . import netx, nir_format, pynn  # called as module attributes: a test may replace a writer
 from ._folder import new_staging_folder, remove_stale_staging, swap_in, writable
-from .checkpoint import file_sha256, load_checkpoint
+from .checkpoint_reader import file_sha256, load_checkpoint
 from .errors import ExportError
 from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate

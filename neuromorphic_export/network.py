@@ -31,7 +31,7 @@ import numpy as np
 
 from ._io import atomic_path
 from ._version import __version__
-from .checkpoint import Checkpoint, HiddenLayer
+from .checkpoint_reader import Checkpoint, HiddenLayer
 from .chip import fold_batchnorm, round_delays
 from .errors import ExportError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint
+from .checkpoint_reader import Checkpoint, file_sha256, load_checkpoint
 from .errors import ExportError
 from .netx import read_netx
 from .network import Layer, Network, network_from_checkpoint

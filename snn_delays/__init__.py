@@ -16,7 +16,7 @@ from .errors import UserError
 from .model import (DelaySNN, InputShapeError, build_model, calibrate_batchnorm, count_trainable, dataset_batches,
                     load_model, resolve_variant)
 from .neuron import LIF
-from .recurrent import RecurrentDelaySynapse
+from .recurrent_synapse import RecurrentDelaySynapse
 from .synapse import DelaySynapse, DenseConvSynapse, gaussian_kernel, rounded_kernel
 
 

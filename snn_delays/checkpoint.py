@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from neuromorphic_export._io import atomic_write_bytes
-from neuromorphic_export.checkpoint import run_identity_problem
+from neuromorphic_export.checkpoint_reader import run_identity_problem
 from neuromorphic_export.chip import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MAX_KERNEL_BYTES, MAX_TIME_STEPS,
                                       kernel_bytes, state_shapes)
 

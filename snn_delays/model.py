@@ -32,7 +32,7 @@ from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict
 from .data.batches import iterate_batches
 from .errors import UserError
 from .neuron import LIF
-from .recurrent import RecurrentDelaySynapse
+from .recurrent_synapse import RecurrentDelaySynapse
 from .synapse import DelaySynapse, DenseConvSynapse, random_fanin_mask
 
 __all__ = ["DelaySNN", "build_model", "load_model", "resolve_variant", "count_trainable", "readout_scores",

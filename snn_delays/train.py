@@ -40,11 +40,11 @@ from .data.augment import batch_augmenter
 from .data.batches import iterate_batches
 from neuromorphic_export._folder import read_only_problem
 from neuromorphic_export._io import atomic_write_text, dumps_standard, remove_stale_parts, standard_json, track
-from neuromorphic_export.checkpoint import RUN_FILE
+from neuromorphic_export.checkpoint_reader import RUN_FILE
 
 from . import distributed, quantize
 from .errors import TrainingDiverged, UserError
-from .measure import SplitMeasure, measure_batches
+from .split_measure import SplitMeasure, measure_batches
 from .model import DelaySNN, resolve_variant
 from .synapse import DelaySynapse
 from .workers import FolderLock
@@ -102,7 +102,7 @@ def sigma_at_epoch(epoch: int, epochs: int, sigma_init: float, sigma_final: floa
 def measure_split(model: DelaySNN, dataset, batch_size: int = 256, device="cpu", show_progress: bool = False,
                   desc: str = "evaluating") -> SplitMeasure:
     """One pass of ``model`` in eval mode (rounded delays) over ``dataset``: accuracy, loss, confusion
-    matrix and hidden-layer spike rates (see :class:`snn_delays.measure.SplitMeasure`). With
+    matrix and hidden-layer spike rates (see :class:`snn_delays.split_measure.SplitMeasure`). With
     ``show_progress``, a bar on a terminal or a line every 30 s in a log (:func:`snn_delays._progress.track`)."""
     n_batches = math.ceil(len(dataset) / batch_size)
     batches = track(iterate_batches(dataset, batch_size, device=device), n_batches, desc, enabled=show_progress)

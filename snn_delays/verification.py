@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from neuromorphic_export._io import Progress
-from neuromorphic_export.checkpoint import load_checkpoint
+from neuromorphic_export.checkpoint_reader import load_checkpoint
 from neuromorphic_export.errors import ExportError
 from neuromorphic_export.network import network_from_checkpoint, read_network
 from neuromorphic_export.simulate import Convention, simulate, simulation_bytes

@@ -144,7 +144,7 @@ def test_hardware_convention_changes_little(tmp_path):
 
 def test_checkpoint_without_dt_ms_gets_the_config_default(tmp_path):
     from snn_delays.config import DataConfig
-    from neuromorphic_export.checkpoint import DEFAULT_DT_MS, load_checkpoint
+    from neuromorphic_export.checkpoint_reader import DEFAULT_DT_MS, load_checkpoint
 
     assert DEFAULT_DT_MS == DataConfig().dt_ms
     cfg, model = _spiking_model()

@@ -9,10 +9,10 @@ import torch
 
 from snn_delays import build_model
 from snn_delays.backends import use_compiled
-from snn_delays.backends.recurrent import recurrent_lif_reference, recurrent_lif_taps
+from snn_delays.backends.recurrent_lif import recurrent_lif_reference, recurrent_lif_taps
 from snn_delays.config import ConfigError, ModelConfig
 from snn_delays.model import count_trainable
-from snn_delays.recurrent import RecurrentDelaySynapse
+from snn_delays.recurrent_synapse import RecurrentDelaySynapse
 from _support import tiny
 
 
@@ -249,7 +249,7 @@ def test_eval_mode_compiled_equals_plain_and_rounds():
 
 @pytest.mark.parametrize("dr", [1, 5])
 def test_dense_node_equals_step_loop_values_and_gradients(dr):
-    from snn_delays.backends.recurrent import recurrent_lif_dense
+    from snn_delays.backends.recurrent_lif import recurrent_lif_dense
     torch.manual_seed(6)
     h, t_len, b = 6, 30, 5
     kernel = (torch.randn(h, h, dr, dtype=torch.float64) * 0.6).requires_grad_()

@@ -4,7 +4,7 @@ Every connection i <- j within a layer of H neurons (all to all, self-connection
 fixed random fan-in) has a weight w_ij and a real delay d_ij in [1, Dr] steps (Dr =
 ``kernel_size``). A spike of neuron j at step t reaches neuron i at step t + d_ij, so the current of
 step t only needs spikes of earlier steps and the layer is computed step by step (see
-:mod:`snn_delays.backends.recurrent` for the equations and their backward)::
+:mod:`snn_delays.backends.recurrent_lif` for the equations and their backward)::
 
     I_i[t] = BN(FF(S_in))_i[t] + sum_j w_ij * S_j[t - d_ij]        (not batch-normalised)
 
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .backends.interpolation import interp_taps_per_element
 from .backends.compiled import fast_available
-from .backends.recurrent import recurrent_lif_dense, recurrent_lif_taps
+from .backends.recurrent_lif import recurrent_lif_dense, recurrent_lif_taps
 from .backends.taps import taps_per_element
 from .synapse import DelaySynapse, round_delays
 

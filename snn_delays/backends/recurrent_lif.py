@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .compiled import set_threads
-from .kernels import recurrent as recurrent_loops
+from .kernels import recurrent_lif as recurrent_loops
 from .kernels.runtime import n_threads
 from .lif import lif_step, spike_atan, surrogate_grad
 from .taps import TapPlan

@@ -4,7 +4,7 @@ are chunk-major, (C, T, H, W) = C chunks of W samples each laid out as channel-m
 batch-innermost (T, H, W) blocks (contiguous rows: the inner loops vectorise), and each thread runs
 the whole time loop for its chunks. Taps are stored per post-synaptic neuron (CSR: ``indptr``, ``src``, ``step``, ``value``)
 and, for the backward, per pre-synaptic neuron (the transposed order). Every ``step`` is >= 1.
-PyTorch twin: :func:`snn_delays.backends.recurrent.recurrent_lif_reference`.
+PyTorch twin: :func:`snn_delays.backends.recurrent_lif.recurrent_lif_reference`.
 """
 
 from __future__ import annotations
