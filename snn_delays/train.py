@@ -56,7 +56,6 @@ __all__ = [
     "cosine_lr",
     "sigma_at_epoch",
     "iterate_batches",
-    "evaluate_accuracy",
     "measure_split",
     "resolve_device",
     "run_info",
@@ -107,12 +106,6 @@ def measure_split(model: DelaySNN, dataset, batch_size: int = 256, device="cpu",
     n_batches = math.ceil(len(dataset) / batch_size)
     batches = track(iterate_batches(dataset, batch_size, device=device), n_batches, desc, enabled=show_progress)
     return measure_batches(model, batches, model.config.n_classes)
-
-
-def evaluate_accuracy(model: DelaySNN, dataset, batch_size: int = 256, device="cpu") -> tuple[float, int, int]:
-    """Accuracy with rounded delays (eval mode); returns (accuracy, correct, n)."""
-    m = measure_split(model, dataset, batch_size, device)
-    return m.accuracy, m.correct, m.n
 
 
 def resolve_device(name: str, option: str = "train.device") -> torch.device:

@@ -9,9 +9,9 @@ Tap n = 0 .. Td - 1, c = Td - 1 - d the tap of delay d, x = n - c, eps = 1e-7, w
 
 s is the synapse's shared width (set by the schedule) or one learned width per element,
 s = s0 + |sigma_delta| (s0 = :data:`WIDTH_MIN`). :func:`interpolated_kernel` is the plain
-formulation (dense (out, in, Td) kernel, autograd); :func:`interp_tap_product_cm` keeps only the
+formulation (dense (out, in, Td) kernel, autograd); :func:`interp_tap_structure` keeps only the
 P = 2R taps around each delay that can carry weight (R >= ceil(s) for the triangle, 1 for bilinear;
-the Gaussian's R = ceil(4 s) as in :mod:`.taps`) and runs the compiled tap product of :mod:`.taps`.
+the Gaussian's R = ceil(4 s) as in :mod:`.taps`) for the compiled tap product of :mod:`.taps`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from torch import Tensor
 
 from .compiled import fast_available
 from .kernels import interpolation as interp_loops
-from .taps import PlanCache, TapPlan, tap_conv_cm, taps_per_element
+from .taps import PlanCache, TapPlan, taps_per_element
 
 __all__ = ["INTERPOLATIONS", "WIDTH_MIN", "interpolated_kernel", "interp_radius", "interp_taps_per_element",
-           "interp_tap_values", "interp_tap_values_reference", "interp_tap_structure", "interp_tap_product_cm"]
+           "interp_tap_values", "interp_tap_values_reference", "interp_tap_structure"]
 
 INTERPOLATIONS = ("gauss", "triangle", "bilinear")
 WIDTH_MIN = {"gauss": 0.27, "triangle": 1.0, "bilinear": 0.0}  # s0 of learned widths (the thesis's minima)
@@ -143,11 +143,3 @@ def interp_tap_structure(weight: Tensor, delay: Tensor, width: "float | Tensor",
         pick = lambda t: t[plan.rows, plan.cols].reshape(-1)
     values, steps = interp_tap_values(pick(weight), pick(delay), s, kernel_size, interpolation, r, eps)
     return values.reshape(-1), steps.reshape(-1), plan
-
-
-def interp_tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, width: "float | Tensor", mask: Tensor,
-                          interpolation: str, kernel_size: int, plans: PlanCache, eps: float = 1e-7) -> Tensor:
-    """The synapse's training product in tap form, channel-major: x (T, in, B) -> (T, out, B);
-    ``weight`` (masked), ``delay`` and a per-element ``width`` (out, in, m), or a shared width."""
-    values, steps, plan = interp_tap_structure(weight, delay, width, mask, interpolation, kernel_size, plans, eps)
-    return tap_conv_cm(x, values, steps, plan, kernel_size)

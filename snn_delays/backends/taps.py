@@ -37,7 +37,7 @@ from .kernels import taps as tap_loops
 from .packing import as_scaled_bytes
 
 __all__ = ["TapPlan", "PlanCache", "tap_structure", "tap_values", "tap_conv", "tap_conv_cm", "tap_conv_reference",
-           "tap_product_cm", "truncation_error", "taps_per_element", "DEFAULT_TAIL"]
+           "truncation_error", "taps_per_element", "DEFAULT_TAIL"]
 
 DEFAULT_TAIL = 4.0  # dropped taps lie >= 4 sigma from the centre: <= 3.4e-4 of the weight in all
 _NORM_TAIL = 9.0  # the normaliser is summed over +-9 sigma (exp(-40.5) ~ 3e-18 left out): = full sum
@@ -325,13 +325,3 @@ class PlanCache:
             entry = (key, TapPlan(mask, m, p))
             self._plans[p] = entry
         return entry[1]
-
-
-def tap_product_cm(x: Tensor, weight: Tensor, delay: Tensor, mask: Tensor, sigma: float, kernel_size: int,
-                   plans: PlanCache) -> Tensor:
-    """The synapse's product in tap form, channel-major: x (T, in, B) -> (T, out, B). ``weight``
-    (masked) and ``delay`` (out, in, m); sigma > 0: the Gaussian taps around each real delay;
-    sigma <= 0: one tap per element at ``delay``, the rounded delays."""
-    plan = plans.get(mask, weight.shape[-1], taps_per_element(sigma, kernel_size))
-    value, steps = tap_structure(weight, delay, plan, sigma, kernel_size)
-    return tap_conv_cm(x, value, steps, plan, kernel_size)

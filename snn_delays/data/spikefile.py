@@ -38,7 +38,7 @@ from neuromorphic_export._io import atomic_path
 from .registry import DatasetError
 
 __all__ = ["SpikeRecords", "read_spike_file", "read_spike_file_attrs", "write_spike_file", "bin_spikes",
-           "natural_steps", "check_natural_length", "check_binning", "check_labels", "N_UNITS", "MAX_SPIKE_TIME_S", "LAYOUT_HELP"]
+           "check_natural_length", "check_binning", "check_labels", "N_UNITS", "MAX_SPIKE_TIME_S", "LAYOUT_HELP"]
 
 N_UNITS = 700
 # Recordings in this format are clips of seconds (SHD <= 1.4 s, SSC <= 1 s); a spike later than this is
@@ -241,12 +241,6 @@ def check_binned_size(n_samples: int, n_steps: int, n_channels: int, sample: np.
     raise DatasetError(f"binning {n_samples} samples x {n_steps} steps of {dt_ms:g} ms x {n_channels} channels "
                        f"would need {size / 2**30:.1f} GiB (limit {MAX_BINNED_BYTES / 2**30:.0f} GiB){detail}. "
                        "Set data.n_steps to the steps to keep (later spikes are dropped) or a larger data.dt_ms")
-
-
-def natural_steps(times: list[np.ndarray], dt_ms: float, frame_convention: str = "uniform") -> int:
-    """The number of bins that holds every spike of these samples (0 if there are none)."""
-    _, b = _spike_bins(times, dt_ms, frame_convention)
-    return int(b.max()) + 1 if b.size else 0
 
 
 def check_natural_length(files: dict[str, list[np.ndarray]], dt_ms: float, frame_convention: str,
