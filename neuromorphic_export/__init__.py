@@ -2,7 +2,7 @@
 
 Reads checkpoints written by ``snn-delays train`` (never imports the training code). The
 canonical output is ``network.h5`` (numpy + h5py only); :func:`simulate` runs it event by event
-(recurrent layers, issue 16: step by step, their tables in ``Layer.recurrent``).
+(recurrent layers step by step, their tables in ``Layer.recurrent``).
 
     ckpt = load_checkpoint("runs/x")                 # best.pt of a run folder
     net = network_from_checkpoint(ckpt)              # float64, the model's own convention

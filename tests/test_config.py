@@ -59,7 +59,7 @@ def test_eval_every_is_validated():
         load_config("synthetic", ["train.eval_every=0"])
 
 
-# -- names and paths (issue 12: a file or folder in the current directory never shadows a named config) --
+# -- names and paths (a file or folder in the current directory never shadows a named config) --
 
 def test_named_config_is_not_shadowed_by_the_current_directory(tmp_path, monkeypatch):
     named = {name: load_config(name) for name in ("shd", "fsdd", "synthetic")}
@@ -110,7 +110,7 @@ def test_unreadable_config_files_are_named(tmp_path):
         load_config(binary)
 
 
-# -- values, not text (issue 12: quotes and backslashes reach the config as they are) --
+# -- values, not text (quotes and backslashes reach the config as they are) --
 
 @pytest.mark.parametrize("text", ['a"b', "C:\\data\\new", "x'y", "two\nlines", "tab\there", "del\x7f"])
 def test_string_values_survive_toml_round_trip(text, tmp_path):
@@ -135,7 +135,7 @@ def test_set_parses_by_the_field_type():
         parse_override("model.kernel_sise=3")
 
 
-# -- validation (issue 12) --
+# -- validation --
 
 @pytest.mark.parametrize("override, message", [
     ("train.sigma_final=20.0", "train.sigma_final .* larger than the initial sigma"),

@@ -156,7 +156,7 @@ def test_a_batch_too_long_together_is_encoded_clip_by_clip(monkeypatch):
     assert len(together) == len(apart) == 2
 
 
-# ---- issue 23, point 7: recordings the cochlea cannot encode, and the class count it reports
+# ---- recordings the cochlea cannot encode, and the class count it reports
 
 def _folder(tmp_path, clips: dict) -> "Path":
     src = tmp_path / "rec"
@@ -196,7 +196,7 @@ def test_a_recording_too_short_to_encode_is_refused_with_its_length(tmp_path, ca
 
 
 def test_class_count_is_the_labels_present(tmp_path, capsys):
-    """One file labelled 2 is 1 class (issue 23 reported "3 classes"); labels that are not 0..n-1 are named."""
+    """One file labelled 2 is 1 class (not 3); labels that are not 0..n-1 are named."""
     src = _folder(tmp_path, {"2_amy_0": tone(400.0, 0.05, 8000)})
     assert main(["encode-audio", str(src), str(tmp_path / "a.h5")]) == 0
     out = capsys.readouterr().out

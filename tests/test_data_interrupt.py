@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM during the cochlea encoding (issue 23): a real ``snn-delays`` process group gets
+"""Ctrl-C and SIGTERM during the cochlea encoding: a real ``snn-delays`` process group gets
 the signal once its encoding has started, and must end within seconds with the shell's status,
 leaving no lock file, no cache file, no temporary file and no worker behind. Also the pieces:
 build_lock's lock file, an interrupted cache entry, the worker pool's results and errors."""
@@ -90,8 +90,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_ctrl_c_to_the_process_group_ends_fsdd_spike_encoding(tmp_path):
     """`data info fsdd --input spikes` (the path `train --input spikes` takes) with 2 workers: SIGINT to
-    the group -> exit 130 within seconds, no lock, no cache file, no worker left (issue 23: it ran on
-    for over a minute, the workers working through their queued chunks, and left the .lock)."""
+    the group -> exit 130 within seconds, no lock, no cache file, no worker left (not the workers working through their queued chunks
+    for a minute, leaving the .lock)."""
     rec = fsdd_like(tmp_path / "rec")  # 8 clips of 50 ms, then 3 chunks of 8 x 0.5 s still to encode
     cache = tmp_path / "cache"
     proc = _start(["data", "info", "fsdd", "--data-dir", str(rec), "--input", "spikes", "--workers", "2",

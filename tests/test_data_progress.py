@@ -67,7 +67,7 @@ def test_feature_building_and_encode_audio_report_progress(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--workers", "-1"], "workers must be an integer >= 0"),  # 0 or 1: in-process (issue 23)
+    (["--workers", "-1"], "workers must be an integer >= 0"),  # 0 or 1: in-process
     (["--seed", "-1"], "seed must be >= 0"),
 ])
 def test_encode_audio_bad_values(tmp_path, capsys, argv, message):

@@ -1,7 +1,7 @@
 """Loihi exports (netx.h5) run in Intel Lava itself (lava-nc 0.10.0 + lava-dl 0.6.0, fixed point):
 identical classes, identical spikes for every hidden neuron at every step and an identical readout
 voltage against our simulator in the loihi target's convention, on count-valued input (counts 1-3),
-feed-forward and recurrent (issue 22).
+feed-forward and recurrent.
 
 Lava lives in a side environment (Python 3.10) built by scripts/test-env-lava.sh (scripts/test.sh
 runs it before pytest); these tests skip, saying so, only where it could not be built."""

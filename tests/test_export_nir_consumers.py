@@ -1,4 +1,4 @@
-"""Our NIR graphs in the NIR consumers' own software (issue 22, item 5).
+"""Our NIR graphs in the NIR consumers' own software.
 
 * network.nir (Delay -> Linear branches, LIF, LI readout) through nirtorch 2.6 with the node map shipped
   in neuromorphic_export.nir_torch equals the simulator exactly: classes, every hidden spike, readout;

@@ -1,4 +1,4 @@
-"""Recurrent layers (issue 16) through the exporter: checkpoint -> network.h5 (format_version 2) ->
+"""Recurrent layers through the exporter: checkpoint -> network.h5 (format_version 2) ->
 simulator, targets, NIR, PyNN, Brian2 and verify.
 
 The semantics checked (hidden layer k at step t, time-major, model convention)::
@@ -524,7 +524,7 @@ def _recurrent_model(seed=0):
 
     try:
         cfg, model = _spiking_model(seed, **{"model.recurrent": True, "model.recurrent_kernel_size": 6})
-    except Exception as e:  # noqa: BLE001 - the model code of issue 16 not there yet
+    except Exception as e:  # noqa: BLE001 - a training package without recurrent layers
         pytest.skip(f"snn_delays cannot build a recurrent model here: {e}")
     g = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """The wheel works away from the checkout: built, installed without ``-e`` into a folder of its own,
-and run from another folder with the checkout off ``sys.path`` (issue 10).
+and run from another folder with the checkout off ``sys.path``.
 
 The build runs on a copy of the build inputs (so no ``build/`` or ``*.egg-info`` lands in the
 checkout) with this interpreter's setuptools (``--no-build-isolation``: no network). The installed

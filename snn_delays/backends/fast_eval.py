@@ -14,9 +14,9 @@ chosen from the density of its input (nonzero entries / all entries):
   the LIF turn it into spikes stored as bytes (the input too, when it holds counts 0..255: exact);
   work ~ steps x synapses x batch, independent of activity.
 
-The break-even density is the ratio of the two loops' rates measured on the 2-core CPUs (a scattered
-add costs ~25 multiply-adds of the vectorised loop): ~4 % on Zen 4 (AVX-512), and on Zen 2 (AVX2)
-event 68 + transpose 24 vs taps 92 CPU-ms at 3.7 % for SHD's first layer (benchmarks note 29).
+The break-even density is the ratio of the two loops' rates: a scattered add costs about 25
+multiply-adds of the vectorised tap loop, so the event form wins below a few per cent of nonzero
+inputs (on both AVX2 and AVX-512 CPUs; benchmarks/README.md has the measurements).
 An event layer writes its spikes as bytes (T, B, out); before a tap layer they are transposed to
 (C, T, B) bytes, the tap loops' layout. Trained SHD-size networks fire at
 ~15 % per step, so their layers take the tap form; very sparse inputs take the event form.

@@ -5,7 +5,7 @@ in a fresh subprocess (``ru_maxrss`` growth over the resident size before the me
 Shapes are time-major (T, B, C). Input (``BenchConfig.input``): "counts" (the default) draws
 binned-spike counts like SHD at 10 ms / pool 5 - each (step, channel) non-zero with probability
 ``density`` (5 %), the non-zero ones 1, 2 or 3 with probabilities ``count_probs`` (70 / 20 / 10 %);
-"binary" draws Bernoulli(``density``) 0/1 spikes (10 %, the input of the earlier results).
+"binary" draws Bernoulli(``density``) 0/1 spikes (10 %).
 """
 
 from __future__ import annotations

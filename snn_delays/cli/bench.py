@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, help="input time steps per sample (default 100)")
     p.add_argument("--input", choices=["counts", "binary"], default="counts",
                    help="counts: binned spike counts like SHD at 10 ms / pool 5 (5 %% non-zero, counts 1-3; "
-                   "the default); binary: 0/1 spikes at 10 %% (the earlier results)")
+                   "the default); binary: 0/1 spikes at 10 %%")
     p.add_argument("--density", type=float, help="non-zero fraction of the input (default 0.05 counts, 0.10 binary)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode and stack (median; default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch/numba threads (default 2)")

@@ -103,7 +103,7 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
                   n_split):  # pragma: no cover
     # The layer in one pass: for every output i and block of 8 steps, the current (one rounded tap
     # per element, four per pass; a tap's 8 steps x B inputs are one contiguous run of xt, read in
-    # one loop: 8 % faster than a loop per step on Zen 2) accumulates in a local (8, B) buffer,
+    # one loop rather than a loop per step) accumulates in a local (8, B) buffer,
     # then BatchNorm + LIF (or the readout's integration) turn it into out[i, t0:t0 + 8] (uint8
     # spikes or the membrane).
     # Each thread owns a slice of outputs, balanced by tap count, and walks time in order.
