@@ -15,7 +15,7 @@ __all__ = ["EXTRAS", "require"]
 
 # top-level package -> the extra of pyproject.toml that installs it
 EXTRAS = {"matplotlib": "plot", "optuna": "tune", "nir": "nir", "soundfile": "audio",
-          "tensorboard": "tensorboard"}
+          "tensorboard": "tensorboard", "submitit": "slurm"}
 
 
 def require(module: str, purpose: str) -> ModuleType:

@@ -16,6 +16,8 @@ refreshes it every epoch and deletes it at the end; a stale lock (its process go
 refreshed for ``stale_after_s``) is broken and the cell is resumed from its ``last.pt``. Any
 number of ``snn-delays ablate`` processes, on one machine or several sharing the folder, can run
 the same grid; each writes the summary of what is finished when it has nothing left to do.
+``--launcher submitit`` (or ``submitit-local``) runs every unfinished cell as a job instead
+(:class:`CellJob`, :mod:`snn_delays.launchers`), with the same folders, locks and resuming.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from ._optional import require
 from .config import (MODEL_VARIANTS, VARIANT_NAMES, VARIANTS, ExperimentConfig, ModelConfig, config_differences,
                      config_from_dict, config_value, result_config)
 from .errors import UserError
+from .launchers import Launch, current_job, job_ended, resubmission, run_jobs
 from .model import count_trainable, resolve_variant
 from .train import train
 from .workers import FolderLock, run_workers
 
-__all__ = ["Cell", "grid_cells", "variant_model", "ABLATION_VARIANTS", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
+__all__ = ["Cell", "CellJob", "grid_cells", "variant_model", "ABLATION_VARIANTS", "run_grid", "summarize", "t_quantile_975", "ci95", "ablate", "read_grid",
            "summarize_grid", "connectivity_label"]
 
 DEFAULT_VARIANTS = ("full", "fixed-delays", "no-delays-wider")
@@ -159,14 +162,16 @@ def is_done(run: Path) -> bool:
 def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float = 3600.0,
              log=print) -> dict[str, int]:
     """Run every cell not done and not locked by a live process. Returns counts
-    {"ran", "done_before", "busy"} for this process."""
+    {"ran", "done_before", "busy"} for this process. Inside a scheduler job the cell's lock records
+    the job's id, and a lock left by a job that has ended is broken (:mod:`snn_delays.launchers`)."""
     counts = {"ran": 0, "done_before": 0, "busy": 0}
+    job = current_job()
     for i, cell in enumerate(cells):
         run = cell.folder(out)
         if is_done(run):
             counts["done_before"] += 1
             continue
-        lock = FolderLock(run, stale_after_s)
+        lock = FolderLock(run, stale_after_s, job=job, job_ended=job_ended if job else None)
         if not lock.acquire():
             counts["busy"] += 1
             continue
@@ -176,7 +181,8 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
                 continue
             log(f"[{i + 1}/{len(cells)}] {connectivity_label(cell.fanin)}, {cell.variant}, seed {cell.seed} -> {run}")
             with open(run / "runs.log", "a") as f:  # who trained this cell, and when (an audit trail)
-                f.write(f"{socket.gethostname()} pid {os.getpid()} started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                f.write(f"{socket.gethostname()} pid {os.getpid()}{f' job {job}' if job else ''} started "
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
             t0 = time.perf_counter()
             res = train(cell.config(base), run, resume=True, on_epoch_end=lambda row: lock.refresh())
             log(f"    test accuracy {res['test_acc']:.4f} (best valid epoch {res['best_epoch']}), "
@@ -402,11 +408,12 @@ def summarize_grid(out: "str | os.PathLike", log=print) -> list[dict[str, Any]]:
 def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequence[int] = 3,
            variants: Sequence[str] = DEFAULT_VARIANTS, fanin: int = 0, sparse_only: bool = False,
            workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
-           log=print) -> list[dict[str, Any]]:
+           log=print, launch: Launch | None = None) -> list[dict[str, Any]]:
     """Run (or resume, or join) an ablation grid in ``out`` and write its summary; returns the summary
     rows (empty while no cell has finished). ``summary_only`` trains nothing and only rewrites the
     summary of the finished cells. The summary covers every cell recorded in ``grid.json``
-    (the union of what every process sharing ``out`` asked for)."""
+    (the union of what every process sharing ``out`` asked for). ``launch``: where the cells run
+    (:class:`snn_delays.launchers.Launch`; default: ``workers`` processes of this machine)."""
     out = Path(out)
     if summary_only:
         return summarize_grid(out, log)
@@ -433,16 +440,64 @@ def ablate(base: ExperimentConfig, out: "str | os.PathLike", seeds: int | Sequen
         plan = _merge_plan(old, plan)
     atomic_write_text(plan_path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
-    run_cells(base, cells, out, stale_after_s, workers, log, unit="cell")
+    run_cells(base, cells, out, stale_after_s, workers, log, unit="cell", launch=launch)
     all_cells = grid_cells(plan["variants"], plan["seeds"], plan["fanins"])
     return _write_grid_summary(base, all_cells, out, time.perf_counter() - t0, log) or []
 
 
+@dataclass(frozen=True)
+class CellJob:
+    """One grid cell as a scheduler job (picklable; :mod:`snn_delays.launchers`): train ``cell`` of
+    the grid in ``out`` (:func:`run_grid` on that cell alone: skipped when finished or taken by a
+    live process, resumed from its ``last.pt`` when interrupted). Calling it again resumes it, which
+    is also what submitit requeues after a Slurm time-out or pre-emption (:meth:`checkpoint`)."""
+
+    base: dict[str, Any]  # the base config as a dict (asdict)
+    cell: Any  # a Cell or a crossval.FoldCell
+    out: str
+    stale_after_s: float = 3600.0
+
+    def __call__(self) -> dict[str, Any]:
+        counts = run_grid(config_from_dict(self.base), [self.cell], Path(self.out), self.stale_after_s)
+        run = self.cell.folder(Path(self.out))
+        summary = json.loads((run / "summary.json").read_text()) if is_done(run) else {}
+        return {**counts, "folder": str(run), "test_acc": summary.get("test_acc")}
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        return resubmission(self)
+
+
+def _run_cell_jobs(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float, launch: Launch,
+                   log, unit: str) -> None:
+    todo = [c for c in cells if not is_done(c.folder(out))]
+    jobs = {str(c.folder(out).relative_to(out / "runs")): CellJob(asdict(base), c, str(out), stale_after_s)
+            for c in todo}
+    if not jobs:
+        log(f"every one of the {_count(len(cells), unit)} was done before; nothing to submit")
+        return
+    outcomes = run_jobs(jobs, launch, out / "submitit", log)
+    if not launch.wait:
+        log(f"{_count(len(jobs), 'job')} submitted, not waited for (--no-wait); run the same command again "
+            f"(or --summary-only) for the summary")
+        return
+    ran = sum(1 for o in outcomes.values() if o.result and o.result["ran"])
+    busy = sum(1 for o in outcomes.values() if o.result and o.result["busy"])
+    failed = [o for o in outcomes.values() if o.error]
+    log(f"{launch.launcher} jobs ran {_count(ran, unit)}; {len(cells) - len(todo)} were done before"
+        + (f", {busy} were being run by other processes" if busy else ""))
+    if failed:
+        log(f"warning: {_count(len(failed), 'job')} failed ({', '.join(o.key for o in failed)}); run the same command "
+            f"again to resume them from their last.pt (logs in {out / 'submitit'})")
+
+
 def run_cells(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_after_s: float, workers: int,
-              log, unit: str = "cell") -> None:
-    """Run the unfinished ``cells`` of a grid in this process (``workers <= 1``) or in ``workers``
-    spawned processes, and log what was run; shared by ``ablate`` and ``cv``."""
-    if workers <= 1:
+              log, unit: str = "cell", launch: Launch | None = None) -> None:
+    """Run the unfinished ``cells`` of a grid in this process (``workers <= 1``), in ``workers``
+    spawned processes, or as submitit jobs (``launch``), and log what was run; shared by ``ablate``
+    and ``cv``."""
+    if launch is not None and launch.uses_submitit:
+        _run_cell_jobs(base, cells, out, stale_after_s, launch, log, unit)
+    elif workers <= 1:
         counts = run_grid(base, cells, out, stale_after_s, log)
         log(f"this process ran {_count(counts['ran'], unit)}; {counts['done_before']} were done before, "
             f"{counts['busy']} are being run by other processes")

@@ -18,7 +18,8 @@ speaker-independent validation accuracy without looking at the test speaker.
 Summary: per fold the test accuracy at the best validation epoch (mean over seeds when several),
 then per variant the mean over folds and the half-width of the 95 % t-interval over folds
 (:func:`snn_delays.ablation.ci95`), with the training seconds per fold. Resumable and shareable like
-``ablate`` (the same cell runner, locks and workers: :func:`snn_delays.ablation.run_grid`).
+``ablate`` (the same cell runner, locks and workers: :func:`snn_delays.ablation.run_grid`; the same
+launchers: ``--launcher submitit`` runs each fold as a Slurm job, :mod:`snn_delays.launchers`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS, _count, _fmt, ci95, i
 from .config import ExperimentConfig, config_from_dict, result_config
 from .data.fsdd import fsdd_speakers
 from .errors import UserError
+from .launchers import Launch
 from .train import train
 
 __all__ = ["FoldCell", "fold_cells", "valid_speaker_for", "collect_folds", "summarize_folds", "cross_validate",
@@ -215,9 +217,10 @@ def _summary(base: ExperimentConfig, cells: Sequence[FoldCell], out: Path, note:
 def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: Sequence[str] | None = None,
                    variants: Sequence[str] = DEFAULT_VARIANTS, seeds: Sequence[int] = (0,), valid: str = "slice",
                    workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
-                   log=print) -> list[dict[str, Any]]:
+                   log=print, launch: Launch | None = None) -> list[dict[str, Any]]:
     """Run (or resume, or join) the leave-one-speaker-out grid in ``out`` and write its summary;
-    returns the summary rows (one per variant). ``speakers`` None: every speaker of the folder."""
+    returns the summary rows (one per variant). ``speakers`` None: every speaker of the folder.
+    ``launch``: where the runs go (:class:`snn_delays.launchers.Launch`; default ``workers`` here)."""
     out = Path(out)
     if summary_only:
         plan = _plan(out)
@@ -252,7 +255,7 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
                 "speakers": union(old["speakers"], plan["speakers"]), "seeds": sorted(set(old["seeds"]) | set(seeds))}
     atomic_write_text(path, json.dumps(plan, indent=2))
     t0 = time.perf_counter()
-    run_cells(base, cells, out, stale_after_s, workers, log, unit="run")
+    run_cells(base, cells, out, stale_after_s, workers, log, unit="run", launch=launch)
     all_cells = _cells_of(plan)
     if valid == "next":
         all_cells = [replace(c, valid=valid_speaker_for(c.speaker, present, valid)) for c in all_cells]

@@ -37,6 +37,12 @@ resumes that trial's folder from its last epoch. A dead worker is detected at on
 machine (its pid is gone) and through Optuna's heartbeat otherwise (``--heartbeat`` seconds).
 After every invocation ``OUT/best.toml`` (a config ``snn-delays train --config`` accepts),
 ``OUT/best.json`` and ``OUT/trials.csv`` describe the study.
+
+Launchers (:mod:`snn_delays.launchers`): ``--workers N`` processes of this machine (default), or
+``--launcher submitit`` / ``submitit-local``: every missing trial is one job (:class:`TrialJob`)
+that runs one trial of the study in the shared storage (a re-queued dead trial first, so the retry
+resumes its folder); use a storage every node reaches (a SQLite file on a shared file system
+serves a few jobs; PostgreSQL or MySQL many).
 """
 
 from __future__ import annotations
@@ -47,20 +53,21 @@ import json
 import os
 import re
 import socket
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from neuromorphic_export._io import atomic_write_text, pid_alive
 
 from ._optional import require
-from .config import ExperimentConfig, apply_overrides, result_config, to_toml
+from .config import ExperimentConfig, apply_overrides, config_from_dict, result_config, to_toml
 from .crossval import loso_validation
 from .errors import TrainingDiverged, UserError
+from .launchers import Launch, resubmission, run_jobs
 from .train import train
 from .workers import run_workers
 
-__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "tune_in_workers", "open_study", "write_best", "mask_url",
+__all__ = ["SEARCH_SPACE", "suggest_overrides", "tune", "tune_in_workers", "tune_with_launch", "TrialJob", "open_study", "write_best", "mask_url",
            "plot_study", "format_report"]
 
 SEARCH_SPACE = ("lr_weights", "lr_delays", "sigma_init", "sigma_decay_fraction", "dropout", "tau",
@@ -287,8 +294,9 @@ def write_best(study, base: ExperimentConfig, params: Sequence[str], out: Path) 
 def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage: str | None = None,
          study_name: str | None = None, params: Sequence[str] = SEARCH_SPACE, pruner: str = "median",
          warmup_epochs: int | None = None, heartbeat_s: int = 30, timeout_s: float | None = None,
-         seed: int | None = None, log=print, loso: bool = False) -> dict[str, Any]:
-    """Run (or continue) a study until it has ``trials`` finished trials; returns a short report.
+         seed: int | None = None, log=print, loso: bool = False, new_trials: int | None = None) -> dict[str, Any]:
+    """Run (or continue) a study until it has ``trials`` finished trials (``new_trials``: at most
+    that many trials started by this call; one for a :class:`TrialJob`); returns a short report.
     ``loso``: the objective is FSDD's leave-one-speaker-out validation accuracy (each trial trains
     once per speaker; :func:`snn_delays.crossval.loso_validation`)."""
     optuna = _optuna()
@@ -317,7 +325,7 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
     log(f"study {study_name!r} in {mask_url(storage)}: {before} finished trial(s), target {trials}")
     if before < trials:
         S = optuna.trial.TrialState
-        study.optimize(_Objective(base, out, params, log, loso), timeout=timeout_s, catch=(),
+        study.optimize(_Objective(base, out, params, log, loso), n_trials=new_trials, timeout=timeout_s, catch=(),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(S.COMPLETE, S.PRUNED))])
     path = write_best(study, base, params, out)
     figures, skipped = plot_study(study, out)
@@ -400,3 +408,42 @@ def tune_in_workers(base: ExperimentConfig, workers: int, **kwargs: Any) -> dict
     tune(base, **{**kwargs, "trials": 0})  # create the study (and its tables) once
     run_workers(_tune_worker, asdict(base), (kwargs,), workers)
     return tune(base, **{**kwargs, "trials": 0})  # the summary; runs nothing more
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial of a study as a scheduler job (picklable; :mod:`snn_delays.launchers`): :func:`tune`
+    with ``kwargs`` starting at most one trial, in the storage every job shares. A re-queued trial of
+    a dead job is taken first (its folder resumes from ``last.pt``); a job that starts when the study
+    already has its trials runs nothing. :meth:`checkpoint` makes submitit requeue it after a Slurm
+    time-out or pre-emption."""
+
+    base: dict[str, Any]  # the base config as a dict (asdict)
+    kwargs: dict[str, Any]  # tune's keyword arguments
+
+    def __call__(self) -> dict[str, Any]:
+        return tune(config_from_dict(self.base), **{**self.kwargs, "new_trials": 1})
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        return resubmission(self)
+
+
+def tune_with_launch(base: ExperimentConfig, launch: Launch, log=print, **kwargs: Any) -> dict[str, Any]:
+    """:func:`tune` with every missing trial as a submitit job (:class:`TrialJob`) of ``launch``;
+    returns the report of the whole study (after the jobs, or at once with ``launch.wait`` False)."""
+    report = tune(base, **{**kwargs, "trials": 0}, log=log)  # create the study; re-queue dead local trials
+    trials = kwargs["trials"]
+    before = report["finished"]
+    seed = kwargs.get("seed")
+    # one job per missing trial; keys by slot, so that a later invocation finds the jobs still queued
+    jobs = {f"trial-slot-{k:04d}": TrialJob(asdict(base), {**kwargs, "seed": None if seed is None else seed + k})
+            for k in range(before, trials)}  # each job its own sampler seed: no two jobs draw the same start
+    if jobs:
+        outcomes = run_jobs(jobs, launch, Path(kwargs["out"]) / "submitit", log)
+        failed = [o for o in outcomes.values() if o.error]
+        if failed:
+            log(f"warning: {len(failed)} trial job(s) failed; run the same command again: dead trials are "
+                f"re-queued and resume their folders (logs in {Path(kwargs['out']) / 'submitit'})")
+        if not launch.wait:
+            log(f"{len(jobs)} trial job(s) submitted, not waited for (--no-wait); run the same command again for the report")
+    return {**tune(base, **{**kwargs, "trials": 0}, log=log), "finished_before": before}

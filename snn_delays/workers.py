@@ -7,7 +7,9 @@ The lock is a file ``folder/.lock`` created with ``O_CREAT | O_EXCL`` (atomic on
 file systems) holding the owner's host, pid and start time. The owner refreshes its time stamp
 (:meth:`FolderLock.refresh`) and deletes it at the end. A lock whose process is gone (same host)
 or that was not refreshed for ``stale_after_s`` seconds is broken by renaming it away (only one
-process wins the rename) and taken.
+process wins the rename) and taken. A lock taken inside a scheduler job (``job``: its id, e.g.
+``"slurm:4242_3"``) records that id too, and a ``job_ended`` check (:mod:`snn_delays.launchers`)
+breaks at once a lock whose job the scheduler reports ended, on whatever node it ran.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ __all__ = ["die_with_parent", "FolderLock", "run_workers"]
 class FolderLock:
     """An exclusive lock file ``folder/.lock`` (O_CREAT | O_EXCL) with stale-lock breaking."""
 
-    def __init__(self, folder: Path, stale_after_s: float = 3600.0):
+    def __init__(self, folder: Path, stale_after_s: float = 3600.0, job: str | None = None,
+                 job_ended: Callable[[str], bool] | None = None):
         self.path = Path(folder) / ".lock"
         self.stale_after_s = stale_after_s
+        self.job = job  # the scheduler job taking the lock (recorded in the file), None outside one
+        self.job_ended = job_ended  # job id -> True when that job is known to have ended
         self.owned = False
         self.reentered = False  # this process held it already (see acquire)
 
@@ -55,7 +60,8 @@ class FolderLock:
                     return False
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+                record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+                json.dump({**record, "job": self.job} if self.job else record, f)
             self.owned = True
             return True
         return False
@@ -75,7 +81,8 @@ class FolderLock:
             return "another process (its lock file was just written or removed)"
         since = info.get("time")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
-        return f"process {info.get('pid', '?')} on host {info.get('host', '?')} since {when}"
+        job = f" (scheduler job {info['job']})" if info.get("job") else ""
+        return f"process {info.get('pid', '?')} on host {info.get('host', '?')}{job} since {when}"
 
     def _held_by_this_process(self) -> bool:
         info = self.holder()
@@ -88,6 +95,8 @@ class FolderLock:
         except (OSError, ValueError):
             return False  # just created by another process, or gone: not ours to judge now
         dead = info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1)))
+        if not dead and info.get("job") and self.job_ended is not None:
+            dead = bool(self.job_ended(str(info["job"])))
         if not (dead or age > self.stale_after_s):
             return False
         grave = self.path.with_name(f".lock.stale.{uuid.uuid4().hex}")

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 from ..ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS, ablate, summarize_grid
 from ..errors import UserError
+from ..launchers import job_threads
 from .config_args import add_config_args, config_from_args
+from .launch_args import add_launch_args, launch_from_args
 
 __all__ = ["add_parser", "run_ablate"]
 
@@ -32,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="torch threads per training process (train.threads)")
     p.add_argument("--stale-after", type=float, default=3600.0,
                    help="seconds after which a lock not refreshed by its owner is considered stale (default 3600)")
+    add_launch_args(p, "cell")
     add_config_args(p)
     p.set_defaults(func=run_ablate)
 
@@ -54,14 +57,17 @@ def run_ablate(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be >= {low}; got {value}")
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: torch's default); got {args.threads}")
+    launch = launch_from_args(args)
     fanin, args.fanin = args.fanin or 0, None  # the grid sets variant and fan-in per cell
     base = config_from_args(args)
     if args.threads is not None:
         base = replace(base, train=replace(base.train, threads=args.threads))
     if args.workers > 1 and base.train.threads == 0:
         base = replace(base, train=replace(base.train, threads=1))
-    base = replace(base, train=replace(base.train, progress=base.train.progress and args.workers <= 1))
+    base = replace(base, train=replace(base.train, threads=job_threads(launch, base.train.threads),
+                                       progress=base.train.progress and args.workers <= 1 and not launch.uses_submitit))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     ablate(base, args.out, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), variants=variants,
-           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after)
+           fanin=fanin, sparse_only=args.sparse_only, workers=args.workers, stale_after_s=args.stale_after,
+           launch=launch)
     return 0

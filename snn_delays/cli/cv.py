@@ -8,7 +8,9 @@ from dataclasses import replace
 from ..ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS
 from ..crossval import VALID_MODES, cross_validate
 from ..errors import UserError
+from ..launchers import job_threads
 from .config_args import add_config_args, config_from_args
+from .launch_args import add_launch_args, launch_from_args
 
 __all__ = ["add_parser", "run_cv"]
 
@@ -34,6 +36,7 @@ def add_parser(sub) -> None:
                    help="seconds after which a lock not refreshed by its owner is considered stale (default 3600)")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing; rewrite the summary of the finished runs recorded in OUT/cv.json")
+    add_launch_args(p, "run")
     add_config_args(p)
     p.set_defaults(func=run_cv)
 
@@ -54,13 +57,15 @@ def run_cv(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be >= {low}; got {value}")
     if args.stale_after <= 0:
         raise UserError(f"--stale-after must be > 0 seconds; got {args.stale_after}")
+    launch = launch_from_args(args)
     base = config_from_args(args)
     if args.workers > 1 and base.train.threads == 0:
         base = replace(base, train=replace(base.train, threads=1))
-    base = replace(base, train=replace(base.train, progress=base.train.progress and args.workers <= 1))
+    base = replace(base, train=replace(base.train, threads=job_threads(launch, base.train.threads),
+                                       progress=base.train.progress and args.workers <= 1 and not launch.uses_submitit))
     speakers = [s.strip() for s in (args.speakers or "").split(",") if s.strip()] or None
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     cross_validate(base, args.out, speakers=speakers, variants=variants,
                    seeds=list(range(args.first_seed, args.first_seed + args.seeds)), valid=args.valid,
-                   workers=args.workers, stale_after_s=args.stale_after)
+                   workers=args.workers, stale_after_s=args.stale_after, launch=launch)
     return 0

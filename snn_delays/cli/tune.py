@@ -9,8 +9,10 @@ from pathlib import Path
 
 from .. import tuning
 from ..errors import UserError
-from ..tuning import SEARCH_SPACE, format_report, tune_in_workers
+from ..launchers import job_threads
+from ..tuning import SEARCH_SPACE, format_report, tune_in_workers, tune_with_launch
 from .config_args import add_config_args, config_from_args
+from .launch_args import add_launch_args, launch_from_args
 
 __all__ = ["add_parser", "run_tune"]
 
@@ -34,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--loso", action="store_true",
                    help="FSDD: optimise the leave-one-speaker-out validation accuracy (each fold validates on "
                         "another speaker, never its test speaker; a trial is one training per speaker)")
+    add_launch_args(p, "trial")
     add_config_args(p)
     p.set_defaults(func=run_tune)
 
@@ -51,15 +54,19 @@ def _check_tune_flags(args: argparse.Namespace) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     _check_tune_flags(args)
+    launch = launch_from_args(args)
     base = config_from_args(args)
     if args.workers > 1 and base.train.threads == 0:
         base = replace(base, train=replace(base.train, threads=1))
-    base = replace(base, train=replace(base.train, progress=False))
+    base = replace(base, train=replace(base.train, progress=False, threads=job_threads(launch, base.train.threads)))
     params = [p.strip() for p in args.params.split(",") if p.strip()] if args.params else list(SEARCH_SPACE)
     out = Path(args.out)
     kwargs = dict(out=str(out), trials=args.trials, storage=args.storage, study_name=args.study, params=params,
                   pruner=args.pruner, warmup_epochs=args.warmup_epochs, heartbeat_s=args.heartbeat,
                   timeout_s=args.timeout, seed=args.sampler_seed, loso=args.loso)
-    report = tune_in_workers(base, args.workers, **kwargs)
+    if launch.uses_submitit:
+        report = tune_with_launch(base, launch, **kwargs)
+    else:
+        report = tune_in_workers(base, args.workers, **kwargs)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
