@@ -31,7 +31,8 @@ __all__ = [
     "loihi_threshold_mantissa", "loihi_wrap_activation", "loihi_update", "crossed", "predict_from_readout",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CHECKPOINT_VERSIONS", "RECURRENT_DELAYS", "DEFAULT_DT_MS",
     "MAX_TIME_STEPS", "MAX_KERNEL_BYTES", "default_extra_steps", "kernel_bytes", "NORM_KEYS", "synapse_key",
-    "recurrent_key", "state_shapes",
+    "recurrent_key", "state_shapes", "NEURON_MODELS", "ADLIF_KEYS", "ADLIF_Q", "ADLIF_RANGES", "adlif_limits",
+    "neuron_key",
 ]
 
 # -- checkpoint schema (docs/internals.md): written by snn_delays.checkpoint, read by both packages --
@@ -49,6 +50,31 @@ MAX_KERNEL_BYTES = 8 * 2 ** 30
 
 NORM_KEYS = ("weight", "bias", "running_mean", "running_var")  # hidden.{k}.norm.<key>, (H,) each
 
+# Hidden-layer neuron models (model.neuron): "lif", or "adlif" (adaptive LIF, snn_delays.adaptive_neuron;
+# float64 step: neuromorphic_export.adaptive) whose learned per-neuron parameters are stored as
+# hidden.{k}.lif.<key>, (H,) each, and used clamped into ADLIF_RANGES (the model clamps them in
+# every forward pass; the exporter clips them the same way). q scales the adaptation (fixed).
+NEURON_MODELS = ("lif", "adlif")
+ADLIF_KEYS = ("decay_u", "decay_w", "a", "b")
+ADLIF_Q = 120.0
+ADLIF_RANGES = {"tau_u_steps": (5.0, 25.0), "tau_w_steps": (60.0, 300.0), "a": (0.0, 1.0), "b": (0.0, 2.0)}
+
+
+def adlif_limits(tau_u_steps: tuple[float, float] = ADLIF_RANGES["tau_u_steps"],
+                 tau_w_steps: tuple[float, float] = ADLIF_RANGES["tau_w_steps"],
+                 a: tuple[float, float] = ADLIF_RANGES["a"],
+                 b: tuple[float, float] = ADLIF_RANGES["b"]) -> dict[str, tuple[float, float]]:
+    """(low, high) of each stored adLIF parameter (:data:`ADLIF_KEYS`): the decays exp(-1 / tau) of
+    the time-constant ranges (steps), a and b as given."""
+    return {"decay_u": (math.exp(-1 / tau_u_steps[0]), math.exp(-1 / tau_u_steps[1])),
+            "decay_w": (math.exp(-1 / tau_w_steps[0]), math.exp(-1 / tau_w_steps[1])),
+            "a": tuple(a), "b": tuple(b)}
+
+
+def neuron_key(k: int) -> str:
+    """State-dict prefix of hidden layer k's neurons (adLIF parameters: ``<prefix>.decay_u`` ...)."""
+    return f"hidden.{k}.lif"
+
 
 def synapse_key(k: int, n_layers: int) -> str:
     """State-dict prefix of synapse layer k of a model of ``n_layers`` hidden layers (k = n_layers: the readout)."""
@@ -61,11 +87,12 @@ def recurrent_key(k: int) -> str:
 
 
 def state_shapes(n_layers: int, input_size: int, hidden_size: int, n_classes: int, taps: int, kernel_size: int,
-                 dense_conv: bool = False, recurrent: bool = False) -> dict[str, tuple[int, ...]]:
+                 dense_conv: bool = False, recurrent: bool = False,
+                 adaptive: bool = False) -> dict[str, tuple[int, ...]]:
     """State-dict key -> shape of the size-defining arrays of a checkpoint's model (the table in
     docs/internals.md): ``taps`` elements per connection (model.kernel_count; 1 without delays,
     model.delays "none"), with ``dense_conv`` (model.dense_kernel) kernels of ``kernel_size`` taps
-    instead of weight/delay."""
+    instead of weight/delay; ``adaptive`` (model.neuron "adlif") adds the neurons' :data:`ADLIF_KEYS`."""
     sizes = [input_size] + [hidden_size] * n_layers + [n_classes]
     want: dict[str, tuple[int, ...]] = {}
     for k in range(n_layers + 1):
@@ -79,6 +106,9 @@ def state_shapes(n_layers: int, input_size: int, hidden_size: int, n_classes: in
         if k < n_layers:
             for part in NORM_KEYS:
                 want[f"hidden.{k}.norm.{part}"] = (fan_out,)
+            if adaptive:
+                for part in ADLIF_KEYS:
+                    want[f"{neuron_key(k)}.{part}"] = (fan_out,)
             if recurrent:
                 r = recurrent_key(k) + "."
                 want[r + "mask"] = (fan_out, fan_out)

@@ -9,7 +9,7 @@ Two kinds of names, both in :data:`VARIANT_REGISTRY`:
   an old checkpoint that says ``variant = "fixed-delays"`` builds the same model as before. The
   value ``"custom"`` sets none of them: the config's own fields count.
 - the other names (:data:`MODEL_VARIANTS`) are the full model (``model.variant = "full"``) with
-  other config fields changed (training kernel, recurrence); ``--variant`` applies those fields.
+  other config fields changed (training kernel, recurrence, neuron model); ``--variant`` applies those fields.
 
 The model and the trainer read the fields, never the name.
 """
@@ -58,6 +58,8 @@ VARIANT_REGISTRY: Mapping[str, Variant] = MappingProxyType({
                                {"delays": "none", "match_params": "wider"}),
     "no-delays-deeper": Variant("no delays, more hidden layers and the width that match the full model's "
                                 "parameter count", {"delays": "none", "match_params": "deeper"}),
+    "no-delays": Variant("no delays (one tap per connection), the same sizes as the full model",
+                         {"delays": "none"}),
     "dense-conv": Variant("a free kernel of kernel_size taps per connection instead of weight and delay",
                           {"dense_kernel": True}),
     # the full model with other config fields
@@ -78,6 +80,8 @@ VARIANT_REGISTRY: Mapping[str, Variant] = MappingProxyType({
     "recurrent-from-one-step": Variant("recurrent delays learned, starting at one step",
                                        {"recurrent": True, "recurrent_delays": "learned",
                                         "recurrent_delay_init": "one-step"}),
+    "adlif": Variant("the full model with adaptive LIF neurons (adLIF: time constants and adaptation learned per "
+                     "neuron) in the hidden layers", {"neuron": "adlif"}),
 })
 
 VARIANTS = tuple(n for n, v in VARIANT_REGISTRY.items() if set(v.fields) <= set(VARIANT_FIELDS))

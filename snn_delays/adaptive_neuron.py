@@ -35,12 +35,13 @@ compiled on CPU), :class:`AdLIF` holds the parameters. No state is kept between 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from neuromorphic_export.chip import ADLIF_Q, ADLIF_RANGES, adlif_limits
 
 from .backends.adlif import adlif_fused, adlif_update
 from .backends.lif import spike_atan
@@ -59,11 +60,11 @@ class AdLIFState(NamedTuple):
 class AdLIFRanges:
     """Ranges of the learned parameters: time constants in steps, coupling a, jump b; q fixed."""
 
-    tau_u_steps: tuple[float, float] = (5.0, 25.0)
-    tau_w_steps: tuple[float, float] = (60.0, 300.0)
-    a: tuple[float, float] = (0.0, 1.0)
-    b: tuple[float, float] = (0.0, 2.0)
-    q: float = 120.0
+    tau_u_steps: tuple[float, float] = ADLIF_RANGES["tau_u_steps"]
+    tau_w_steps: tuple[float, float] = ADLIF_RANGES["tau_w_steps"]
+    a: tuple[float, float] = ADLIF_RANGES["a"]
+    b: tuple[float, float] = ADLIF_RANGES["b"]
+    q: float = ADLIF_Q
 
     def __post_init__(self) -> None:
         for name in ("tau_u_steps", "tau_w_steps", "a", "b"):
@@ -73,13 +74,18 @@ class AdLIFRanges:
         if min(self.tau_u_steps) <= 0 or min(self.tau_w_steps) <= 0:
             raise ValueError("AdLIFRanges: time constants are in steps and must be > 0")
 
+    def limits(self) -> dict[str, tuple[float, float]]:
+        """(low, high) of decay_u, decay_w, a, b (:func:`neuromorphic_export.chip.adlif_limits`, which
+        the exporter clips with)."""
+        return adlif_limits(self.tau_u_steps, self.tau_w_steps, self.a, self.b)
+
     @property
     def decay_u(self) -> tuple[float, float]:
-        return math.exp(-1 / self.tau_u_steps[0]), math.exp(-1 / self.tau_u_steps[1])
+        return self.limits()["decay_u"]
 
     @property
     def decay_w(self) -> tuple[float, float]:
-        return math.exp(-1 / self.tau_w_steps[0]), math.exp(-1 / self.tau_w_steps[1])
+        return self.limits()["decay_w"]
 
 
 def adlif_step(current: Tensor, state: AdLIFState | None, decay_u: Tensor, decay_w: Tensor, a: Tensor, b: Tensor,
@@ -145,7 +151,7 @@ class AdLIF(nn.Module):
     ``ranges`` when used. ``threshold`` and ``alpha`` (the surrogate's sharpness) are fixed."""
 
     def __init__(self, n_neurons: int, ranges: AdLIFRanges = AdLIFRanges(), threshold: float = 1.0,
-                 alpha: float = 5.0, fused: bool = True):
+                 alpha: float = 5.0, fused: bool = True, generator: torch.Generator | None = None):
         super().__init__()
         if n_neurons < 1:
             raise ValueError(f"AdLIF: n_neurons must be >= 1, got {n_neurons}")
@@ -155,17 +161,16 @@ class AdLIF(nn.Module):
         self.decay_w = nn.Parameter(torch.empty(n_neurons))
         self.a = nn.Parameter(torch.empty(n_neurons))
         self.b = nn.Parameter(torch.empty(n_neurons))
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
     def _limits(self) -> dict[str, tuple[float, float]]:
-        r = self.ranges
-        return {"decay_u": r.decay_u, "decay_w": r.decay_w, "a": r.a, "b": r.b}
+        return self.ranges.limits()
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Uniform in the ranges (the global torch generator)."""
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform in the ranges, drawn from ``generator`` (default: the global torch generator)."""
         for name, (lo, hi) in self._limits().items():
-            getattr(self, name).uniform_(lo, hi)
+            getattr(self, name).uniform_(lo, hi, generator=generator)
 
     @torch.no_grad()
     def clamp_(self) -> None:

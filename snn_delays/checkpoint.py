@@ -7,6 +7,7 @@ the file (:func:`check_model_arrays`), so that a damaged or crafted config (``hi
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -18,6 +19,8 @@ from neuromorphic_export._io import atomic_write_bytes
 from neuromorphic_export.checkpoint_reader import run_identity_problem
 from neuromorphic_export.chip import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MAX_KERNEL_BYTES, MAX_TIME_STEPS,
                                       kernel_bytes, state_shapes)
+
+from neuromorphic_export.conv import conv_state_shapes, flat_size, parse_conv, parse_frame
 
 from .config import ExperimentConfig, config_from_dict
 from .errors import UserError
@@ -84,7 +87,21 @@ def _expected_shapes(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
     m = cfg.model
     taps = 1 if m.delays == "none" else m.kernel_count
     return state_shapes(m.n_layers, m.input_size, m.hidden_size, m.n_classes, taps, m.kernel_size,
-                        dense_conv=m.dense_kernel, recurrent=m.recurrent)
+                        dense_conv=m.dense_kernel, recurrent=m.recurrent, adaptive=m.neuron == "adlif")
+
+
+def _shapes_with_conv(cfg: ExperimentConfig) -> dict[str, tuple[int, ...]]:
+    """:func:`_expected_shapes` of a model with conv layers (model.conv): theirs (``conv.{j}.*``), and
+    the dense layers' with the conv output's flattened size as the first dense layer's inputs."""
+    m = cfg.model
+    specs = parse_conv(m.conv)
+    if not specs:
+        return _expected_shapes(cfg)
+    if not m.input_frame:
+        raise UserError("the config has model.conv but no model.input_frame: a damaged config")
+    frame = parse_frame(m.input_frame)
+    dense = dataclasses.replace(cfg, model=dataclasses.replace(m, input_size=flat_size(specs, frame)))
+    return {**conv_state_shapes(specs, frame, m.conv_delay_per), **_expected_shapes(dense)}
 
 
 def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "str | os.PathLike" = "checkpoint") -> None:
@@ -96,7 +113,7 @@ def check_model_arrays(cfg: ExperimentConfig, state: dict[str, Any], source: "st
         if value > MAX_TIME_STEPS:
             raise UserError(f"{source}: {key} is {value} steps, more than {MAX_TIME_STEPS}: a damaged or crafted "
                             f"config; refusing to build it")
-    want = _expected_shapes(cfg)
+    want = _shapes_with_conv(cfg)
     layers = {key.split(".")[1] for key in state if key.startswith("hidden.")}
     extra = sorted(layers - {str(k) for k in range(m.n_layers)})
     if extra:

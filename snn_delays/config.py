@@ -25,7 +25,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from neuromorphic_export.chip import RECURRENT_DELAYS, default_extra_steps
+from neuromorphic_export.chip import NEURON_MODELS, RECURRENT_DELAYS, default_extra_steps
+from neuromorphic_export.conv import DELAY_PER as CONV_DELAY_PER
+from neuromorphic_export.conv import conv_shapes, parse_conv, parse_frame
 from neuromorphic_export.model_variants import (CUSTOM, DELAY_MODES, MATCH_PARAMS, MODEL_VARIANTS, VARIANT_FIELDS,
                                                 VARIANT_NAMES, VARIANT_REGISTRY, VARIANTS, variant_fields)
 from neuromorphic_export.targets import TARGETS
@@ -103,6 +105,10 @@ class ModelConfig:
     ``match_params`` (``wider``/``deeper``: sizes resolved to the full model's parameter count by
     :func:`snn_delays.model.resolve_variant`); ``custom`` leaves those fields as given. The model and
     trainer read the fields only.
+    ``neuron``: the hidden layers' neurons, ``lif`` (``tau_steps``, fixed) or ``adlif`` (adaptive LIF,
+    :mod:`snn_delays.adaptive_neuron`: time constants, coupling and spike-triggered adaptation
+    learned per neuron; ``tau_steps`` unused, ``threshold`` and ``surrogate_alpha`` apply). The
+    readout is a leaky integrator (``readout_tau_steps``) with either.
     """
 
     input_size: int = 140
@@ -132,6 +138,12 @@ class ModelConfig:
     constant_sigma: bool = False
     dense_kernel: bool = False
     match_params: str = ""
+    # convolutional front end (neuromorphic_export.conv): "" none, else layer specs "c8 k5 avg2, c16 k3";
+    # input_frame "CxHxW" of the input (filled from the data's frame_shape); delays per kernel element or pair
+    conv: str = ""
+    input_frame: str = ""
+    conv_delay_per: str = "element"
+    neuron: str = "lif"
 
     def __post_init__(self) -> None:
         # a model.variant value sets its fields (replace(cfg, variant=...) then builds that variant)
@@ -155,6 +167,11 @@ class ModelConfig:
         if self.recurrent and 0 < self.hidden_size < self.recurrent_fanin:
             raise ConfigError(f"model.recurrent_fanin={self.recurrent_fanin} is more than the hidden size "
                               f"{self.hidden_size}; use 1..{self.hidden_size}, or 0 for all to all")
+        if self.neuron not in NEURON_MODELS:
+            raise ConfigError(f"model.neuron must be one of {', '.join(NEURON_MODELS)}; got {self.neuron!r}")
+        if self.recurrent and self.neuron != "lif":
+            raise ConfigError(f"model.recurrent runs LIF neurons only (its compiled loop is the LIF's); "
+                              f"model.neuron = {self.neuron!r} cannot be recurrent")
         if self.recurrent and self.dense_kernel:
             raise ConfigError("model.recurrent needs delay synapses; model.dense_kernel (variant dense-conv) has none")
         if self.variant not in (*VARIANTS, CUSTOM):
@@ -196,6 +213,30 @@ class ModelConfig:
             raise ConfigError(f"model.surrogate_alpha must be > 0; got {self.surrogate_alpha}")
         if self.extra_steps < -1:
             raise ConfigError(f"model.extra_steps must be >= 0 (steps), or -1 for the default; got {self.extra_steps}")
+        self._validate_conv()
+
+    def _validate_conv(self) -> None:
+        """model.conv, model.input_frame and model.conv_delay_per: parseable, shapes that fit."""
+        if self.conv_delay_per not in CONV_DELAY_PER:
+            raise ConfigError(f"model.conv_delay_per must be one of {', '.join(CONV_DELAY_PER)}; "
+                              f"got {self.conv_delay_per!r}")
+        try:
+            specs = parse_conv(self.conv)
+            frame = parse_frame(self.input_frame) if self.input_frame else None
+            if specs and frame is not None:
+                conv_shapes(specs, frame)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if specs and self.dense_kernel:
+            raise ConfigError("model.conv needs delay synapses; model.dense_kernel (variant dense-conv) has none")
+        if frame is not None and self.input_size and self.input_size != frame[0] * frame[1] * frame[2]:
+            raise ConfigError(f"model.input_frame {self.input_frame} holds {frame[0] * frame[1] * frame[2]} "
+                              f"inputs but model.input_size is {self.input_size}")
+
+    @property
+    def n_conv(self) -> int:
+        """Convolutional layers (model.conv)."""
+        return len(parse_conv(self.conv))
 
     @property
     def resolved_recurrent_kernel_size(self) -> int:
@@ -208,7 +249,7 @@ class ModelConfig:
     def resolved_extra_steps(self) -> int:
         if self.extra_steps >= 0:
             return self.extra_steps
-        return default_extra_steps(self.n_layers, self.kernel_size)
+        return default_extra_steps(self.n_layers + self.n_conv, self.kernel_size)
 
 
 @dataclass(frozen=True)
@@ -248,6 +289,16 @@ class DataConfig:
     aug_gain: float = 0.0  # add a per-sample offset drawn uniformly in [-g, g] (dB-like input)
     aug_freq_mask: int = 0  # SpecAugment: two bands of up to this many channels set to the sample's mean
     aug_time_mask: int = 0  # SpecAugment: two spans of up to this many steps set to the sample's mean
+    # event sources (event-motion, nmnist, dvs-gesture): pixels pooled per side (0: the source's default);
+    # the embedded moving-dot task's split sizes, seed, grid (pixels per side), firing and noise probabilities
+    downsample: int = 0
+    motion_train: int = 2000
+    motion_valid: int = 400
+    motion_test: int = 1000
+    motion_seed: int = 1234
+    motion_grid: int = 16
+    motion_p_fire: float = 0.9
+    motion_noise: float = 0.002
 
     def validate(self) -> None:
         _refuse_non_finite(self, "data")
@@ -262,7 +313,8 @@ class DataConfig:
         if self.input not in ("mel", "spikes"):
             raise ConfigError(f"data.input must be 'mel' or 'spikes'; got {self.input!r}")
         for key in ("num_workers", "encode_workers", "n_steps", "synthetic_seed", "split_seed", "aug_time_shift",
-                    "aug_freq_shift", "aug_noise", "aug_gain", "aug_freq_mask", "aug_time_mask"):
+                    "aug_freq_shift", "aug_noise", "aug_gain", "aug_freq_mask", "aug_time_mask", "downsample",
+                    "motion_train", "motion_valid", "motion_test", "motion_seed"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key} must be >= 0; got {getattr(self, key)}")
         for key in ("synthetic_train", "synthetic_valid", "synthetic_test"):
@@ -364,6 +416,9 @@ class ExperimentConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        if self.train.target and self.model.neuron != "lif":
+            raise ConfigError(f"train.target {self.train.target!r} computes the chip's LIF neurons; model.neuron = "
+                              f"{self.model.neuron!r} has no chip model (no export target runs adaptive neurons)")
         if self.model.kernel_size > 1 and self.train.sigma_final > self.sigma_init():
             raise ConfigError(
                 f"train.sigma_final ({self.train.sigma_final}) is larger than the initial sigma "

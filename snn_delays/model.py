@@ -1,4 +1,4 @@
-"""DelaySNN: [delay synapse -> BatchNorm -> LIF -> dropout] x L -> delay-synapse readout.
+"""DelaySNN: [delay synapse -> BatchNorm -> LIF (or adLIF: model.neuron) -> dropout] x L -> delay-synapse readout.
 
 Time padding: the input (T, B, C) is padded ONCE at the end with ``extra_steps`` zero steps and
 every layer runs on T' = T + extra_steps steps (causal left padding inside each synapse). The
@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from neuromorphic_export.chip import BN_EPS
 
 from . import quantize
+from .adaptive_neuron import AdLIF
 from .backends import fast_eval, norm_lif
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
+from .conv_model import build_conv_blocks, conv_trainable_count, dense_input_size, frames_of, input_frame
 from .data.batches import iterate_batches
 from .errors import UserError
 from .neuron import LIF
@@ -89,13 +91,24 @@ class HiddenBlock(nn.Module):
     """delay synapse -> BatchNorm over time and batch -> LIF -> dropout; (T, B, C_in) -> (T, B, H) spikes.
 
     With a ``recurrent`` synapse the LIF also receives the layer's own spikes (before dropout)
-    through it, after delays >= 1 step; that current is added after the BatchNorm."""
+    through it, after delays >= 1 step; that current is added after the BatchNorm.
+    ``neuron="adlif"``: adaptive LIF neurons (:class:`~snn_delays.adaptive_neuron.AdLIF`, learned
+    parameters per neuron drawn from ``generator``, one fused autograd node) instead of the LIF;
+    ``tau`` is then unused.
+    Either way the neurons are ``self.lif`` (state-dict keys ``lif.decay_u`` ... for adLIF)."""
 
     def __init__(self, synapse: nn.Module, hidden: int, tau: float, threshold: float, alpha: float, dropout: float,
-                 recurrent: RecurrentDelaySynapse | None = None, chip_layer: "quantize.ChipLayer | None" = None):
+                 recurrent: RecurrentDelaySynapse | None = None, chip_layer: "quantize.ChipLayer | None" = None,
+                 neuron: str = "lif", generator: torch.Generator | None = None):
         super().__init__()
         self.synapse = synapse
-        if chip_layer is None:
+        if neuron == "adlif":
+            if recurrent is not None or chip_layer is not None:
+                raise ValueError("HiddenBlock: adLIF neurons run feed-forward plain layers only (no recurrent "
+                                 "synapse, no chip layer)")
+            self.norm = nn.BatchNorm1d(hidden, eps=BN_EPS)
+            self.lif = AdLIF(hidden, threshold=threshold, alpha=alpha, generator=generator)
+        elif chip_layer is None:
             self.norm = nn.BatchNorm1d(hidden, eps=BN_EPS)
             self.lif = LIF(tau, threshold, alpha)
         else:  # the chip's layer (snn_delays.quantize)
@@ -113,7 +126,9 @@ class HiddenBlock(nn.Module):
     def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
-        if self.recurrent is not None:
+        if isinstance(self.lif, AdLIF):
+            s = self.lif.forward_cm(self.norm(i))  # BatchNorm, then the adLIF node (channel-major)
+        elif self.recurrent is not None:
             s = self.recurrent.run(self.norm(i), self.lif.tau, self.lif.threshold, self.lif.alpha)
         elif torch.is_grad_enabled() and norm_lif.supported(self.norm, self.lif):
             s = norm_lif.norm_lif(i, self.norm, self.lif)  # the same, keeping one tensor less
@@ -142,6 +157,9 @@ class DelaySNN(nn.Module):
         chip_target = quantize.check_target(target) if target else None
         if chip_target is not None:
             quantize.refuse_unsupported(cfg, target)
+            if cfg.neuron != "lif":
+                raise UserError(f"target {target}: the chip model computes LIF neurons; model.neuron = "
+                                f"{cfg.neuron!r} has none on any chip")
         if cfg.input_size < 1 or cfg.n_classes < 1:
             raise UserError("model.input_size and model.n_classes must be set (> 0) to build a model")
         if not cfg.match_params:  # (the parameter-matched baselines' fan-in is derived)
@@ -152,7 +170,13 @@ class DelaySNN(nn.Module):
         chips = [quantize.ChipLayer(chip_target, float(cfg.threshold) if k < cfg.n_layers else math.inf)
                  for k in range(cfg.n_layers + 1)] if chip_target is not None else [None] * (cfg.n_layers + 1)
         no_delays = cfg.delays == "none"
-        sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
+        if cfg.conv and chip_target is not None:
+            raise UserError(f"target {target}: the chip model has no convolutional layers (model.conv); export "
+                            "the plain model instead")
+        self.conv = build_conv_blocks(cfg, lambda layer, kind: _generator(seed, layer, kind),
+                                      lambda: TimeSharedDropout(cfg.dropout), sigma_init)  # empty without model.conv
+        self._frame = input_frame(cfg) if cfg.conv else None
+        sizes = [dense_input_size(cfg)] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
         synapses = []
         for k in range(cfg.n_layers + 1):
             fin, fout = sizes[k], sizes[k + 1]
@@ -174,7 +198,7 @@ class DelaySNN(nn.Module):
         self.hidden = nn.ModuleList(
             HiddenBlock(synapses[k], cfg.hidden_size, cfg.tau_steps, cfg.threshold, cfg.surrogate_alpha, cfg.dropout,
                         recurrent=_recurrent_synapse(cfg, seed, k, sigma_init) if cfg.recurrent else None,
-                        chip_layer=chips[k])
+                        chip_layer=chips[k], neuron=cfg.neuron, generator=_generator(seed, k, 4))
             for k in range(cfg.n_layers)
         )
         self.readout = synapses[-1]
@@ -217,14 +241,19 @@ class DelaySNN(nn.Module):
 
     @property
     def fast_eval_eligible(self) -> bool:
-        """Whether the compiled evaluation (:mod:`.backends.fast_eval`, which computes the plain layers)
-        may run this model: not while a chip forward is on."""
-        return not self.chip_forward
+        """Whether the compiled evaluation (:mod:`.backends.fast_eval`, which computes the plain LIF
+        layers) may run this model: not while a chip forward is on, and not with adLIF neurons (their
+        layers evaluate on the plain path: rounded-delay synapse, BatchNorm, the compiled adLIF loop)."""
+        return not self.chip_forward and self.config.neuron == "lif"
 
     # -- sigma, clamping ------------------------------------------------------------------------
     def synapses(self) -> list[nn.Module]:
         """The feed-forward synapses, one per layer: hidden layers', then the readout's."""
         return [blk.synapse for blk in self.hidden] + [self.readout]
+
+    def conv_synapses(self) -> list[nn.Module]:
+        """The convolutional delay synapses (model.conv), first to last (empty without)."""
+        return [blk.synapse for blk in self.conv]
 
     def recurrent_synapses(self) -> list[RecurrentDelaySynapse]:
         """The hidden layers' recurrent synapses (empty unless ``model.recurrent``)."""
@@ -236,17 +265,26 @@ class DelaySNN(nn.Module):
 
     @sigma.setter
     def sigma(self, value: float) -> None:
-        for s in self.synapses() + self.recurrent_synapses():
+        for s in self.conv_synapses() + self.synapses() + self.recurrent_synapses():
             s.set_sigma(value)
 
+    def adaptive_neurons(self) -> list[AdLIF]:
+        """The hidden layers' adLIF neurons (empty for LIF neurons)."""
+        return [blk.lif for blk in self.hidden if isinstance(blk.lif, AdLIF)]
+
     def clamp_(self) -> None:
-        for s in self.synapses() + self.recurrent_synapses():
+        """Delays into their range, and adLIF parameters into theirs (after each optimiser step)."""
+        for s in self.conv_synapses() + self.synapses() + self.recurrent_synapses():
             s.clamp_()
+        for neurons in self.adaptive_neurons():
+            neurons.clamp_()
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: Tensor, return_spikes: bool = False):
         """x (T, B, C) -> readout membrane (T + extra_steps, B, n_classes)
         (and the list of hidden spike trains (T', B, H), before dropout, if ``return_spikes``)."""
+        if self.conv:
+            return self._forward_conv(x, return_spikes)
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:
             raise InputShapeError(f"DelaySNN: expected input (T, B, {self.config.input_size}), got {tuple(x.shape)}")
         if fast_eval.applicable(self, x):  # eval, no grad, CPU: compiled, same numbers
@@ -260,6 +298,29 @@ class DelaySNN(nn.Module):
             if return_spikes:  # otherwise s is freed as soon as the next layer has read it
                 spikes.append(s.permute(0, 2, 1))
             del s
+        u = self.readout_lif(self.readout.forward_cm(h)).permute(0, 2, 1).contiguous()  # (T', B, n_classes)
+        return (u, spikes) if return_spikes else u
+
+    def _forward_conv(self, x: Tensor, return_spikes: bool):
+        """The forward of a model with conv layers: x (T, B, C, H, W) or flattened (T, B, C H W) ->
+        readout membrane (T', B, n_classes); spikes (before dropout and pooling) of the conv layers
+        flattened C-major (T', B, C H W), then of the dense hidden layers."""
+        try:
+            x = frames_of(x, self._frame)
+        except ValueError as e:
+            raise InputShapeError(str(e)) from None
+        if self.extra_steps:
+            x = torch.cat([x, x.new_zeros(self.extra_steps, *x.shape[1:])], 0)  # (T', B, C, H, W)
+        spikes = []
+        for blk in self.conv:
+            x, s = blk(x)
+            if return_spikes:
+                spikes.append(s.flatten(2))
+        h = x.flatten(2).permute(0, 2, 1).contiguous()  # (T', F, B): channel-major, as the dense layers take it
+        for blk in self.hidden:
+            h, s = blk.forward_cm(h)
+            if return_spikes:
+                spikes.append(s.permute(0, 2, 1))
         u = self.readout_lif(self.readout.forward_cm(h)).permute(0, 2, 1).contiguous()  # (T', B, n_classes)
         return (u, spikes) if return_spikes else u
 
@@ -277,6 +338,8 @@ class DelaySNN(nn.Module):
         looks swapped with the batch axis (T of the training data found on the batch axis); warns
         when T differs from the training data's (``input_steps``, when known)."""
         x = torch.as_tensor(x)
+        if self.conv and x.dim() == 5:  # event frames (.., 2, H, W): the model takes them flattened too
+            x = x.flatten(2)
         layout = "(B, T, C)" if batch_first else "(T, B, C)"
         c = self.config.input_size
         if x.dim() != 3 or x.shape[-1] != c:
@@ -322,9 +385,11 @@ class DelaySNN(nn.Module):
 
     def trainable_count(self) -> int:
         """Trainable parameters that exist (masked-out synapses and frozen parameters excluded)."""
-        n = sum(s.trainable_count() for s in self.synapses() + self.recurrent_synapses())
+        n = sum(s.trainable_count() for s in self.conv_synapses() + self.synapses() + self.recurrent_synapses())
+        n += sum(p.numel() for blk in self.conv for p in blk.norm.parameters() if p.requires_grad)
         for blk in self.hidden:
             n += sum(p.numel() for p in blk.norm.parameters() if p.requires_grad)
+            n += sum(p.numel() for p in blk.lif.parameters() if p.requires_grad)  # adLIF's (H,) x 4
         return n
 
 
@@ -353,8 +418,8 @@ def dataset_batches(dataset, batch_size: int = 256) -> Iterator[tuple[Tensor, Te
 def count_trainable(cfg: ModelConfig) -> int:
     """Trainable parameter count of a *resolved* model config, computed analytically."""
     no_delays = cfg.delays == "none"
-    sizes = [cfg.input_size] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
-    n = 0
+    sizes = [dense_input_size(cfg)] + [cfg.hidden_size] * cfg.n_layers + [cfg.n_classes]
+    n = conv_trainable_count(cfg)
     for k in range(cfg.n_layers + 1):
         fin, fout = sizes[k], sizes[k + 1]
         fan = fin if cfg.fanin <= 0 or cfg.fanin >= fin else cfg.fanin
@@ -372,7 +437,8 @@ def count_trainable(cfg: ModelConfig) -> int:
         learned = (int(cfg.learn_weights) + int(dr > 1 and cfg.recurrent_delays == "learned")
                    + int(cfg.learn_sigma and dr > 1 and cfg.recurrent_delays == "learned"))
         n += cfg.n_layers * h * fan * learned
-    return n + 2 * cfg.hidden_size * cfg.n_layers
+    per_neuron = 2 + (4 if cfg.neuron == "adlif" else 0)  # BatchNorm gain and shift; adLIF decay_u, decay_w, a, b
+    return n + per_neuron * cfg.hidden_size * cfg.n_layers
 
 
 def _recurrent_synapse(cfg: ModelConfig, seed: int, layer: int, sigma_init: float | None) -> RecurrentDelaySynapse:
@@ -393,7 +459,8 @@ def check_fanin(cfg: ModelConfig) -> None:
     input size (and the hidden size, the inputs of every later layer)."""
     if cfg.fanin <= 0:
         return
-    for what, size in (("input size (model.input_size, from the data)", cfg.input_size),
+    first = dense_input_size(cfg) if cfg.conv else cfg.input_size  # with model.conv: the conv layers' output
+    for what, size in (("input size (model.input_size, from the data; with model.conv its flattened output)", first),
                        ("hidden size (model.hidden_size, the inputs of the later layers)", cfg.hidden_size)):
         if 0 < size < cfg.fanin:
             raise ConfigError(f"model.fanin={cfg.fanin} inputs per neuron is more than the {what}, {size}; "

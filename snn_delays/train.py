@@ -1,9 +1,9 @@
 """The training loop, its schedules (pure functions of the epoch) and the run folder.
 
 :func:`train` reads as its steps: :func:`start_or_resume` -> per epoch :func:`train_one_epoch`
-(learning rates and sigma for the epoch, optimise on the training split, delays clamped after
-every step) -> :func:`evaluate_splits` (valid and test with rounded delays, every
-``train.eval_every`` epochs and after the last) -> :func:`write_epoch` (``metrics.jsonl``,
+(learning rates and sigma for the epoch, optimise on the training split, delays and adLIF
+parameters clamped into their ranges after every step) -> :func:`evaluate_splits` (valid and test
+with rounded delays, every ``train.eval_every`` epochs and after the last) -> :func:`write_epoch` (``metrics.jsonl``,
 ``last.pt`` and, when validation improves, ``best.pt``) -> :func:`finish` (``summary.json``).
 
 Resuming: everything random in an epoch is seeded from (seed, epoch) and the schedules are pure
@@ -269,7 +269,11 @@ def _divergence(r: "_Run", epoch: int, step: int, loss: Tensor, named_params: li
 
 # -- the loop ------------------------------------------------------------------------------------
 def _param_groups(model: DelaySNN, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    weights, norms, delays = [], [], []
+    """Adam's groups: weights (with weight decay), BatchNorm, the neurons' own parameters (adLIF's
+    decays, a and b: the weights' learning rate, no weight decay, which would pull the decays and
+    the adaptation towards 0; clamped into their ranges after each step) and delays."""
+    weights, norms, neurons, delays = [], [], [], []
+    neuron_params = {id(p) for blk in model.hidden for p in blk.lif.parameters()}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -277,11 +281,14 @@ def _param_groups(model: DelaySNN, cfg: ExperimentConfig) -> list[dict[str, Any]
             delays.append(p)
         elif ".norm." in name:
             norms.append(p)
+        elif id(p) in neuron_params:
+            neurons.append(p)
         else:
             weights.append(p)
     groups = [
         {"params": weights, "name": "weights", "weight_decay": cfg.train.weight_decay},
         {"params": norms, "name": "norm", "weight_decay": 0.0},
+        {"params": neurons, "name": "neurons", "weight_decay": 0.0},
         {"params": delays, "name": "delays", "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
@@ -337,6 +344,9 @@ def _fill_sizes(cfg: ExperimentConfig, ds) -> ExperimentConfig:
         elif want != have:
             raise UserError(f"model.{key} is {want} but dataset {cfg.data.dataset!r} has {have}; "
                             f"set --set model.{key}={have} (or 0 to take it from the data)")
+    frame = getattr(ds, "frame_shape", None)  # event data (C, H, W): what model.conv layers take
+    if m.conv and not m.input_frame and frame is not None:
+        m = replace(m, input_frame="x".join(str(int(v)) for v in frame))
     return replace(cfg, model=m)
 
 
