@@ -10,8 +10,8 @@ dt = 1 step, u[-1] = w[-1] = 0, I[t] = input[t] + bias::
     w[t] = decay_w * w[t-1] + ((1 - decay_w) * q) * (a * u[t] + b * s[t])
 
 decay_u = exp(-1/tau_u_steps), decay_w = exp(-1/tau_w_steps); decay_u, decay_w, a, b per neuron
-(n,), q a scalar. Not yet called by :mod:`.simulate` (the exporter's carriage of adLIF layers comes
-with the model integration).
+(n,), q a scalar. :mod:`.simulate` runs the adLIF layers of a network.h5 (format_version 3) with
+:func:`adlif_step`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The checkpoint format is the one in ``docs/internals.md``: a ``torch.save`` dict
 ``format == "snn-delays-checkpoint"``, ``format_version == 1``, the resolved ``config`` (nested
 dict) and the ``model`` state dict. A model with ``model.recurrent = true`` also has, per hidden
 layer k, ``hidden.{k}.recurrent.weight`` / ``.delay`` (H, H, m) and ``.mask`` (H, H): the layer's
-synapses onto itself, the delay stored as d - 1 steps. torch is needed here only to unpickle the file (it is present
+synapses onto itself, the delay stored as d - 1 steps. A model with ``model.neuron = "adlif"`` also
+has ``hidden.{k}.lif.decay_u`` / ``.decay_w`` / ``.a`` / ``.b`` (H,) per hidden layer (older
+checkpoints have no ``model.neuron``: LIF). torch is needed here only to unpickle the file (it is present
 wherever a checkpoint was made); everything returned is numpy.
 """
 
@@ -21,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .chip import (BN_EPS, CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, DEFAULT_DT_MS, MAX_KERNEL_BYTES,  # noqa: F401
-                   MAX_TIME_STEPS, NORM_KEYS, RECURRENT_DELAYS, default_extra_steps, kernel_bytes, recurrent_key,
-                   synapse_key)
+from .chip import (ADLIF_KEYS, BN_EPS, CHECKPOINT_FORMAT, CHECKPOINT_VERSIONS, DEFAULT_DT_MS,  # noqa: F401
+                   MAX_KERNEL_BYTES, MAX_TIME_STEPS, NEURON_MODELS, NORM_KEYS, RECURRENT_DELAYS, default_extra_steps,
+                   kernel_bytes, neuron_key, recurrent_key, synapse_key)
+from .conv import ConvLayer, conv_key, conv_shapes, flat_size, parse_conv, parse_frame
 from .errors import ExportError
 from .model_variants import stored_variant_fields
 
@@ -42,6 +45,8 @@ class HiddenLayer:
     norm: BatchNorm running statistics and affine parameters (H_out,) each, or None (readout).
     recurrent: a hidden layer's synapses onto itself (weight, delay (H, H, m), mask (H, H), norm
     None; delay holds d - 1 steps, real-valued), or None.
+    adaptation: a hidden layer's adLIF parameters as stored (decay_u, decay_w, a, b (H_out,) each,
+    not yet clamped into their ranges), or None (LIF neurons).
     """
 
     weight: np.ndarray
@@ -49,6 +54,7 @@ class HiddenLayer:
     mask: np.ndarray
     norm: dict[str, np.ndarray] | None
     recurrent: "HiddenLayer | None" = None
+    adaptation: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,14 @@ class Checkpoint:
     dt_ms: float
     epoch: int
     recurrent_kernel_size: int = 0  # Dr': taps of the recurrent synapses (delays 1..Dr' steps); 0: none
+    neuron: str = "lif"  # the hidden layers' neuron model (model.neuron): "lif" or "adlif"
+
+    conv: tuple = ()  # the conv layers (model.conv), ConvLayer each; the dense layers read their flattened output
 
     @property
     def input_size(self) -> int:
+        if self.conv:  # the input frame's C H W
+            return int(np.prod(self.conv[0].shapes[0]))
         return int(self.hidden[0].weight.shape[1]) if self.hidden else int(self.readout.weight.shape[1])
 
     @property
@@ -231,6 +242,10 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{p}: checkpoint config lacks model.{e} or has a wrong type") from None
     recurrent_ks = _recurrent_kernel_size(p, model_cfg, kernel_size)
+    neuron = model_cfg.get("neuron", "lif")
+    if neuron not in NEURON_MODELS:
+        raise ExportError(f"{p}: checkpoint config has model.neuron = {neuron!r}; expected one of "
+                          f"{', '.join(NEURON_MODELS)}")
     if stored_variant_fields(model_cfg)["dense_kernel"]:
         raise ExportError(f"{p}: model.dense_kernel (variant dense-conv) is a free kernel per connection and cannot "
                           "be exported")
@@ -238,8 +253,9 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         raise ExportError(f"{p}: checkpoint config has model.n_layers = {n_layers}; expected 0..1000")
     if kernel_size < 1:
         raise ExportError(f"{p}: checkpoint config has model.kernel_size = {kernel_size}; must be >= 1")
+    conv = _read_conv(state, model_cfg, p)
     if extra < 0:  # the documented default (ModelConfig.resolved_extra_steps uses the same function)
-        extra = default_extra_steps(n_layers, kernel_size)
+        extra = default_extra_steps(n_layers + len(conv), kernel_size)
     if not (tau >= 1 and readout_tau >= 1 and math.isfinite(threshold)):
         raise ExportError(f"{p}: invalid neuron constants tau={tau}, readout_tau={readout_tau}, "
                           f"threshold={threshold}")
@@ -251,12 +267,18 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         h = w.shape[0]
         norm = {name: _get(state, f"hidden.{k}.norm.{name}", p, (h,))
                 for name in NORM_KEYS}
-        hidden.append(HiddenLayer(w, d, mask, norm, _read_recurrent(state, k, h, recurrent_ks, p)))
+        adaptation = {name: _get(state, f"{neuron_key(k)}.{name}", p, (h,)) for name in ADLIF_KEYS} \
+            if neuron == "adlif" else None
+        hidden.append(HiddenLayer(w, d, mask, norm, _read_recurrent(state, k, h, recurrent_ks, p), adaptation))
     stray = sorted(key for key in state if ".recurrent." in key and key.startswith("hidden.")
                    and key.endswith((".weight", ".delay")))
     if not recurrent_ks and stray:
         raise ExportError(f"{p}: the state dict has recurrent synapses ({', '.join(stray[:4])}) but the config says "
                           "model.recurrent = false: config and weights disagree (a corrupted or edited checkpoint)")
+    stray = sorted(key for key in state if key.startswith("hidden.") and ".lif." in key)
+    if neuron == "lif" and stray:
+        raise ExportError(f"{p}: the state dict has adLIF neuron parameters ({', '.join(stray[:4])}) but the config "
+                          "says model.neuron = lif: config and weights disagree (a corrupted or edited checkpoint)")
     w, d, mask = _read_synapse(state, synapse_key(n_layers, n_layers), p)
     readout = HiddenLayer(w, d, mask, None)
     for k in range(1, n_layers + 1):
@@ -264,11 +286,39 @@ def load_checkpoint(path: str | os.PathLike, which: str = "best") -> Checkpoint:
         nxt = (hidden[k] if k < n_layers else readout).weight.shape[1]
         if prev != nxt:
             raise ExportError(f"{p}: layer {k} expects {nxt} inputs but layer {k - 1} has {prev} neurons")
+    if conv:  # the first dense layer reads the conv layers' flattened output, not model.input_size
+        model_cfg = {**model_cfg, "input_size": flat_size(tuple(c.spec for c in conv), conv[0].shapes[0])}
     _check_config_sizes(p, model_cfg, hidden, readout, kernel_size, extra, recurrent_ks)
     return Checkpoint(path=p, config=config, hidden=hidden, readout=readout, kernel_size=kernel_size,
                       tau_steps=tau, readout_tau_steps=readout_tau, threshold=threshold,
                       extra_steps=extra, dt_ms=dt_ms, epoch=int(blob.get("epoch", 0) or 0),
-                      recurrent_kernel_size=recurrent_ks)
+                      recurrent_kernel_size=recurrent_ks, neuron=str(neuron), conv=conv)
+
+
+def _read_conv(state: dict, model_cfg: dict, p: Path) -> tuple:
+    """The conv layers of a checkpoint with ``model.conv`` (empty tuple without; older checkpoints
+    have none), their arrays checked against the spec and ``model.input_frame``."""
+    try:
+        specs = parse_conv(model_cfg.get("conv", ""))
+        if not specs:
+            if any(key.startswith("conv.") for key in state):
+                raise ExportError(f"{p}: the state dict has conv layers but the config has no model.conv: config "
+                                  "and weights disagree (a corrupted or edited checkpoint)")
+            return ()
+        frame = parse_frame(model_cfg.get("input_frame", ""))
+        shapes = conv_shapes(specs, frame)
+    except ValueError as e:
+        raise ExportError(f"{p}: checkpoint config: {e}") from None
+    per = model_cfg.get("conv_delay_per", "element")
+    layers = []
+    for j, (spec, sh) in enumerate(zip(specs, shapes)):
+        o, i, k = spec.out_channels, sh[0][0], spec.kernel
+        prefix = conv_key(j)
+        w = _get(state, f"{prefix}.synapse.weight", p, (o, i, k, k))
+        d = _get(state, f"{prefix}.synapse.delay", p, (o, i, k, k) if per == "element" else (o, i))
+        norm = {name: _get(state, f"{prefix}.norm.{name}", p, (o,)) for name in NORM_KEYS}
+        layers.append(ConvLayer(w, d, norm, spec, sh))
+    return tuple(layers)
 
 
 def _recurrent_kernel_size(p: Path, model_cfg: dict, kernel_size: int) -> int:

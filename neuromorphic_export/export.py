@@ -14,10 +14,11 @@ import numpy as np
 from . import netx, nir_format, pynn  # called as module attributes: a test may replace a writer
 from ._folder import new_staging_folder, remove_stale_staging, swap_in, writable
 from .checkpoint_reader import file_sha256, load_checkpoint
+from .conv import conv_report
 from .errors import ExportError
 from .network import Network, network_from_checkpoint, write_network
 from .simulate import simulate
-from .targets import DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
+from .targets import ADLIF_CARRIAGE, DELAY_CARRIAGE, RECURRENT_CARRIAGE, Target, get_target, prepare
 
 __all__ = ["export_run", "export_digests", "FORMATS", "EXPORT_ENTRIES", "check_destination"]
 
@@ -33,6 +34,15 @@ FORMATS: dict[str, tuple[str, ...]] = {
 # not (only) an export, and is replaced only with ``force``.
 EXPORT_ENTRIES = ("network.h5", "netx.h5", "network.nir", "network.snntorch.nir", "network.norse.nir", "pynn",
                   "export.json")
+# A network with adLIF layers is written as network.h5 only (targets.ADLIF_CARRIAGE says why).
+
+
+def formats_for(chip: Network, t: Target) -> tuple[str, ...]:
+    """The format files written for ``t`` besides network.h5: none for a network with adLIF layers
+    (only the generic target takes them: NIR and PyNN have no adaptive neuron)."""
+    return () if chip.is_adaptive else FORMATS[t.name]
+
+
 # Written beside network.nir when the network has no delays and no recurrent tables (nir_format.py).
 NIR_CONSUMER_FILES = ("network.snntorch.nir", "network.norse.nir")
 
@@ -78,7 +88,7 @@ def _is_export_entry(name: str) -> bool:
 def _write_formats(chip: Network, t: Target, folder: Path) -> None:
     """network.h5 and the target's format files, written into ``folder``."""
     write_network(chip, folder / "network.h5")
-    for fmt in FORMATS[t.name]:
+    for fmt in formats_for(chip, t):
         if fmt == "netx":
             netx.write_netx(chip, folder / "netx.h5")
         elif fmt == "nir":
@@ -110,7 +120,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
     check_destination(out, ckpt.path, force)
     float_net = network_from_checkpoint(ckpt)
     chip, rep = prepare(float_net, t, clip=clip, weight_bits=weight_bits)
-    if "netx" in FORMATS[t.name]:  # before anything is written
+    if "netx" in formats_for(chip, t):  # before anything is written
         netx.refuse_recurrent(chip)  # a recurrent layer netx's RecurrentDense would run wrongly
     digest = ckpt.sha256()
     chip.attrs["source_sha256"] = digest
@@ -118,7 +128,7 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "source": str(ckpt.path), "source_sha256": digest, "epoch": ckpt.epoch, "target": t.name,
         "description": t.description,
         "conventions": {k: chip.attrs[k] for k in ("hop_latency_steps", "threshold_rule", "arithmetic")},
-        "files": [str(out / name) for name in ("network.h5",) + _format_entries(t)],
+        "files": [str(out / name) for name in ("network.h5",) + _format_entries(t, chip)],
         "options": {"clip": bool(clip), "weight_bits": weight_bits, "checkpoint": which},
         "clipped": rep.changes, "notes": rep.notes, "quantisation": rep.quantisation,
         "synapses": [l.n_synapses for l in chip.layers],
@@ -127,9 +137,15 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
         "max_recurrent_delay_steps": [int(l.recurrent.delay.max()) if l.n_recurrent else 0 for l in chip.layers[:-1]],
         "delays": delay_report(chip, t),
     }
-    if "netx" in FORMATS[t.name]:  # how to run netx.h5 in Lava (input_message_bits, widths)
+    if chip.is_adaptive:  # which files carry the adLIF neurons (only network.h5 does)
+        report["neurons"] = {"per_layer": [l.neuron for l in chip.layers[:-1]],
+                             "per_file": {name: text for name, text in ADLIF_CARRIAGE.items()
+                                          if name.rstrip("/") in ("network.h5",) + _format_entries(t)}}
+        rep.notes.append("adLIF layers: only network.h5 carries them (" + "; ".join(
+            f"{name}: {text}" for name, text in report["neurons"]["per_file"].items() if name != "network.h5") + ")")
+    if "netx" in formats_for(chip, t):  # how to run netx.h5 in Lava (input_message_bits, widths)
         report["netx"] = netx.netx_report(chip)
-    if "nir" in FORMATS[t.name]:  # what each NIR consumer runs of these files (measured, nir_format.py)
+    if "nir" in formats_for(chip, t):  # what each NIR consumer runs of these files (measured, nir_format.py)
         report["nir_consumers"] = nir_format.nir_consumer_report(chip)
         if nir_format.delay_free_problem(chip) is None:
             report["files"] += [str(out / name) for name in NIR_CONSUMER_FILES]
@@ -151,6 +167,8 @@ def export_run(source: str | os.PathLike, target: str, out: str | os.PathLike, c
                               "float_model_convention": _accuracy(float_net, x, y, "model"),
                               "before_clipping": _accuracy(unclipped, x, y),
                               "after_clipping": _accuracy(chip, x, y)}
+    if chip.attrs.get("conv"):  # conv layers (model.conv) expanded into per-synapse tables: their sizes
+        report["conv"] = conv_report(chip)
     had_export = out.is_dir() and any(out.iterdir())
     staging = None
     try:
@@ -186,7 +204,7 @@ def delay_report(chip: Network, t: Target) -> dict[str, Any]:
     """Which of the network's delays each file of the export carries to the chip (per file, in words;
     ``per_file_recurrent`` the same for recurrent tables, when the network has them), and per layer
     the synapses with a non-zero delay and the distinct delays (steps)."""
-    names = ("network.h5",) + _format_entries(t)
+    names = ("network.h5",) + _format_entries(t, chip)
     files = {name: DELAY_CARRIAGE[t.name][name] for name in DELAY_CARRIAGE[t.name] if name.rstrip("/") in names}
     report = {"per_file": files,
               "delayed_synapses": [int((l.delay > 0).sum()) for l in chip.layers],
@@ -203,6 +221,7 @@ def delay_report(chip: Network, t: Target) -> dict[str, Any]:
     return report
 
 
-def _format_entries(t: Target) -> tuple[str, ...]:
+def _format_entries(t: Target, chip: Network | None = None) -> tuple[str, ...]:
+    """The format files (folder names) of ``t`` besides network.h5; with ``chip``, those written for it."""
     names = {"netx": "netx.h5", "nir": "network.nir", "pynn": "pynn"}
-    return tuple(names[fmt] for fmt in FORMATS[t.name])
+    return tuple(names[fmt] for fmt in (FORMATS[t.name] if chip is None else formats_for(chip, t)))

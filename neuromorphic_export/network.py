@@ -1,7 +1,7 @@
 """The canonical exported network: ``network.h5`` (numpy + h5py only).
 
-Layout (format_version 1, or 2 for a file with recurrent tables; see docs/export.md, which is the
-stable description)::
+Layout (format_version 1, 2 for a file with recurrent tables, 3 for a file with adLIF layers; see
+docs/export.md, which is the stable description)::
 
     /                      attrs: format_version, dt_ms, input_size, n_layers (synapse layers:
                            hidden + readout), n_classes, extra_steps, delay_convention (text),
@@ -11,13 +11,19 @@ stable description)::
     /layer/<k>/synapses/   pre int32, post int32, weight float64 (int32 when quantised), delay int32
     /layer/<k>/recurrent/  (version 2, hidden layers that have one) pre, post (int32, neurons of this
                            layer), weight (as the synapses'), delay int32 >= 1
-    /layer/<k>/neurons/    decay, threshold (+inf for the readout), bias: float64 (n_out,)
+    /layer/<k>/neurons/    decay, threshold (+inf for the readout), bias: float64 (n_out,);
+                           attr model ('lif' | 'adlif', version 3; absent: 'lif'); an adLIF layer also
+                           decay_u, decay_w, a, b float64 (n_out,) and attr q (decay = decay_u)
 
 One row per non-zero synapse; a spike of ``pre`` at step t is added to the input of ``post`` at
 step t + delay (delay 0: the same step, the model's convention). A recurrent spike of ``pre`` at
 step t reaches ``post`` of the same layer at step t + delay on every runtime (delay >= 1; the
 hop latency is not added again: it comes back to the layer it left). The membrane of each neuron
 is u[t] = decay * u[t-1] + input[t] + bias, it spikes when u >= threshold and is then reset to 0.
+An adLIF layer's neurons (:mod:`.adaptive`) compute instead, with I[t] = input[t] + bias::
+
+    v[t] = decay_u * u[t-1] + (1 - decay_u) * (I[t] - w[t-1]);  spike where v >= threshold;
+    u[t] = 0 there, else v[t];  w[t] = decay_w * w[t-1] + ((1 - decay_w) * q) * (a * u[t] + b * s[t])
 """
 
 from __future__ import annotations
@@ -32,15 +38,17 @@ import numpy as np
 from ._io import atomic_path
 from ._version import __version__
 from .checkpoint_reader import Checkpoint, HiddenLayer
-from .chip import fold_batchnorm, round_delays
+from .chip import ADLIF_KEYS, ADLIF_Q, NEURON_MODELS, adlif_limits, fold_batchnorm, round_delays
+from .conv import conv_tables, pooled_input
 from .errors import ExportError
 
-__all__ = ["Layer", "Network", "Recurrent", "network_from_checkpoint", "write_network", "read_network",
-           "round_delays", "FORMAT_VERSION", "FORMAT_VERSION_FEEDFORWARD", "DELAY_CONVENTION", "THRESHOLD_RULES",
-           "ARITHMETICS",           "MAX_EXTRA_STEPS", "INT32_MAX"]
+__all__ = ["Layer", "Network", "Recurrent", "Adaptation", "network_from_checkpoint", "require_lif", "write_network",
+           "read_network", "round_delays", "FORMAT_VERSION", "FORMAT_VERSION_FEEDFORWARD", "FORMAT_VERSION_RECURRENT",
+           "DELAY_CONVENTION", "THRESHOLD_RULES", "ARITHMETICS", "MAX_EXTRA_STEPS", "INT32_MAX"]
 
-FORMAT_VERSION = 2  # the newest this module writes and reads: 2 = recurrent tables
-FORMAT_VERSION_FEEDFORWARD = 1  # written for networks without recurrent tables (readable by older readers)
+FORMAT_VERSION = 3  # the newest this module writes and reads: 2 = recurrent tables, 3 = adLIF neurons
+FORMAT_VERSION_RECURRENT = 2  # written for LIF networks with recurrent tables
+FORMAT_VERSION_FEEDFORWARD = 1  # written for LIF networks without recurrent tables (readable by older readers)
 THRESHOLD_RULES = (">=", ">")  # spike when u >= threshold (the model) or u > threshold (Loihi, NIR)
 ARITHMETICS = ("float64", "loihi")
 # Bounds a reader accepts before it allocates anything from a file's attributes (the arrays are
@@ -110,13 +118,51 @@ class Recurrent:
 
 
 @dataclass
+class Adaptation:
+    """The adLIF parameters of a layer's ``n`` neurons (the model's, clamped into their ranges):
+    decay_u, decay_w in [0, 1), a, b float64 (n,); q the adaptation's fixed scale."""
+
+    n: int
+    decay_u: np.ndarray
+    decay_w: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    q: float = ADLIF_Q
+
+    def __post_init__(self) -> None:
+        for name in ADLIF_KEYS:
+            v = np.asarray(getattr(self, name), dtype=np.float64)
+            if v.shape not in ((), (self.n,)):
+                raise ExportError(f"adLIF {name} must hold one value per neuron ({self.n},); got shape {v.shape}")
+            setattr(self, name, np.broadcast_to(v, (self.n,)).copy())
+        self.q = float(self.q)
+        values = np.stack([getattr(self, name) for name in ADLIF_KEYS] + [np.full(self.n, self.q)])
+        if not np.all(np.isfinite(values)):
+            raise ExportError("adLIF parameters hold NaN or infinity")
+        if not np.all((self.decay_u >= 0) & (self.decay_u < 1) & (self.decay_w >= 0) & (self.decay_w < 1)):
+            raise ExportError("adLIF decays must lie in [0, 1)")
+
+    def copy(self) -> "Adaptation":
+        return Adaptation(self.n, *(getattr(self, name).copy() for name in ADLIF_KEYS), q=self.q)
+
+
+def require_lif(net: "Network", what: str) -> None:
+    """Refuse a network with adLIF layers in a format (``what``) whose neuron model has no adaptation."""
+    layers = [k for k, l in enumerate(net.layers) if l.adaptation is not None]
+    if layers:
+        raise ExportError(f"{what} cannot hold adLIF neurons (layers {', '.join(map(str, layers))}, model.neuron = "
+                          "adlif): its neuron model has no adaptation; network.h5 of the generic target carries them")
+
+
+@dataclass
 class Layer:
     """One synapse layer and the neurons it feeds.
 
     pre, post, delay: int32 (S,); weight: float64 (S,) real weights, or integers when
     ``weight_scale`` is set (real weight = weight / weight_scale).
     decay, threshold, bias: float64 (n_out,). recurrent: the hidden layer's synapses onto itself
-    (weights in the same units, same ``weight_scale``), or None.
+    (weights in the same units, same ``weight_scale``), or None. adaptation: the adLIF parameters
+    of a hidden layer of adaptive neurons (``decay`` is then their decay_u), or None (LIF).
     """
 
     n_in: int
@@ -131,6 +177,7 @@ class Layer:
     kind: str = "hidden"
     weight_scale: float | None = None
     recurrent: Recurrent | None = None
+    adaptation: Adaptation | None = None
 
     def __post_init__(self) -> None:
         self.pre = np.asarray(self.pre, dtype=np.int32)
@@ -151,6 +198,13 @@ class Layer:
             raise ExportError("negative synaptic delay")
         if self.recurrent is not None and self.recurrent.n != self.n_out:
             raise ExportError(f"a recurrent table of {self.recurrent.n} neurons on a layer of {self.n_out}")
+        if self.adaptation is not None and self.adaptation.n != self.n_out:
+            raise ExportError(f"adLIF parameters of {self.adaptation.n} neurons on a layer of {self.n_out}")
+
+    @property
+    def neuron(self) -> str:
+        """The layer's neuron model: "lif" or "adlif"."""
+        return "lif" if self.adaptation is None else "adlif"
 
     @property
     def real_weight(self) -> np.ndarray:
@@ -187,7 +241,8 @@ class Layer:
         return _dense_table(r.pre, r.post, r.delay, self.recurrent_real_weight, self.n_out, self.n_out)
 
     def copy(self, **changes: Any) -> "Layer":
-        base = {k: (v.copy() if isinstance(v, (np.ndarray, Recurrent)) else v) for k, v in self.__dict__.items()}
+        base = {k: (v.copy() if isinstance(v, (np.ndarray, Recurrent, Adaptation)) else v)
+                for k, v in self.__dict__.items()}
         base.update(changes)
         return Layer(**base)
 
@@ -224,6 +279,17 @@ class Network:
         """Whether any layer has a recurrent table (then network.h5 is written as format_version 2)."""
         return any(l.recurrent is not None for l in self.layers)
 
+    @property
+    def is_adaptive(self) -> bool:
+        """Whether any layer has adLIF neurons (then network.h5 is written as format_version 3)."""
+        return any(l.adaptation is not None for l in self.layers)
+
+    @property
+    def format_version(self) -> int:
+        """The oldest network.h5 format_version that holds this network (older readers refuse newer files)."""
+        return FORMAT_VERSION if self.is_adaptive else (
+            FORMAT_VERSION_RECURRENT if self.is_recurrent else FORMAT_VERSION_FEEDFORWARD)
+
     def copy(self, layers: list[Layer] | None = None, **attrs: Any) -> "Network":
         return replace(self, layers=[l.copy() for l in (layers or self.layers)],
                        attrs={**self.attrs, **attrs})
@@ -257,6 +323,35 @@ def _recurrent(h: HiddenLayer, kernel_size: int) -> Recurrent | None:
     return Recurrent(r.weight.shape[0], pre, post, w, d)
 
 
+def _adaptation(h: HiddenLayer) -> Adaptation | None:
+    """A checkpoint layer's adLIF parameters clipped into their ranges, as the model clamps them in
+    every forward pass (clip is exact: stored values inside the range are kept bit for bit)."""
+    if h.adaptation is None:
+        return None
+    limits = adlif_limits()
+    n = h.weight.shape[0]
+    return Adaptation(n, *(np.clip(h.adaptation[key], *limits[key]) for key in ADLIF_KEYS), q=ADLIF_Q)
+
+
+def _conv_front(ckpt: Checkpoint, layers: list[Layer]) -> list[Layer]:
+    """The conv layers of a checkpoint (model.conv) expanded into per-synapse tables and put before
+    the dense ``layers``, whose first layer is re-indexed from the conv output's pooled units onto the
+    last conv layer's neurons (:func:`neuromorphic_export.conv.conv_tables`); ``layers`` as they are
+    without conv layers. ExportError for max pooling."""
+    if not ckpt.conv:
+        return layers
+    first = layers[0]
+    try:
+        tables = conv_tables(list(ckpt.conv), ckpt.kernel_size)
+        pre, post, w, d, n_in = pooled_input(first.pre, first.post, first.weight, first.delay, ckpt.conv[-1],
+                                             "the first dense layer")
+    except ValueError as e:
+        raise ExportError(f"{ckpt.path}: {e}") from None
+    conv = [Layer(n_i, n_o, p, q, wt, dl, decay=1.0 - 1.0 / ckpt.tau_steps, threshold=ckpt.threshold, bias=b)
+            for n_i, n_o, p, q, wt, dl, b in tables]
+    return conv + [first.copy(n_in=n_in, pre=pre, post=post, weight=w, delay=d)] + layers[1:]
+
+
 def network_from_checkpoint(ckpt: Checkpoint) -> Network:
     """Fold BatchNorm, round delays and merge elements: the float64 network the model evaluates."""
     layers = []
@@ -264,16 +359,22 @@ def network_from_checkpoint(ckpt: Checkpoint) -> Network:
         n = h.norm
         scale, bias = fold_batchnorm(n["weight"], n["bias"], n["running_mean"], n["running_var"])
         pre, post, w, d = _merge(h, ckpt.kernel_size, scale)
+        adaptation = _adaptation(h)
         layers.append(Layer(h.weight.shape[1], h.weight.shape[0], pre, post, w, d,
-                            decay=1.0 - 1.0 / ckpt.tau_steps, threshold=ckpt.threshold, bias=bias,
-                            recurrent=_recurrent(h, ckpt.recurrent_kernel_size)))
+                            decay=1.0 - 1.0 / ckpt.tau_steps if adaptation is None else adaptation.decay_u,
+                            threshold=ckpt.threshold, bias=bias,
+                            recurrent=_recurrent(h, ckpt.recurrent_kernel_size), adaptation=adaptation))
     r = ckpt.readout
     pre, post, w, d = _merge(r, ckpt.kernel_size, np.ones(r.weight.shape[0]))
     layers.append(Layer(r.weight.shape[1], r.weight.shape[0], pre, post, w, d,
                         decay=1.0 - 1.0 / ckpt.readout_tau_steps, threshold=np.inf, bias=0.0,
                         kind="readout"))
+    layers = _conv_front(ckpt, layers)
     attrs = {"target": "generic", "hop_latency_steps": 0, "threshold_rule": ">=", "arithmetic": "float64",
              "source": str(ckpt.path), "kernel_size": ckpt.kernel_size, "dataset": ckpt.dataset}
+    if ckpt.conv:  # what the first layers were (their tables are ordinary synapse rows)
+        attrs["conv"] = ", ".join(c.spec.text() for c in ckpt.conv)
+        attrs["input_frame"] = "x".join(str(v) for v in ckpt.conv[0].shapes[0])
     if ckpt.recurrent_kernel_size:
         attrs["recurrent_kernel_size"] = ckpt.recurrent_kernel_size
     return Network(layers, dt_ms=ckpt.dt_ms, input_size=ckpt.input_size, extra_steps=ckpt.extra_steps,
@@ -294,7 +395,7 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:  # written beside the target, then renamed: the old file or none after a crash
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "snn-delays-network"
-            f.attrs["format_version"] = FORMAT_VERSION if net.is_recurrent else FORMAT_VERSION_FEEDFORWARD
+            f.attrs["format_version"] = net.format_version
             f.attrs["dt_ms"] = float(net.dt_ms)
             f.attrs["input_size"] = int(net.input_size)
             f.attrs["n_layers"] = net.n_layers
@@ -327,6 +428,11 @@ def write_network(net: Network, path: str | os.PathLike) -> Path:
                 nrn = g.create_group("neurons")
                 for name in ("decay", "threshold", "bias"):
                     nrn.create_dataset(name, data=getattr(layer, name), dtype=np.float64)
+                if layer.adaptation is not None:
+                    nrn.attrs["model"] = "adlif"
+                    nrn.attrs["q"] = layer.adaptation.q
+                    for name in ADLIF_KEYS:
+                        nrn.create_dataset(name, data=getattr(layer.adaptation, name), dtype=np.float64)
     return path
 
 
@@ -356,6 +462,8 @@ def _check_network(net: Network) -> None:
             raise ExportError(f"layer {k} has kind {layer.kind!r}; expected {kind!r}")
         if layer.recurrent is not None and kind == "readout":
             raise ExportError(f"layer {k} is the readout and has a recurrent table; only hidden layers can")
+        if layer.adaptation is not None and kind == "readout":
+            raise ExportError(f"layer {k} is the readout and has adLIF neurons; only hidden layers can")
         if layer.recurrent is not None and not np.all(np.isfinite(layer.recurrent.weight)):
             raise ExportError(f"layer {k} holds NaN/inf recurrent weights")
         if layer.weight_scale is not None and not (np.isfinite(layer.weight_scale) and layer.weight_scale > 0):
@@ -385,6 +493,22 @@ def _read_layer(g, k: int, where: str, version: int) -> Layer:
                               "recurrent tables need format_version 2 (a corrupt or edited file)")
         r = g["recurrent"]
         recurrent = {name: r[name][()] for name in ("pre", "post", "weight", "delay")}
+    adaptation = None
+    model = nrn.attrs.get("model", "lif")
+    model = model.decode() if isinstance(model, bytes) else str(model)
+    if model not in NEURON_MODELS:
+        raise ExportError(f"{where} layer {k}: neuron model {model!r} is unknown; expected one of "
+                          f"{', '.join(NEURON_MODELS)}")
+    if model == "adlif":
+        if version < 3:
+            raise ExportError(f"{where} layer {k} has adLIF neurons but the file says format_version {version}; "
+                              "adLIF layers need format_version 3 (a corrupt or edited file)")
+        try:
+            q = float(nrn.attrs["q"])
+        except (KeyError, TypeError, ValueError):
+            raise ExportError(f"{where} layer {k}: an adLIF layer needs a numeric attribute q") from None
+        adaptation = {name: nrn[name][()] for name in ADLIF_KEYS}
+        adaptation["q"] = q
     arrays = {name: s[name][()] for name in ("pre", "post", "weight", "delay")}
     arrays.update({name: nrn[name][()] for name in ("decay", "threshold", "bias")})
     n_neurons = {name: np.shape(arrays[name]) for name in ("decay", "threshold", "bias")}
@@ -404,9 +528,15 @@ def _read_layer(g, k: int, where: str, version: int) -> Layer:
         if recurrent is not None:
             recurrent = Recurrent(n_out, recurrent["pre"], recurrent["post"],
                                   np.asarray(recurrent["weight"], dtype=np.float64), recurrent["delay"])
+        if adaptation is not None:
+            shapes = {name: np.shape(adaptation[name]) for name in ADLIF_KEYS}
+            if any(shape != (n_out,) for shape in shapes.values()):
+                raise ExportError(f"n_out = {n_out} but its adLIF arrays have shapes "
+                                  + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+            adaptation = Adaptation(n_out, *(adaptation[name] for name in ADLIF_KEYS), q=adaptation["q"])
         return Layer(n_in, n_out, arrays["pre"], arrays["post"], np.asarray(arrays["weight"], dtype=np.float64),
                      arrays["delay"], arrays["decay"], arrays["threshold"], arrays["bias"], kind=kind,
-                     weight_scale=scale, recurrent=recurrent)
+                     weight_scale=scale, recurrent=recurrent, adaptation=adaptation)
     except ExportError as e:
         raise ExportError(f"{where} layer {k}: {e}") from None
 

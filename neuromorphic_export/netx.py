@@ -47,7 +47,7 @@ import numpy as np
 
 from .chip import LOIHI_DECAY_UNITY
 from .errors import ExportError
-from .network import DELAY_CONVENTION, Layer, Network, Recurrent
+from .network import DELAY_CONVENTION, Layer, Network, Recurrent, require_lif
 from .simulate import loihi_parameters
 
 __all__ = ["write_netx", "read_netx", "refuse_recurrent", "netx_layout", "netx_report", "NetxLayout",
@@ -160,6 +160,7 @@ def write_netx(net: Network, path: str | os.PathLike) -> Path:
     recurrent layers become ``dense_rec`` (padded, see the module docstring)."""
     import h5py
 
+    require_lif(net, "netx.h5 (Loihi)")
     refuse_recurrent(net)
     if any(l.weight_scale is None for l in net.layers):
         raise ExportError("netx needs integer weights: export with --target loihi1 or loihi2")

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError
-from .network import DELAY_CONVENTION, Network
+from .network import DELAY_CONVENTION, Network, require_lif
 from .simulate import predict_from_readout
 
 __all__ = ["write_nir", "read_nir", "network_to_nir", "nir_predict", "NIR_READOUT_NODE", "NIR_CONSUMERS",
@@ -99,6 +99,7 @@ def network_to_nir(net: Network, consumer: str = "nir"):
     ExportError naming the delays when ``net`` has any).
     """
     _check_consumer(consumer)
+    require_lif(net, "NIR")
     if consumer != "nir":
         return _consumer_graph(net, consumer)
     nir = _nir()

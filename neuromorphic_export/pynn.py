@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .network import DELAY_CONVENTION, Network
+from .network import DELAY_CONVENTION, Network, require_lif
 from .pynn_runner import CM_NF, if_curr_delta_parameters
 
 __all__ = ["write_pynn", "connection_lists", "recurrent_connection_lists"]
@@ -68,6 +68,7 @@ def _save_rows(path: Path, rows: np.ndarray) -> None:
 def write_pynn(net: Network, folder: str | os.PathLike) -> Path:
     """Write the connection lists, ``neurons.json`` and ``run_pynn.py`` (a copy of
     :mod:`neuromorphic_export.pynn_runner`) into ``folder``."""
+    require_lif(net, "pynn/ (PyNN)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hop = max(int(net.attrs.get("hop_latency_steps", 1)), 1)

@@ -12,6 +12,10 @@ update per step)::
 
     u[t] = decay * u[t-1] + input[t] + bias;  spike where u >= threshold (or u > threshold); u = 0 there
 
+A layer of adLIF neurons (``layer.adaptation``, network.h5 format_version 3) is integrated by
+:func:`neuromorphic_export.adaptive.adlif_step` instead (float64 only: the Loihi arithmetic has no
+adaptation and refuses it), in the model convention and the generic target's.
+
 A hidden layer with a recurrent table is integrated step by step: the spikes of step t are fanned
 out along the recurrent synapses into the layer's own input at step t + delay (delay >= 1, the
 same on every runtime: the hop latency is not added to a spike that comes back to its layer), so
@@ -34,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from .adaptive import adlif_step
 from .chip import (LOIHI_ACT_SHIFT, LOIHI_DECAY_UNITY, LOIHI_MAX_UV, crossed, loihi_threshold_mantissa,  # noqa: F401
                    loihi_update, loihi_v_decay, predict_from_readout)
 from .errors import ExportError
@@ -197,6 +202,25 @@ def _lif_float(current: np.ndarray, layer: Layer, rule: str,
     return spikes, memb
 
 
+def _adlif_layer(current: np.ndarray, layer: Layer, rule: str,
+                 recurrent: _FanOut | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """adLIF neurons in float64 (:mod:`.adaptive`, the model's step bit for bit): current (T, B, n)
+    -> (spikes uint8, membrane before reset). With ``recurrent``, each step's spikes are added to
+    ``current`` (changed in place) at later steps."""
+    p = layer.adaptation
+    u = np.zeros(current.shape[1:])
+    w = np.zeros(current.shape[1:])
+    spikes = np.zeros(current.shape, dtype=np.uint8)
+    memb = np.empty_like(current)
+    for t in range(current.shape[0]):
+        memb[t], s, u, w = adlif_step(u, w, current[t] + layer.bias, p.decay_u, p.decay_w, p.a, p.b, p.q,
+                                      layer.threshold, rule)
+        spikes[t] = s
+        if recurrent is not None:
+            recurrent.add_step(spikes[t], t, current)
+    return spikes, memb
+
+
 def loihi_parameters(layer: Layer) -> dict[str, np.ndarray]:
     """Loihi CUBA constants of a quantised layer (hardware.md): vDecay, bias mantissa, vThMant."""
     if layer.weight_scale is None:
@@ -266,6 +290,9 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
         conv = convention
     else:
         raise ValueError(f"convention must be 'model', 'target' or a Convention; got {convention!r}")
+    if conv.arithmetic == "loihi" and net.is_adaptive:
+        raise ExportError("Loihi arithmetic has no adaptive neurons: this network's adLIF layers run in float64 only "
+                          "(convention 'model', or the generic target's)")
     if conv.arithmetic == "loihi" and any(l.weight_scale is None for l in net.layers):
         raise ExportError("Loihi arithmetic needs a quantised network (export with --target loihi1/loihi2)")
     hop = conv.hop_latency_steps
@@ -291,7 +318,9 @@ def simulate(net: Network, x: np.ndarray, convention: "Convention | str | None" 
                 current = f.dense_currents(s.astype(np.float64), hop)
             else:
                 current = f.currents(_events(s), n_steps, batch, layer.n_out, hop)
-            if integer:
+            if layer.adaptation is not None:
+                s, memb = _adlif_layer(current, layer, conv.threshold_rule, r)
+            elif integer:
                 s, memb = _lif_loihi(current, layer, r)
             else:
                 s, memb = _lif_float(current, layer, conv.threshold_rule, r)

@@ -7,6 +7,10 @@ D, the effective delay (hardware.md). Netx/Lava store D - 1, PyNN D * dt, Brian2
 Recurrent tables (a hidden layer's synapses onto itself) hold the effective delay D >= 1 itself (a
 spike comes back to the layer it left, whose clock the hop latency already shifted): the same
 delay range applies to D, the same weight bits and one scale per layer for both tables.
+
+adLIF neurons (model.neuron = "adlif", network.h5 format_version 3) are carried by the generic
+target's network.h5 only: every chip target refuses them with the reason (:data:`ADLIF_REFUSED`),
+and the generic export writes neither network.nir nor pynn/ for them (:data:`ADLIF_CARRIAGE`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from .network import INT32_MAX, Layer, Network, Recurrent
 
 __all__ = ["Target", "TARGETS", "get_target", "prepare", "quantise_layer", "Violation",
            "PrepareReport", "check_weight_bits", "max_weight_bits", "LayerScale", "choose_scale",
-           "quantisation_errors", "DELAY_CARRIAGE", "RECURRENT_CARRIAGE"]
+           "quantisation_errors", "DELAY_CARRIAGE", "RECURRENT_CARRIAGE", "ADLIF_REFUSED", "ADLIF_CARRIAGE",
+           "refuse_adaptive"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,36 @@ RECURRENT_CARRIAGE: dict[str, dict[str, str]] = {
                        "maps cycles is not verified",
     },
 }
+
+
+# Why each chip target refuses adLIF layers: its neuron model has no adaptation variable.
+_NETX_NEURON = ("netx.h5 describes lava-dl's CUBA LIF neurons (current and voltage decay, threshold, bias), which "
+                "have no adaptation variable")
+ADLIF_REFUSED: dict[str, str] = {
+    "loihi1": _NETX_NEURON,
+    "loihi2": _NETX_NEURON + " (a microcoded Loihi 2 neuron could compute the step, but lava-dl netx loads none and "
+                             "this package writes none)",
+    "spinnaker1": "the export's PyNN cell type IF_curr_delta has no adaptation, and PyNN's adapting cell types "
+                  "(EIF_cond_exp_isfa_ista, IF_cond_exp_gsfa_grr) are conductance-based continuous-time models, not "
+                  "this discrete step",
+    "spinnaker2": "its NIR importer takes NIR's neuron nodes, and NIR 1.0 has none with adaptation (LIF, CubaLIF, "
+                  "IF, LI, CubaLI, I)",
+}
+# What the generic target's files carry of adLIF layers (reported only for networks that have them).
+ADLIF_CARRIAGE: dict[str, str] = {
+    "network.h5": "carried: layer/<k>/neurons with model 'adlif', decay_u, decay_w, a, b per neuron and q "
+                  "(format_version 3); run by neuromorphic_export.simulate",
+    "network.nir": "NOT written: NIR 1.0's neuron nodes (LIF, CubaLIF, IF, LI, CubaLI, I) have no adaptation",
+    "pynn/": "NOT written: PyNN's IF_curr_delta has no adaptation, and its adapting cell types are conductance-based "
+             "continuous-time models, not this discrete step",
+}
+
+
+def refuse_adaptive(net: Network, t: Target) -> None:
+    """Refuse a network with adLIF layers for a chip target, with the reason (:data:`ADLIF_REFUSED`)."""
+    if net.is_adaptive and t.name in ADLIF_REFUSED:
+        raise ExportError(f"target {t.name} cannot run adLIF neurons (model.neuron = adlif): {ADLIF_REFUSED[t.name]}; "
+                          "export with --target generic (network.h5, run by neuromorphic_export.simulate)")
 
 
 def max_weight_bits(t: Target) -> int:
@@ -303,6 +338,7 @@ def prepare(net: Network, target: str | Target, clip: bool = False,
     limit. Returns the network for the target (conventions in its attrs) and a report.
     """
     t = target if isinstance(target, Target) else get_target(target)
+    refuse_adaptive(net, t)
     rep = PrepareReport(t.name)
     bits = t.weight_bits
     if weight_bits is not None:

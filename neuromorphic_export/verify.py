@@ -133,6 +133,14 @@ def _layer_differences(k: int, want: Layer, have: Layer) -> list[str]:
         n = _count_differences(getattr(want, name), getattr(have, name))
         if n:
             out.append(f"layer {k}: {n} of {want.n_out} neuron {name}s differ")
+    wa, ha = want.adaptation, have.adaptation
+    if (wa is None) != (ha is None):
+        out.append(f"layer {k}: {have.neuron} neurons, expected {want.neuron}")
+    elif wa is not None and ha is not None:
+        for name in ("decay_u", "decay_w", "a", "b", "q"):
+            n = _count_differences(getattr(wa, name), getattr(ha, name))
+            if n:
+                out.append(f"layer {k}: {n} of {want.n_out} adLIF {name} values differ")
     if want.weight_scale != have.weight_scale:
         out.append(f"layer {k}: weight_scale {have.weight_scale}, expected {want.weight_scale}")
     wr, hr = want.recurrent, have.recurrent
