@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuromorphic_export.conv import DELAY_PER  # "element", "pair": model.conv_delay_per's values
+
 from ._conv_events import event_conv_eval
 from .backends.compiled import fast_available
 from .backends.gaussian import compiled_gaussian_kernel
@@ -51,7 +53,6 @@ from .synapse import KERNEL_EPS, gaussian_kernel, round_delays
 __all__ = ["DelayConv2d", "DELAY_PER", "conv_delay_kernel", "rounded_conv_kernel", "delay_conv_reference",
            "shifted_conv_sum", "dense_delay_conv"]
 
-DELAY_PER = ("element", "pair")
 
 
 def _temporal(weight: Tensor, delay: Tensor, width: float | Tensor, kernel_size_steps: int,

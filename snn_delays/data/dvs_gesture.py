@@ -151,6 +151,7 @@ def _trials(folder: Path, part: str) -> list[str]:
 def open_dvs_gesture(root=None, split: str = "train", dt_ms: float = 30.0, n_steps: int = 100, downsample: int = 4,
                      valid_fraction: float = 0.1, split_seed: int = 0, cache_dir: str = "") -> EventDataset:
     """Open a split of DVS128 Gesture as (T, 2, H, W) counts; see the module docstring."""
+    n_steps, downsample = n_steps or 100, downsample or 4  # 0 (the data config's "unset"): the defaults
     check_event_binning(dt_ms, n_steps, downsample)
     folder = gesture_folder(Path(root) if root else default_root())
     cdir = resolve_cache_dir(cache_dir)

@@ -110,6 +110,7 @@ def open_nmnist(root=None, split: str = "train", dt_ms: float = 10.0, n_steps: i
                 valid_fraction: float = 0.1, split_seed: int = 0, cache_dir: str = "",
                 download: bool = False) -> EventDataset:
     """Open a split of N-MNIST as (T, 2, H, W) counts; see the module docstring."""
+    n_steps, downsample = n_steps or 30, downsample or 2  # 0 (the data config's "unset"): the defaults
     check_event_binning(dt_ms, n_steps, downsample)
     root = Path(root) if root else default_root()
     cdir = resolve_cache_dir(cache_dir)
