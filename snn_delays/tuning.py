@@ -296,7 +296,8 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
          warmup_epochs: int | None = None, heartbeat_s: int = 30, timeout_s: float | None = None,
          seed: int | None = None, log=print, loso: bool = False, new_trials: int | None = None) -> dict[str, Any]:
     """Run (or continue) a study until it has ``trials`` finished trials (``new_trials``: at most
-    that many trials started by this call; one for a :class:`TrialJob`); returns a short report.
+    that many trials started by this call, and no best.toml, trials.csv or figures written: a
+    :class:`TrialJob` runs one, its launcher writes them after the jobs); returns a short report.
     ``loso``: the objective is FSDD's leave-one-speaker-out validation accuracy (each trial trains
     once per speaker; :func:`snn_delays.crossval.loso_validation`)."""
     optuna = _optuna()
@@ -327,6 +328,9 @@ def tune(base: ExperimentConfig, out: "str | os.PathLike", trials: int, storage:
         S = optuna.trial.TrialState
         study.optimize(_Objective(base, out, params, log, loso), n_trials=new_trials, timeout=timeout_s, catch=(),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=(S.COMPLETE, S.PRUNED))])
+    if new_trials is not None:  # a job: the process that launched it describes the study
+        return {"study": study_name, "storage": mask_url(storage), "finished_before": before,
+                "finished": _finished(study)}
     path = write_best(study, base, params, out)
     figures, skipped = plot_study(study, out)
     for note in skipped:

@@ -19,13 +19,14 @@ pytest.importorskip("submitit", reason="the slurm extra (pip install 'snn-delays
 
 from snn_delays import launchers, load_config
 from snn_delays.cli import main
-from snn_delays.ablation import ablate, is_done
+from snn_delays import ablation
+from snn_delays.ablation import grid_cells, is_done
 from snn_delays.crossval import cross_validate
 from snn_delays.launchers import Launch
 from snn_delays.workers import FolderLock
 from _support import tiny, tiny_args
 
-VARIANTS = ["full", "fixed-delays", "no-delays-wider"]
+VARIANTS = ["full", "no-delays-wider"]
 
 
 def _grid_args(out: Path, epochs: int, *extra: str) -> list[str]:
@@ -55,16 +56,17 @@ def _lines(path: Path) -> list[str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the job's process in /proc")
 def test_grid_runs_as_local_jobs_and_a_killed_job_resumes(tmp_path):
+    """A 2-cell grid, 2 jobs at once: the first cell's job process is SIGKILLed after its first epoch."""
     out = tmp_path / "grid"
     cell = lambda v: out / "runs" / "full" / v / "seed0"  # noqa: E731
     victim = cell("full") / "metrics.jsonl"
-    driver = subprocess.Popen([sys.executable, "-m", "snn_delays.cli", *_grid_args(out, 4)], stdout=subprocess.PIPE,
+    driver = subprocess.Popen([sys.executable, "-m", "snn_delays.cli", *_grid_args(out, 3)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     killed = None
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and driver.poll() is None and killed is None:
-            if len(_lines(victim)) >= 1:  # the first cell's job is between epochs 1 and 4: kill it
+            if len(_lines(victim)) >= 1:  # the first cell's job is between epochs 1 and 3: kill it
                 controller = json.loads((out / "submitit" / "jobs.json").read_text())["full/full/seed0"]["job_id"]
                 tasks = _children(int(controller))
                 assert len(tasks) == 1, f"job {controller} runs {len(tasks)} processes"
@@ -77,37 +79,36 @@ def test_grid_runs_as_local_jobs_and_a_killed_job_resumes(tmp_path):
             driver.kill()
     assert killed is not None, "the first cell's job did not reach its first epoch"
     epochs_at_kill = len(_lines(victim))
-    assert 1 <= epochs_at_kill < 4, "the job finished before it could be killed"
+    assert 1 <= epochs_at_kill < 3, "the job finished before it could be killed"
     assert driver.returncode == 0, log
     assert "job" in log and "failed" in log and "run the same command again" in log
     assert not is_done(cell("full"))
     for v in VARIANTS[1:]:  # the other jobs ran their cells to the end, each once, in job processes
-        assert json.loads((cell(v) / "summary.json").read_text())["epochs_done"] == 4
+        assert json.loads((cell(v) / "summary.json").read_text())["epochs_done"] == 3
         starts = _lines(cell(v) / "runs.log")
         assert len(starts) == 1 and " job local:" in starts[0] and f"pid {os.getpid()} " not in starts[0]
     first_jobs = json.loads((out / "submitit" / "jobs.json").read_text())
     assert (cell("full") / ".lock").exists()  # SIGKILL ran no clean-up: the dead job's lock is left
 
     # the next invocation submits the killed cell alone; it resumes from last.pt (no epoch twice)
-    assert main(_grid_args(out, 4)) == 0
+    assert main(_grid_args(out, 3)) == 0
     jobs = json.loads((out / "submitit" / "jobs.json").read_text())
     assert jobs["full/full/seed0"]["job_id"] != first_jobs["full/full/seed0"]["job_id"]
     for v in VARIANTS[1:]:
         assert jobs[f"full/{v}/seed0"] == first_jobs[f"full/{v}/seed0"]  # finished cells: no new job
         assert len(_lines(cell(v) / "runs.log")) == 1
-    assert [json.loads(l)["epoch"] for l in _lines(victim)] == [1, 2, 3, 4]
+    assert [json.loads(l)["epoch"] for l in _lines(victim)] == [1, 2, 3]
     assert len(_lines(cell("full") / "runs.log")) == 2  # two starts: the killed job and its resumption
     summary = json.loads((cell("full") / "summary.json").read_text())
-    assert summary["epochs_done"] == 4 and not (cell("full") / ".lock").exists()
+    assert summary["epochs_done"] == 3 and not (cell("full") / ".lock").exists()
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [(r["variant"], r["n"]) for r in rows] == [(v, "1") for v in VARIANTS]
     assert list((out / "submitit").glob("*_0_log.out"))  # the jobs' logs
-    # a third invocation has nothing to submit
+    # a third invocation has nothing to submit (every cell is done: no job process starts)
     said = []
-    ablate(load_config("synthetic", tiny({"train.epochs": "4", "train.threads": "1"})), out, seeds=1,
-           variants=VARIANTS, launch=Launch("submitit-local"), log=said.append)
-    assert any("nothing to submit" in s for s in said)
-    assert json.loads((out / "submitit" / "jobs.json").read_text()) == jobs
+    ablation.run_cells(load_config("synthetic", tiny({"train.epochs": "3", "train.threads": "1"})),
+                       grid_cells(VARIANTS, [0], [0]), out, 3600.0, 1, said.append, launch=Launch("submitit-local"))
+    assert said == ["every one of the 2 cells was done before; nothing to submit"]
 
 
 def test_cv_folds_run_as_local_jobs(tmp_path):
