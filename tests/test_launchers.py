@@ -54,56 +54,69 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the job's process in /proc")
-def test_grid_runs_as_local_jobs_and_a_killed_job_resumes(tmp_path):
-    """A 2-cell grid, 2 jobs at once: the first cell's job process is SIGKILLed after its first epoch."""
+def _job_process(out: Path, key: str) -> int:
+    """The process running the job of ``key`` (its parent is the local executor's controller, whose
+    pid is submitit's job id)."""
+    controller = json.loads((out / "submitit" / "jobs.json").read_text())[key]["job_id"]
+    tasks = _children(int(controller))
+    assert len(tasks) == 1, f"job {controller} runs {len(tasks)} processes"
+    return tasks[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the jobs' processes in /proc")
+def test_grid_runs_as_local_jobs_a_killed_job_resumes_a_preempted_one_is_requeued(tmp_path):
+    """A 2-cell grid, 2 jobs at once, 3 epochs each. After its first epoch, the first cell's job
+    process is SIGKILLed; the second's gets USR2, the signal Slurm sends before a time-out or a
+    pre-emption (and submitit's local controller at its time limit): submitit calls the job's
+    checkpoint and requeues it under the same job id, and the cell resumes from last.pt."""
     out = tmp_path / "grid"
     cell = lambda v: out / "runs" / "full" / v / "seed0"  # noqa: E731
-    victim = cell("full") / "metrics.jsonl"
+    victim, preempted = cell("full") / "metrics.jsonl", cell("no-delays-wider") / "metrics.jsonl"
     driver = subprocess.Popen([sys.executable, "-m", "snn_delays.cli", *_grid_args(out, 3)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    killed = None
+    signalled: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None and killed is None:
-            if len(_lines(victim)) >= 1:  # the first cell's job is between epochs 1 and 3: kill it
-                controller = json.loads((out / "submitit" / "jobs.json").read_text())["full/full/seed0"]["job_id"]
-                tasks = _children(int(controller))
-                assert len(tasks) == 1, f"job {controller} runs {len(tasks)} processes"
-                os.kill(tasks[0], signal.SIGKILL)
-                killed = tasks[0]
+        while time.monotonic() < deadline and driver.poll() is None and len(signalled) < 2:
+            for metrics, key, sig in ((victim, "full/full/seed0", signal.SIGKILL),
+                                      (preempted, "full/no-delays-wider/seed0", signal.SIGUSR2)):
+                if key not in signalled and len(_lines(metrics)) >= 1:  # between epochs 1 and 3
+                    signalled[key] = len(_lines(metrics))
+                    os.kill(_job_process(out, key), sig)
             time.sleep(0.02)
         log, _ = driver.communicate(timeout=180)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert killed is not None, "the first cell's job did not reach its first epoch"
-    epochs_at_kill = len(_lines(victim))
-    assert 1 <= epochs_at_kill < 3, "the job finished before it could be killed"
+    assert len(signalled) == 2, "the jobs did not reach their first epoch"
+    assert all(1 <= n < 3 for n in signalled.values()), f"a job finished before its signal: {signalled}"
     assert driver.returncode == 0, log
-    assert "job" in log and "failed" in log and "run the same command again" in log
+    assert "full/full/seed0: job" in log and "failed" in log and "run the same command again" in log
     assert not is_done(cell("full"))
-    for v in VARIANTS[1:]:  # the other jobs ran their cells to the end, each once, in job processes
-        assert json.loads((cell(v) / "summary.json").read_text())["epochs_done"] == 3
-        starts = _lines(cell(v) / "runs.log")
-        assert len(starts) == 1 and " job local:" in starts[0] and f"pid {os.getpid()} " not in starts[0]
-    first_jobs = json.loads((out / "submitit" / "jobs.json").read_text())
     assert (cell("full") / ".lock").exists()  # SIGKILL ran no clean-up: the dead job's lock is left
+    # the pre-empted job was requeued (same job, a second start) and finished its cell from last.pt
+    first_jobs = json.loads((out / "submitit" / "jobs.json").read_text())
+    job_id = first_jobs["full/no-delays-wider/seed0"]["job_id"]
+    starts = _lines(cell("no-delays-wider") / "runs.log")
+    assert len(starts) == 2 and all(f" job local:{job_id} " in s for s in starts), starts
+    assert f"pid {os.getpid()} " not in starts[0]  # trained in a job process, not here
+    assert [json.loads(l)["epoch"] for l in _lines(preempted)] == [1, 2, 3]
+    assert is_done(cell("no-delays-wider"))
+    job_log = "".join((out / "submitit" / f"{job_id}_0_log.{x}").read_text() for x in ("out", "err"))
+    assert "this job is preempted" in job_log and f"Requeued job {job_id}" in job_log
 
     # the next invocation submits the killed cell alone; it resumes from last.pt (no epoch twice)
     assert main(_grid_args(out, 3)) == 0
     jobs = json.loads((out / "submitit" / "jobs.json").read_text())
     assert jobs["full/full/seed0"]["job_id"] != first_jobs["full/full/seed0"]["job_id"]
-    for v in VARIANTS[1:]:
-        assert jobs[f"full/{v}/seed0"] == first_jobs[f"full/{v}/seed0"]  # finished cells: no new job
-        assert len(_lines(cell(v) / "runs.log")) == 1
+    assert jobs["full/no-delays-wider/seed0"] == first_jobs["full/no-delays-wider/seed0"]  # finished: no new job
+    assert len(_lines(cell("no-delays-wider") / "runs.log")) == 2
     assert [json.loads(l)["epoch"] for l in _lines(victim)] == [1, 2, 3]
     assert len(_lines(cell("full") / "runs.log")) == 2  # two starts: the killed job and its resumption
     summary = json.loads((cell("full") / "summary.json").read_text())
     assert summary["epochs_done"] == 3 and not (cell("full") / ".lock").exists()
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [(r["variant"], r["n"]) for r in rows] == [(v, "1") for v in VARIANTS]
-    assert list((out / "submitit").glob("*_0_log.out"))  # the jobs' logs
     # a third invocation has nothing to submit (every cell is done: no job process starts)
     said = []
     ablation.run_cells(load_config("synthetic", tiny({"train.epochs": "3", "train.threads": "1"})),

@@ -16,17 +16,17 @@ def add_launch_args(p: argparse.ArgumentParser, unit: str) -> None:
                    help=f"local: --workers processes here, sharing --out through lock files (default); submitit: "
                         f"each {unit} a Slurm job (pip install 'snn-delays[slurm]'); submitit-local: the same jobs "
                         f"through submitit's local executor on this machine")
-    g.add_argument("--max-parallel", type=int,
+    g.add_argument("--max-parallel", type=int, metavar="N",
                    help="submitit: jobs running at once (Slurm: the array's %%N, default all; submitit-local: "
                         "default 1)")
-    g.add_argument("--slurm-partition", help="Slurm partition of the jobs")
-    g.add_argument("--slurm-time", type=int,
+    g.add_argument("--slurm-partition", metavar="NAME", help="Slurm partition of the jobs")
+    g.add_argument("--slurm-time", type=int, metavar="MINUTES",
                    help=f"minutes per job (default 60 on Slurm; a timed-out {unit} is requeued and resumes)")
-    g.add_argument("--slurm-cpus", type=int, help="CPUs per job (also the torch threads when train.threads is 0)")
-    g.add_argument("--slurm-gpus", type=int,
+    g.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job (also the torch threads when train.threads is 0)")
+    g.add_argument("--slurm-gpus", type=int, metavar="N",
                    help="GPUs per job (add --device cuda; submitit-local: the GPUs each job sees, none without it)")
-    g.add_argument("--slurm-mem", type=float, help="memory per job in GB")
-    g.add_argument("--slurm-account", help="Slurm account charged for the jobs")
+    g.add_argument("--slurm-mem", type=float, metavar="GB", help="memory per job in GB")
+    g.add_argument("--slurm-account", metavar="NAME", help="Slurm account charged for the jobs")
     g.add_argument("--no-wait", action="store_true",
                    help="submitit: submit and return; the same command again collects (submits only what is missing)")
 
