@@ -435,7 +435,8 @@ class TrialJob:
 def tune_with_launch(base: ExperimentConfig, launch: Launch, log=print, **kwargs: Any) -> dict[str, Any]:
     """:func:`tune` with every missing trial as a submitit job (:class:`TrialJob`) of ``launch``;
     returns the report of the whole study (after the jobs, or at once with ``launch.wait`` False)."""
-    report = tune(base, **{**kwargs, "trials": 0}, log=log)  # create the study; re-queue dead local trials
+    # create the study and re-queue the trials of dead local processes (no files written yet)
+    report = tune(base, **{**kwargs, "trials": 0, "new_trials": 0}, log=log)
     trials = kwargs["trials"]
     before = report["finished"]
     seed = kwargs.get("seed")
