@@ -36,8 +36,8 @@ from typing import Any, Sequence
 from neuromorphic_export._io import atomic_write_text
 
 from ._optional import require
-from .config import (MODEL_VARIANTS, VARIANT_NAMES, VARIANTS, ExperimentConfig, ModelConfig, config_differences,
-                     config_from_dict, config_value, result_config)
+from .config import (MODEL_VARIANTS, VARIANT_NAMES, VARIANTS, ConfigError, ExperimentConfig, ModelConfig,
+                     config_differences, config_from_dict, config_value, result_config)
 from .errors import UserError
 from .launchers import Launch, current_job, job_ended, resubmission, run_jobs
 from .model import count_trainable, resolve_variant
@@ -195,7 +195,12 @@ def run_grid(base: ExperimentConfig, cells: Sequence[Cell], out: Path, stale_aft
 
 # -- summary ----------------------------------------------------------------------------------------
 def _expected_params(base: ExperimentConfig, cell: Cell) -> int:
-    return count_trainable(resolve_variant(cell.config(base).model))
+    """The trainable count of a cell's model from its config; 0 when only the data says the sizes (a
+    conv model's input frame, model.input_frame): a finished cell's count comes from its summary."""
+    try:
+        return count_trainable(resolve_variant(cell.config(base).model))
+    except ConfigError:
+        return 0
 
 
 def collect(base: ExperimentConfig, cells: Sequence[Cell], out: Path) -> list[dict[str, Any]]:
