@@ -55,8 +55,8 @@ def test_simulator_runs_adlif_layers_as_the_pytorch_loop(tmp_path):
     for j, i, w, d in zip(layer.pre, layer.post, layer.weight, layer.delay):
         current[d:, :, i] += xp[: t_len - d, :, j] * w
     a = layer.adaptation
-    s_ref = adlif_sequence(torch.from_numpy(current + layer.bias), *(torch.from_numpy(getattr(a, k)) for k in ADLIF_KEYS),
-                           a.q, 1.0, fused=False)
+    params = [torch.from_numpy(getattr(a, k)) for k in ADLIF_KEYS]
+    s_ref = adlif_sequence(torch.from_numpy(current + layer.bias), *params, a.q, 1.0, fused=False)
     assert int(s_ref.sum()) > 20, "the test layer should spike"
     np.testing.assert_array_equal(res.spikes[0], s_ref.numpy().astype(np.uint8))
     # the same network with LIF neurons computes something else
