@@ -118,29 +118,33 @@ def _count_differences(a: np.ndarray, b: np.ndarray) -> int:
     return int((a != b).sum())
 
 
-def _layer_differences(k: int, want: Layer, have: Layer) -> list[str]:
+def _array_differences(k: int, want, have, names: tuple[str, ...], count: int, what: str) -> list[str]:
+    """'layer k: n of count <what> <name>s differ' for each array ``name`` of two table objects."""
     out = []
-    if (want.n_in, want.n_out) != (have.n_in, have.n_out):
-        return [f"layer {k} is {have.n_in} -> {have.n_out}, expected {want.n_in} -> {want.n_out}"]
-    if want.n_synapses != have.n_synapses:
-        out.append(f"layer {k} has {have.n_synapses} synapses, expected {want.n_synapses}")
-    else:
-        for name in ("pre", "post", "weight", "delay"):
-            n = _count_differences(getattr(want, name), getattr(have, name))
-            if n:
-                out.append(f"layer {k}: {n} of {want.n_synapses} synapse {name}s differ")
-    for name in ("decay", "threshold", "bias"):
+    for name in names:
         n = _count_differences(getattr(want, name), getattr(have, name))
         if n:
-            out.append(f"layer {k}: {n} of {want.n_out} neuron {name}s differ")
+            out.append(f"layer {k}: {n} of {count} {what} {name}s differ")
+    return out
+
+
+def _synapse_differences(k: int, want, have, what: str) -> list[str]:
+    """Synapse rows (pre, post, weight, delay) of two tables (feed-forward or recurrent)."""
+    if want.n_synapses != have.n_synapses:
+        return [f"layer {k} has {have.n_synapses} {what}s, expected {want.n_synapses}"]
+    return _array_differences(k, want, have, ("pre", "post", "weight", "delay"), want.n_synapses, what)
+
+
+def _layer_differences(k: int, want: Layer, have: Layer) -> list[str]:
+    if (want.n_in, want.n_out) != (have.n_in, have.n_out):
+        return [f"layer {k} is {have.n_in} -> {have.n_out}, expected {want.n_in} -> {want.n_out}"]
+    out = _synapse_differences(k, want, have, "synapse")
+    out += _array_differences(k, want, have, ("decay", "threshold", "bias"), want.n_out, "neuron")
     wa, ha = want.adaptation, have.adaptation
     if (wa is None) != (ha is None):
         out.append(f"layer {k}: {have.neuron} neurons, expected {want.neuron}")
     elif wa is not None and ha is not None:
-        for name in ("decay_u", "decay_w", "a", "b", "q"):
-            n = _count_differences(getattr(wa, name), getattr(ha, name))
-            if n:
-                out.append(f"layer {k}: {n} of {want.n_out} adLIF {name} values differ")
+        out += _array_differences(k, wa, ha, ("decay_u", "decay_w", "a", "b", "q"), want.n_out, "adLIF")
     if want.weight_scale != have.weight_scale:
         out.append(f"layer {k}: weight_scale {have.weight_scale}, expected {want.weight_scale}")
     wr, hr = want.recurrent, have.recurrent
@@ -148,13 +152,7 @@ def _layer_differences(k: int, want: Layer, have: Layer) -> list[str]:
         out.append(f"layer {k}: {'no' if hr is None else 'a'} recurrent table, expected "
                    f"{'none' if wr is None else 'one'}")
     elif wr is not None and hr is not None:
-        if wr.n_synapses != hr.n_synapses:
-            out.append(f"layer {k} has {hr.n_synapses} recurrent synapses, expected {wr.n_synapses}")
-        else:
-            for name in ("pre", "post", "weight", "delay"):
-                n = _count_differences(getattr(wr, name), getattr(hr, name))
-                if n:
-                    out.append(f"layer {k}: {n} of {wr.n_synapses} recurrent synapse {name}s differ")
+        out += _synapse_differences(k, wr, hr, "recurrent synapse")
     return out
 
 
