@@ -33,18 +33,22 @@ class ArrayDataset(Dataset):
     def __init__(self, x, y, n_classes: int, **attrs):
         x = _as_tensor(x)
         y = _as_tensor(np.asarray(y, dtype=np.int64) if not isinstance(y, torch.Tensor) else y).long()
-        if x.dim() != 3:
-            raise ValueError(f"expected x of shape (N, T, C), got {tuple(x.shape)}")
+        self._check_shape(x)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
         self.x = x
         self.y = y
         self.n_steps = int(x.shape[1])
-        self.n_channels = int(x.shape[2])
+        self.n_channels = int(np.prod(x.shape[2:]))  # what a dense first layer sees per step
         self.n_classes = int(n_classes)
         self.protocol_note = ""
         for k, v in attrs.items():
             setattr(self, k, v)
+
+    @staticmethod
+    def _check_shape(x: torch.Tensor) -> None:
+        if x.dim() != 3:
+            raise ValueError(f"expected x of shape (N, T, C), got {tuple(x.shape)}")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import require_samples, stratified_split
 from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
 from .download import default_root, unpack
-from .events import EventDataset, EventFrames, check_event_binning, frame_size
+from .events import EventDataset, EventFrames, check_event_binning, frame_size, join_parts
 from .registry import DatasetError, register
 
 __all__ = ["open_dvs_gesture", "read_aedat31", "read_gesture_labels", "gesture_folder", "SENSOR_HW", "N_CLASSES",
@@ -183,15 +182,9 @@ def open_dvs_gesture(root=None, split: str = "train", dt_ms: float = 30.0, n_ste
         xs.append(arrays["x"])
         ys.append(np.asarray(arrays["y"]))
         users += info["users"]
-    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-    y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+    x, y, users = join_parts(xs, ys, users, split, valid_fraction, split_seed, f"dvs-gesture in {folder}")
     note = (f"dvs-gesture: test = trials_to_test.txt (users 24-29); valid = seeded stratified {valid_fraction:.0%} "
             f"slice of the training gestures (split_seed {split_seed})")
-    if split in ("train", "valid"):
-        keep, held = stratified_split(y, valid_fraction, split_seed)
-        require_samples(split, {"train": len(keep), "valid": len(held)}, f"dvs-gesture in {folder}")
-        idx = keep if split == "train" else held
-        x, y, users = x[idx], y[idx], [users[i] for i in idx]
     return EventDataset(x, y, N_CLASSES, dt_ms=float(dt_ms), users=users, protocol_note=note)
 
 

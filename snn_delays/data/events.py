@@ -20,11 +20,11 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from .arrays import ArrayDataset, require_samples, stratified_split
 from .registry import DatasetError
 
-__all__ = ["EventFrames", "EventDataset", "check_event_binning", "frame_size"]
+__all__ = ["EventFrames", "EventDataset", "check_event_binning", "frame_size", "join_parts"]
 
 
 def frame_size(sensor_hw: tuple[int, int], downsample: int) -> tuple[int, int]:
@@ -110,7 +110,7 @@ class EventFrames:
         return np.minimum(self._flat, np.iinfo(dtype).max).astype(dtype).reshape(self.n_steps, 2, *self._hw)
 
 
-class EventDataset(Dataset):
+class EventDataset(ArrayDataset):
     """Items ``(x float32 (T, 2, H, W), y int)`` backed by ``x`` (N, T, 2, H, W) counts and ``y`` (N,).
 
     Attributes: ``n_steps`` T, ``frame_shape`` (2, H, W), ``n_channels`` = 2 H W (the flattened size
@@ -118,23 +118,24 @@ class EventDataset(Dataset):
     """
 
     def __init__(self, x, y, n_classes: int, **attrs):
-        x = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-        y = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        super().__init__(x, y, n_classes, **attrs)
+        self.frame_shape = tuple(int(s) for s in self.x.shape[2:])
+
+    @staticmethod
+    def _check_shape(x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != 2:
             raise ValueError(f"expected x of shape (N, T, 2, H, W), got {tuple(x.shape)}")
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-        self.x, self.y = x, y
-        self.n_steps = int(x.shape[1])
-        self.frame_shape = tuple(int(s) for s in x.shape[2:])
-        self.n_channels = int(np.prod(self.frame_shape))
-        self.n_classes = int(n_classes)
-        self.protocol_note = ""
-        for k, v in attrs.items():
-            setattr(self, k, v)
 
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.x[i].float(), int(self.y[i])
+def join_parts(xs: list[np.ndarray], ys: list[np.ndarray], per_sample: list, split: str, valid_fraction: float,
+               split_seed: int, where: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """The cached parts of a split joined ((N, T, 2, H, W), (N,), a list of one entry per sample), and
+    for "train"/"valid" the seeded stratified slice of the training part (``valid_fraction`` held out)."""
+    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+    if split in ("train", "valid"):
+        keep, held = stratified_split(y, valid_fraction, split_seed)
+        require_samples(split, {"train": len(keep), "valid": len(held)}, where)
+        idx = keep if split == "train" else held
+        x, y, per_sample = x[idx], y[idx], [per_sample[i] for i in idx]
+    return x, y, per_sample

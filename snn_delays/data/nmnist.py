@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import require_samples, stratified_split
 from .cache import folder_fingerprint, load_or_build, resolve_cache_dir
 from .download import RemoteFile, default_root, fetch
-from .events import EventDataset, EventFrames, check_event_binning, frame_size
+from .events import EventDataset, EventFrames, check_event_binning, frame_size, join_parts
 from .registry import DatasetError, register
 
 __all__ = ["open_nmnist", "read_nmnist", "nmnist_files", "SENSOR_HW", "REMOTE_NMNIST", "CHUNK_EVENTS"]
@@ -137,14 +136,8 @@ def open_nmnist(root=None, split: str = "train", dt_ms: float = 10.0, n_steps: i
         out_x.append(arrays["x"])
         out_y.append(np.asarray(arrays["y"]))
         names += info["files"]
-    x = out_x[0] if len(out_x) == 1 else np.concatenate(out_x)
-    y = out_y[0] if len(out_y) == 1 else np.concatenate(out_y)
+    x, y, names = join_parts(out_x, out_y, names, split, valid_fraction, split_seed, f"nmnist Train/ in {root}")
     note = (f"nmnist: test = Test/; valid = seeded stratified {valid_fraction:.0%} slice of Train/ "
             f"(split_seed {split_seed})")
-    if split in ("train", "valid"):
-        keep, held = stratified_split(y, valid_fraction, split_seed)
-        require_samples(split, {"train": len(keep), "valid": len(held)}, f"nmnist Train/ in {root}")
-        idx = keep if split == "train" else held
-        x, y, names = x[idx], y[idx], [names[i] for i in idx]
     return EventDataset(x, y, 10, dt_ms=float(dt_ms), files=names, protocol_note=note,
                         keys=[str(d) for d in range(10)])
