@@ -11,7 +11,6 @@ built afresh. Its results come back as a :class:`~neuromorphic_export.vendor_run
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from .errors import ExportError
 from .simulate import LOIHI_ACT_SHIFT, predict_from_readout
-from .vendor_run import VendorRun, side_env_python
+from .vendor_run import VendorRun, run_in_side_env, side_env_python
 
 __all__ = ["run_lava", "LAVA_ENV", "netx_file"]
 
@@ -83,7 +82,6 @@ def run_lava(export_dir: str | os.PathLike, x: np.ndarray, *, model_axis: bool =
     if (x < 0).any() or (x > top).any() or not np.array_equal(x, np.round(x)):
         raise ValueError(f"run_lava: expected integer spike counts 0..{top} per bin (netx input_message_bits={bits})")
     exe = Path(python) if python is not None else side_env_python(LAVA_ENV)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snn-delays-lava-") as tmp:
         np.save(Path(tmp) / "x.npy", x.astype(np.int64))
@@ -93,10 +91,7 @@ def run_lava(export_dir: str | os.PathLike, x: np.ndarray, *, model_axis: bool =
                 "runpy.run_path(sys.argv[0], run_name='__main__')")
         cmd = [str(exe), "-c", code, str(_RUNNER), str(path), str(Path(tmp) / "x.npy"), str(out),
                "--input-message-bits", str(bits)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp)
-        if proc.returncode != 0 or not out.exists():
-            raise ExportError(f"netx.h5 in Lava failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                              + (proc.stderr or proc.stdout)[-3000:])
+        run_in_side_env(cmd, out, "netx.h5 in Lava", timeout_s, tmp)
         with np.load(out) as res:
             raw = [res[f"layer{k}"] for k in range(n_layers - 1)]
             readout = res["readout_v"].astype(np.float64) / (scale * (1 << LOIHI_ACT_SHIFT))

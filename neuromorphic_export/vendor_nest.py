@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError
-from .vendor_run import VendorRun, side_env_python
+from .vendor_run import VendorRun, run_in_side_env, side_env_python
 
 __all__ = ["run_nest", "NEST_ENV", "pynn_folder"]
 
@@ -78,7 +77,6 @@ def run_nest(export_dir: str | os.PathLike, x: np.ndarray, *, batch_size: int = 
     hop = int(meta.get("hop_latency_steps", 1))
     n_hidden = len(meta["layers"]) - 1
     model_steps = x.shape[0] + int(meta["extra_steps"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     preds, readouts, spikes = [], [], [[] for _ in range(n_hidden)]
     software, start = "", time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="snn-delays-nest-") as tmp:
@@ -88,10 +86,7 @@ def run_nest(export_dir: str | os.PathLike, x: np.ndarray, *, batch_size: int = 
             out = Path(tmp) / "out.npz"
             cmd = [str(exe), str(folder / "run_pynn.py"), "--simulator", "nest", "--input", str(Path(tmp) / "x.npy"),
                    "--save", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp)
-            if proc.returncode != 0 or not out.exists():
-                raise ExportError(f"run_pynn.py in NEST failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                                  + (proc.stderr or proc.stdout)[-3000:])
+            run_in_side_env(cmd, out, "run_pynn.py in NEST", timeout_s, tmp)
             with np.load(out) as res:
                 preds.append(res["pred"].astype(np.int64))
                 readouts.append(res["readout"])

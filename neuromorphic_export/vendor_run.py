@@ -12,6 +12,7 @@ and reads its results back as a :class:`VendorRun`.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from .errors import ExportError
 
-__all__ = ["VendorRun", "envs_root", "side_env_python"]
+__all__ = ["VendorRun", "envs_root", "side_env_python", "run_in_side_env"]
 
 
 @dataclass
@@ -59,3 +60,14 @@ def side_env_python(name: str, required: bool = True) -> Path | None:
         return None
     raise ExportError(f"side environment {name} not found at {python.parent.parent}; "
                       f"build it with the project's scripts/test-env-*.sh (or set SNN_DELAYS_ENVS)")
+
+
+def run_in_side_env(cmd: list[str], out: Path, what: str, timeout_s: float, cwd: "str | os.PathLike") -> None:
+    """Run ``cmd`` (a side environment's Python and its arguments) in ``cwd`` without this process's
+    PYTHON* variables (PYTHONPATH would mix the two environments); raise ExportError naming ``what``,
+    the command and the end of its output unless it exits 0 and wrote ``out``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd)
+    if proc.returncode != 0 or not Path(out).exists():
+        raise ExportError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                          + (proc.stderr or proc.stdout)[-3000:])
