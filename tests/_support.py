@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TINY_CONFIG", "tiny", "tiny_args", "synthetic_state", "save_synthetic_checkpoint", "add_recurrent_state"]
+__all__ = ["TINY_CONFIG", "tiny", "tiny_args", "synthetic_state", "save_synthetic_checkpoint", "add_recurrent_state",
+           "edited_h5"]
 
 # The small synthetic-task run the training tests share (seconds on a CPU): config key -> value as
 # written after ``--set KEY=``. A test that needs more or other values says which with tiny(...).
@@ -111,3 +112,15 @@ def save_synthetic_checkpoint(path: str | os.PathLike, state: dict[str, np.ndarr
             "epoch": 1, "sigma": 0.5, "metrics": []}
     torch.save(blob, path)
     return path
+
+
+def edited_h5(source: "str | os.PathLike", dest: "str | os.PathLike", edit) -> Path:
+    """A copy of the HDF5 file ``source`` at ``dest`` with ``edit(h5py.File)`` applied: a damaged
+    or hand-changed network.h5 for the readers' refusal tests."""
+    import h5py
+
+    dest = Path(dest)
+    dest.write_bytes(Path(source).read_bytes())
+    with h5py.File(dest, "a") as f:
+        edit(f)
+    return dest

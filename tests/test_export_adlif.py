@@ -22,7 +22,7 @@ from snn_delays.adaptive_neuron import adlif_sequence
 from snn_delays.cli import main as cli_main
 from snn_delays.data import open_dataset
 from snn_delays.train import train
-from _support import tiny
+from _support import edited_h5, tiny
 
 CHIPS = [t for t in TARGETS if t != "generic"]
 
@@ -89,11 +89,7 @@ def test_network_h5_carries_the_neuron_model_and_older_versions_still_read(tmp_p
         assert int(f.attrs["format_version"]) == 1  # LIF networks keep the version older readers know
 
     def edited(name, edit):
-        p = tmp_path / name
-        p.write_bytes(h5.read_bytes())
-        with h5py.File(p, "a") as f:
-            edit(f)
-        return p
+        return edited_h5(h5, tmp_path / name, edit)
 
     with pytest.raises(ExportError, match="adLIF layers need format_version 3"):
         read_network(edited("v2.h5", lambda f: f.attrs.__setitem__("format_version", 2)))

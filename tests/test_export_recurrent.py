@@ -18,7 +18,7 @@ import pytest
 from neuromorphic_export import (Convention, ExportError, Layer, Network, Recurrent, export_run, load_checkpoint,
                                  network_from_checkpoint, nir_predict, prepare, read_netx, read_network, read_nir,
                                  simulate, write_network, write_nir)
-from _support import add_recurrent_state, save_synthetic_checkpoint, synthetic_state
+from _support import add_recurrent_state, edited_h5, save_synthetic_checkpoint, synthetic_state
 
 # ---------------------------------------------------------------------------------------------
 # hand-built networks
@@ -296,11 +296,7 @@ def test_network_h5_refuses_inconsistent_recurrent_tables(tmp_path):
     h5 = write_network(net, tmp_path / "rec.h5")
 
     def edited(name, edit):
-        p = tmp_path / name
-        p.write_bytes(h5.read_bytes())
-        with h5py.File(p, "a") as f:
-            edit(f)
-        return p
+        return edited_h5(h5, tmp_path / name, edit)
 
     with pytest.raises(ExportError, match="recurrent tables need format_version 2"):
         read_network(edited("v1.h5", lambda f: f.attrs.__setitem__("format_version", 1)))
