@@ -48,7 +48,7 @@ from ._conv_events import event_conv_eval
 from .backends.compiled import fast_available
 from .backends.gaussian import compiled_gaussian_kernel
 from .backends.interpolation import INTERPOLATIONS, interpolated_kernel
-from .synapse import KERNEL_EPS, gaussian_kernel, round_delays
+from .synapse import KERNEL_EPS, ScheduledSigma, gaussian_kernel, round_delays
 
 __all__ = ["DelayConv2d", "DELAY_PER", "conv_delay_kernel", "rounded_conv_kernel", "delay_conv_reference",
            "shifted_conv_sum", "dense_delay_conv"]
@@ -154,7 +154,7 @@ def delay_conv_reference(x: Tensor, weight: Tensor, delay_steps: Tensor, stride:
     return y
 
 
-class DelayConv2d(nn.Module):
+class DelayConv2d(ScheduledSigma, nn.Module):
     """Convolution over (y, x) with a learned delay per kernel element (or per channel pair).
 
     Args:
@@ -203,12 +203,6 @@ class DelayConv2d(nn.Module):
     # -- sigma (as DelaySynapse) -----------------------------------------------------------------
     def set_sigma(self, value: float) -> None:
         self.sigma.fill_(float(value))
-
-    def __setattr__(self, name, value):
-        if name == "sigma" and "sigma" in self._buffers and not isinstance(value, Tensor):
-            self.set_sigma(value)
-            return
-        super().__setattr__(name, value)
 
     @torch.no_grad()
     def clamp_(self) -> None:

@@ -97,7 +97,18 @@ def _check_input(x: Tensor, in_features: int, who: str, channel_major: bool = Fa
         raise ValueError(f"{who}: expected input {want}, got {tuple(x.shape)}")
 
 
-class DelaySynapse(nn.Module):
+class ScheduledSigma:
+    """Mixin of the delay synapses: ``module.sigma = s`` (a number) calls ``set_sigma(s)``, which fills
+    the ``sigma`` buffer in place (the schedule's width), instead of replacing the buffer."""
+
+    def __setattr__(self, name, value):
+        if name == "sigma" and "sigma" in self._buffers and not isinstance(value, Tensor):
+            self.set_sigma(value)
+            return
+        super().__setattr__(name, value)
+
+
+class DelaySynapse(ScheduledSigma, nn.Module):
     """Fully (or sparsely) connected synapses with learnable weights and delays.
 
     Args:
@@ -172,12 +183,6 @@ class DelaySynapse(nn.Module):
         """The shared width (the schedule's); ignored by a synapse with learned widths."""
         if not self.learn_sigma:
             self.sigma.fill_(float(value))
-
-    def __setattr__(self, name, value):
-        if name == "sigma" and "sigma" in self._buffers and not isinstance(value, Tensor):
-            self.set_sigma(value)
-            return
-        super().__setattr__(name, value)
 
     def width(self) -> "Tensor | float":
         """The training kernel's width (steps): (out, in, m) learned widths s0 + |sigma_delta|, or
