@@ -33,19 +33,24 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from neuromorphic_export._io import atomic_write_text
 
 from .ablation import ABLATION_VARIANTS, DEFAULT_VARIANTS, _count, _fmt, ci95, is_done, run_cells, variant_model
+from .checkpoint import resolve_checkpoint_path
 from .config import ExperimentConfig, config_from_dict, result_config
 from .data.fsdd import fsdd_speakers
 from .errors import UserError
+from .evaluate import run_scores
 from .launchers import Launch
 from .train import train
 
 __all__ = ["FoldCell", "fold_cells", "valid_speaker_for", "collect_folds", "summarize_folds", "cross_validate",
-           "VALID_MODES", "loso_validation"]
+           "VALID_MODES", "loso_validation", "ensemble_folds", "summarize_ensembles", "SCORES_FILE"]
 
 VALID_MODES = ("slice", "next")
+SCORES_FILE = "test_scores.npz"  # in a run folder: its best.pt's summed softmax on the test split (ensembles)
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,94 @@ def write_fold_summary(out: Path, records: Sequence[dict[str, Any]], title: str,
     return table
 
 
+# -- seed ensembles at evaluation ------------------------------------------------------------------
+def _cached_scores(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (N, K), labels (N,)) of ``run``'s best.pt on its test split (:func:`run_scores`), kept in
+    ``run/SCORES_FILE`` keyed by best.pt's size and modification time (recomputed when it changes)."""
+    ckpt = resolve_checkpoint_path(run, "best").stat()
+    key = np.array([ckpt.st_size, ckpt.st_mtime_ns], dtype=np.int64)
+    path = run / SCORES_FILE
+    try:
+        with np.load(path) as z:
+            if np.array_equal(z["key"], key):
+                return z["scores"], z["labels"]
+    except (OSError, KeyError, ValueError):
+        pass
+    scores, labels = run_scores(run, "test", "best")
+    buf = io.BytesIO()
+    np.savez(buf, scores=scores, labels=labels, key=key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return scores, labels
+
+
+def ensemble_folds(cells: Sequence[FoldCell], out: Path) -> list[dict[str, Any]]:
+    """Seed ensembles at evaluation, one record per (variant, speaker) with a finished run: the test
+    accuracy of the average over that fold's finished seeds of their best.pt's summed softmax
+    (sample by sample, rounded delays), beside the mean of the seeds' own accuracies. Records:
+    {"variant", "speaker", "seeds" (list), "ensemble_acc", "single_acc" (mean over the seeds of the
+    accuracy each model alone reaches on the same samples)}. Costs one evaluation pass per run (cached)."""
+    groups: dict[tuple[str, str], list[FoldCell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.variant, cell.speaker), []).append(cell)
+    rows = []
+    for (variant, speaker), members in groups.items():
+        done = [c for c in members if is_done(c.folder(out))]
+        if not done:
+            continue
+        total, labels, singles = None, None, []
+        for cell in done:
+            scores, y = _cached_scores(cell.folder(out))
+            if labels is not None and not np.array_equal(y, labels):
+                raise UserError(f"{cell.folder(out)}: its test split differs from the other seeds' of fold {speaker} "
+                                "(another dataset or split); cannot ensemble")
+            labels = y
+            total = scores if total is None else total + scores
+            singles.append(float((scores.argmax(1) == y).mean()))
+        rows.append({"variant": variant, "speaker": speaker, "seeds": [c.seed for c in done],
+                     "ensemble_acc": float((total.argmax(1) == labels).mean()),
+                     "single_acc": sum(singles) / len(singles)})
+    return rows
+
+
+def summarize_ensembles(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant: per-fold ensemble accuracy, its mean over folds and 95 % t-interval, the
+    seeds per fold (fewest), and the gain over the seeds' mean accuracy, paired per fold (mean, ci95)."""
+    table = []
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        rs = [r for r in records if r["variant"] == variant]
+        mean, half, std, n = ci95([r["ensemble_acc"] for r in rs])
+        gain, gain_half, _, _ = ci95([r["ensemble_acc"] - r["single_acc"] for r in rs])
+        table.append({"variant": variant, "per_fold": {r["speaker"]: r["ensemble_acc"] for r in rs}, "mean": mean,
+                      "ci95": half, "std": std, "n_folds": n, "min_seeds": min(len(r["seeds"]) for r in rs),
+                      "gain": gain, "gain_ci95": gain_half})
+    return table
+
+
+def write_ensemble_summary(out: Path, records: Sequence[dict[str, Any]], speakers: Sequence[str]) -> list[str]:
+    """ensemble.csv (one row per fold) and the markdown lines of the ensemble table (for summary.md)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["variant", "speaker", "seeds", "ensemble_acc", "single_acc"],
+                       lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({**r, "seeds": " ".join(map(str, r["seeds"])), "ensemble_acc": f"{r['ensemble_acc']:.6f}",
+                    "single_acc": f"{r['single_acc']:.6f}"})
+    atomic_write_text(out / "ensemble.csv", buf.getvalue())
+    lines = ["## Seed ensembles at evaluation", "",
+             "The held-out speaker classified by the average of the seeds' summed softmax outputs (best.pt of each "
+             "seed, rounded delays); gain = ensemble minus the mean of the single seeds, paired per fold.", "",
+             "| variant (ensemble) | " + " | ".join(speakers) + " | mean | ci95 | folds | seeds | gain |",
+             "|---|" + "---|" * (len(speakers) + 5)]
+    for row in summarize_ensembles(records):
+        cells = [_fmt(row["per_fold"].get(s, float("nan"))) for s in speakers]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + f" | {_fmt(row['mean'])} | ± {_fmt(row['ci95'])} | "
+                     f"{row['n_folds']} | {row['min_seeds']} | {_fmt(row['gain'])} ± {_fmt(row['gain_ci95'])} |")
+    return lines
+
+
+
 def _plan(out: Path) -> dict[str, Any]:
     path = out / "cv.json"
     if not path.exists():
@@ -198,7 +291,8 @@ def _cells_of(plan: dict[str, Any]) -> list[FoldCell]:
     return fold_cells(plan["variants"], plan["speakers"], plan["seeds"], plan["valid"], plan.get("fanin", 0))
 
 
-def _summary(base: ExperimentConfig, cells: Sequence[FoldCell], out: Path, note: str, log) -> list[dict[str, Any]]:
+def _summary(base: ExperimentConfig, cells: Sequence[FoldCell], out: Path, note: str, log,
+             ensemble: bool = False) -> list[dict[str, Any]]:
     records = collect_folds(cells, out)
     finished = sum(r["done"] for r in records)
     if finished == 0:
@@ -206,10 +300,19 @@ def _summary(base: ExperimentConfig, cells: Sequence[FoldCell], out: Path, note:
         return []
     title = (f"{base.data.dataset} ({base.data.input}) leave-one-speaker-out: {_count(base.train.epochs, 'epoch')}, "
              f"{base.model.n_layers}x{base.model.hidden_size} hidden, Td {base.model.kernel_size}")
-    table = write_fold_summary(out, records, title, f"{finished}/{len(cells)} runs finished. {note}".strip())
+    note = f"{finished}/{len(cells)} runs finished. {note}".strip()
+    if ensemble:
+        ens = ensemble_folds(cells, out)
+        note += "\n\n" + "\n".join(write_ensemble_summary(out, ens, list(dict.fromkeys(c.speaker for c in cells))))
+    table = write_fold_summary(out, records, title, note)
     for row in table:
         log(f"{row['variant']:<18} {_fmt(row['mean'])} ± {_fmt(row['ci95'])} % over {row['n_folds']}/"
             f"{row['n_planned']} folds ({', '.join(f'{s} {_fmt(a)}' for s, a in row['per_fold'].items())})")
+    if ensemble:
+        for row in summarize_ensembles(ens):
+            log(f"{row['variant'] + ' ensemble':<18} {_fmt(row['mean'])} ± {_fmt(row['ci95'])} % over "
+                f"{row['n_folds']} folds, {row['min_seeds']}+ seeds each (gain over single seeds "
+                f"{_fmt(row['gain'])} ± {_fmt(row['gain_ci95'])})")
     log(f"wrote {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'folds.csv'}")
     return table
 
@@ -217,14 +320,16 @@ def _summary(base: ExperimentConfig, cells: Sequence[FoldCell], out: Path, note:
 def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: Sequence[str] | None = None,
                    variants: Sequence[str] = DEFAULT_VARIANTS, seeds: Sequence[int] = (0,), valid: str = "slice",
                    workers: int = 1, stale_after_s: float = 3600.0, summary_only: bool = False,
-                   log=print, launch: Launch | None = None) -> list[dict[str, Any]]:
+                   log=print, launch: Launch | None = None, ensemble: bool = False) -> list[dict[str, Any]]:
     """Run (or resume, or join) the leave-one-speaker-out grid in ``out`` and write its summary;
     returns the summary rows (one per variant). ``speakers`` None: every speaker of the folder.
-    ``launch``: where the runs go (:class:`snn_delays.launchers.Launch`; default ``workers`` here)."""
+    ``launch``: where the runs go (:class:`snn_delays.launchers.Launch`; default ``workers`` here).
+    ``ensemble``: also the seed ensembles of every fold (:func:`ensemble_folds`) in summary.md and
+    ensemble.csv."""
     out = Path(out)
     if summary_only:
         plan = _plan(out)
-        return _summary(config_from_dict(plan["base_config"]), _cells_of(plan), out, "", log)
+        return _summary(config_from_dict(plan["base_config"]), _cells_of(plan), out, "", log, ensemble)
     if base.data.dataset != "fsdd":
         raise UserError(f"cv holds out one speaker per fold; it needs --dataset fsdd (got {base.data.dataset})")
     if base.data.test_speakers or base.data.valid_speakers:
@@ -259,7 +364,7 @@ def cross_validate(base: ExperimentConfig, out: "str | os.PathLike", speakers: S
     all_cells = _cells_of(plan)
     if valid == "next":
         all_cells = [replace(c, valid=valid_speaker_for(c.speaker, present, valid)) for c in all_cells]
-    return _summary(base, all_cells, out, f"This invocation took {time.perf_counter() - t0:.0f} s.", log)
+    return _summary(base, all_cells, out, f"This invocation took {time.perf_counter() - t0:.0f} s.", log, ensemble)
 
 
 def loso_validation(cfg: ExperimentConfig, out: Path, on_fold_end=None) -> dict[str, Any]:

@@ -8,28 +8,24 @@ import os
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import torch
+
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .data import open_dataset
+from .data.batches import iterate_batches
 from .errors import UserError
 from .model import DelaySNN, trained_steps
 from .train import measure_split, resolve_device
 
-__all__ = ["evaluate_run", "format_report"]
+__all__ = ["evaluate_run", "format_report", "run_scores"]
 
 MAX_TABLE_CLASSES = 20  # larger confusion matrices only in --json
 
 
-def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_dir: str | None = None,
-                 split: str = "test", checkpoint: str = "best", device: str = "cpu",
-                 show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate the run's model (eval mode, rounded delays) on ``split`` of its dataset (or ``dataset``)
-    in one pass. Returns {"accuracy", "correct", "n", "loss" (mean cross-entropy of the summed softmax,
-    the training loss), "confusion" (K x K counts, rows = true class, columns = predicted),
-    "per_class_accuracy" (K values, null for a class without samples), "spike_rate" (per hidden layer,
-    the fraction of (step, neuron) entries that spike), "dataset", "split", "checkpoint", "epoch",
-    "warnings" (lines for the user, e.g. a time length other than the training data's)}.
-    ``show_progress``: a bar on a terminal, a line every 30 s otherwise (stderr)."""
+def _run_model_and_data(run_dir, dataset, data_dir, split, checkpoint, device):
+    """(model on ``dev`` in eval mode, the split's dataset, the data config, checkpoint, warnings, dev)."""
     dev = resolve_device(device, "evaluate --device")
     ckpt = load_checkpoint(run_dir, checkpoint)
     cfg = config_from_dict(ckpt["config"])
@@ -56,6 +52,21 @@ def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_
     model = DelaySNN(cfg.model, seed=cfg.train.seed)
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
+    return model, ds, data, ckpt, warnings, dev
+
+
+def evaluate_run(run_dir: "str | os.PathLike", dataset: str | None = None, data_dir: str | None = None,
+                 split: str = "test", checkpoint: str = "best", device: str = "cpu",
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate the run's model (eval mode, rounded delays) on ``split`` of its dataset (or ``dataset``)
+    in one pass. Returns {"accuracy", "correct", "n", "loss" (mean cross-entropy of the summed softmax,
+    the training loss), "confusion" (K x K counts, rows = true class, columns = predicted),
+    "per_class_accuracy" (K values, null for a class without samples), "spike_rate" (per hidden layer,
+    the fraction of (step, neuron) entries that spike), "dataset", "split", "checkpoint", "epoch",
+    "warnings" (lines for the user, e.g. a time length other than the training data's)}.
+    ``show_progress``: a bar on a terminal, a line every 30 s otherwise (stderr)."""
+    model, ds, data, ckpt, warnings, dev = _run_model_and_data(run_dir, dataset, data_dir, split, checkpoint,
+                                                               device)
     measured = measure_split(model, ds, data.batch_size, dev, show_progress,
                              desc=f"evaluating {data.dataset}/{split}")
     return {**measured.to_dict(), "dataset": data.dataset, "split": split, "checkpoint": checkpoint,
@@ -95,3 +106,19 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"per-class accuracy of {len(per_class)} classes, lowest: {worst} "
                      f"(the confusion matrix and every class: --json)")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def run_scores(run_dir: "str | os.PathLike", split: str = "test", checkpoint: str = "best",
+               device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The decision scores of a run's model on ``split`` of its own dataset, sample by sample:
+    ``(scores (N, K) float64, labels (N,) int64)``, where ``scores`` is the model's summed softmax over
+    its output steps (:meth:`DelaySNN.scores`, eval mode, rounded delays: what ``evaluate_run``'s
+    accuracy takes the argmax of), in the dataset's order. Seed ensembles average these
+    (:func:`snn_delays.crossval.ensemble_folds`)."""
+    model, ds, data, _, _, dev = _run_model_and_data(run_dir, None, None, split, checkpoint, device)
+    scores, labels = [], []
+    for x, y in iterate_batches(ds, data.batch_size, device=dev):
+        scores.append(DelaySNN.scores(model(x)).double().cpu().numpy())
+        labels.append(y.cpu().numpy())
+    return np.concatenate(scores), np.concatenate(labels).astype(np.int64)

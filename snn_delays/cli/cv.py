@@ -34,6 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel training processes on this machine (1 thread each)")
     p.add_argument("--stale-after", type=float, default=3600.0,
                    help="seconds after which a lock not refreshed by its owner is considered stale (default 3600)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also classify each held-out speaker with the average of its seeds' summed softmax outputs "
+                        "(best.pt of every finished seed, one evaluation pass each, cached in the run folders): "
+                        "a table in summary.md and ensemble.csv")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing; rewrite the summary of the finished runs recorded in OUT/cv.json")
     add_launch_args(p, "run")
@@ -43,7 +47,7 @@ def add_parser(sub) -> None:
 
 def run_cv(args: argparse.Namespace) -> int:
     if args.summary_only:
-        cross_validate(None, args.out, summary_only=True)  # type: ignore[arg-type]
+        cross_validate(None, args.out, summary_only=True, ensemble=args.ensemble)  # type: ignore[arg-type]
         return 0
     if args.dataset is None and args.config is None:
         raise UserError("give --dataset fsdd or --config")
@@ -67,5 +71,5 @@ def run_cv(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     cross_validate(base, args.out, speakers=speakers, variants=variants,
                    seeds=list(range(args.first_seed, args.first_seed + args.seeds)), valid=args.valid,
-                   workers=args.workers, stale_after_s=args.stale_after, launch=launch)
+                   workers=args.workers, stale_after_s=args.stale_after, launch=launch, ensemble=args.ensemble)
     return 0
