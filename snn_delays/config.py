@@ -280,7 +280,7 @@ class DataConfig:
     cache_dir: str = ""
     split_seed: int = 0
     valid_speakers: str = ""  # FSDD: speakers held out for validation ("" = a slice of the training speakers)
-    normalize: str = "none"  # FSDD mel: "none", "utterance" or "channel" (per-clip statistics)
+    normalize: str = "none"  # FSDD mel: "none", "utterance", "channel" or "tilt" (per-clip statistics)
     # training-time augmentation of each batch (snn_delays.data.augment; 0 = off)
     aug_time_shift: int = 0  # shift each sample by up to +/- this many steps
     aug_time_stretch: float = 0.0  # stretch each batch in time by a factor in [1 - a, 1 + a]
@@ -329,8 +329,8 @@ class DataConfig:
             raise ConfigError(f"data.n_mels (mel bands) must be >= 1; got {self.n_mels}")
         if not 0.0 <= self.aug_time_stretch < 1.0:
             raise ConfigError(f"data.aug_time_stretch must be in [0, 1) (a relative change); got {self.aug_time_stretch}")
-        if self.normalize not in ("none", "utterance", "channel"):
-            raise ConfigError(f"data.normalize must be none, utterance or channel; got {self.normalize!r}")
+        if self.normalize not in ("none", "utterance", "channel", "tilt"):
+            raise ConfigError(f"data.normalize must be none, utterance, channel or tilt; got {self.normalize!r}")
         for key in ("synthetic_p_fire", "synthetic_noise"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must be in [0, 1] (a probability); got {getattr(self, key)}")

@@ -41,7 +41,8 @@ N_MELS = 140
 F_MIN_HZ = 50.0
 F_MAX_HZ = 14000.0
 DB_FLOOR = 1e-10
-NORMALIZATIONS = ("none", "utterance", "channel")
+NORMALIZATIONS = ("none", "utterance", "channel", "tilt")
+TILT_SPEECH_DB = 20.0  # normalize_db "tilt": frames whose mean level is within this of the loudest frame's
 TOP_DB = 80.0  # normalize_db: dynamic range kept below each clip's loudest value (as librosa's top_db)
 
 
@@ -314,6 +315,11 @@ def normalize_db(x: np.ndarray, mode: str, top_db: float = TOP_DB) -> np.ndarray
     * ``"utterance"``: minus the clip's mean, over the clip's standard deviation (over T and C);
     * ``"channel"``: each band minus its mean over time (cepstral mean normalisation: removes a
       fixed spectral tilt of voice and microphone), over the clip's standard deviation after that;
+    * ``"tilt"``: the clip's spectral tilt only, then as ``"utterance"``: the least-squares slope over
+      the band index of the clip's mean spectrum over its speech frames (frame mean level within
+      ``TILT_SPEECH_DB`` of the loudest frame's) is subtracted from every frame as a straight line
+      across the bands (dB per band), so a voice's or microphone's tilt goes while the formant peaks,
+      which ``"channel"`` flattens with the vowel's own spectrum, stay;
     * ``"none"``: ``x`` unchanged.
     """
     if mode not in NORMALIZATIONS:
@@ -323,6 +329,13 @@ def normalize_db(x: np.ndarray, mode: str, top_db: float = TOP_DB) -> np.ndarray
     x = np.asarray(x, dtype=np.float64)
     peak = x.max(axis=(1, 2), keepdims=True)
     x = np.maximum(x, peak - top_db)
+    if mode == "tilt":
+        frame_db = x.mean(axis=2)  # (N, T)
+        speech = (frame_db >= frame_db.max(axis=1, keepdims=True) - TILT_SPEECH_DB).astype(np.float64)
+        spectrum = (x * speech[:, :, None]).sum(axis=1) / speech.sum(axis=1, keepdims=True)  # (N, C) dB
+        band = np.arange(x.shape[2]) - (x.shape[2] - 1) / 2.0  # centred band index
+        slope = (spectrum * band).sum(axis=1) / max(float((band ** 2).sum()), 1.0)  # (N,) dB per band
+        x = x - slope[:, None, None] * band[None, None, :]
     mean = x.mean(axis=1, keepdims=True) if mode == "channel" else x.mean(axis=(1, 2), keepdims=True)
     x = x - mean
     std = x.std(axis=(1, 2), keepdims=True)

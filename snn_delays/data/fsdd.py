@@ -16,8 +16,9 @@ those speakers' files are ``test``, ``valid`` a slice of the others, or, with
 ``valid_speakers="c"``, every file of those speakers (disjoint from the test speakers; then no
 ``test`` or ``valid`` speaker is ever in ``train``). ``all`` = every file.
 ``normalize`` (mel only; spike counts are left as they are): ``"none"``, ``"utterance"`` (each clip
-minus its mean, over its standard deviation) or ``"channel"`` (each band of each clip minus its mean
-over time, over the clip's standard deviation): see :func:`snn_delays.data.audio.normalize_db`.
+minus its mean, over its standard deviation), ``"channel"`` (each band of each clip minus its mean
+over time, over the clip's standard deviation) or ``"tilt"`` (the clip's spectral slope across the
+bands removed, then as ``"utterance"``): see :func:`snn_delays.data.audio.normalize_db`.
 ``n_steps`` pads or cuts every sample to that many steps (0: 101 frames for mel, the longest
 recording for spikes).
 """
