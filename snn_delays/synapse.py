@@ -36,6 +36,7 @@ from neuromorphic_export.chip import rounded_delays
 from .backends.choice import BACKENDS, choose_backend
 from .backends.compiled import fast_available
 from .backends.dense import causal_conv, causal_conv_cm
+from .backends.events import event_causal_conv_cm, nonzero_fraction
 from .backends.fft import fft_causal_conv_cm
 from .backends.gaussian import compiled_gaussian_kernel
 from .backends.interpolation import INTERPOLATIONS, WIDTH_MIN, interp_taps_per_element
@@ -234,8 +235,12 @@ class DelaySynapse(ScheduledSigma, nn.Module):
         taps = None
         if self.training and (self.interpolation != "gauss" or self.learn_sigma):
             taps = interp_taps_per_element(self.interpolation, self._max_width(), self.kernel_size)
+        density = None  # an input that needs no gradient may run event-driven: its non-zero fraction
+        if (self.backend == "auto" and x is not None and fast_available(x)
+                and not (x.requires_grad and torch.is_grad_enabled())):
+            density = nonzero_fraction(x)
         return choose_backend(self.backend, probe, t_len, self.kernel_size, self.kernel_count, self.mask,
-                              self.sigma, self.training, taps=taps)
+                              self.sigma, self.training, taps=taps, density=density)
 
     def tap_plan(self, taps: int) -> TapPlan:
         """The static tap structure for ``taps`` taps per element (cached while the mask is unchanged)."""
@@ -276,6 +281,8 @@ class DelaySynapse(ScheduledSigma, nn.Module):
             return tap_conv_cm(x, value, steps, plan, self.kernel_size)
         if backend == "fft":
             return fft_causal_conv_cm(x, self.kernel())
+        if backend == "event":  # driven by the input's non-zero entries (the dense kernel)
+            return event_causal_conv_cm(x, self.kernel())
         return causal_conv_cm(x, self.kernel())
 
     def extra_repr(self) -> str:

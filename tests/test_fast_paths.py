@@ -169,18 +169,18 @@ def test_compiled_lif_loops_equal_pytorch_loops():
 
 def test_auto_backend_choice():
     syn = _synapse(td=25, backend="auto").float()
-    x = torch.zeros(5, 2, 9)
+    x = torch.ones(5, 2, 9)  # a dense input (a sparse one that needs no gradient runs event-driven: test_events.py)
     syn.train()
     syn.sigma = 0.5
     assert syn.resolved_backend(x) == ("sparse" if compiled.compiled_enabled() else "dense")
     syn.sigma = 12.0
     assert syn.resolved_backend(x) == "dense"  # wide Gaussian, short input: the direct convolution
-    assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"  # long input: the FFT
+    assert syn.resolved_backend(torch.ones(200, 2, 9)) == "fft"  # long input: the FFT
     syn.eval()
     assert syn.resolved_backend(x) == ("sparse" if compiled.compiled_enabled() else "dense")
     with use_compiled(False):
         assert syn.resolved_backend(x) == "dense"
-        assert syn.resolved_backend(torch.zeros(200, 2, 9)) == "fft"
+        assert syn.resolved_backend(torch.ones(200, 2, 9)) == "fft"
     with pytest.raises(ValueError, match="backend"):
         DelaySynapse(3, 2, 5, backend="fast")
 
@@ -353,7 +353,8 @@ def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary):
 
 
 @needs_numba
-@pytest.mark.parametrize("backend,sigma", [("sparse", 0.5), ("sparse", 1.0), ("fft", 4.0), ("fft", 0.5)])
+@pytest.mark.parametrize("backend,sigma", [("sparse", 0.5), ("sparse", 1.0), ("fft", 4.0), ("fft", 0.5), ("event", 0.5),
+                                           ("event", 4.0)])
 def test_model_training_step_with_counts_equals_pytorch_twins(backend, sigma):
     """A training step on count-valued input (binned spikes, 0-3 per bin; the compiled tap loops read
     them as bytes): the loss and every parameter's gradient equal those of the same model run on the

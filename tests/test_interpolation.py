@@ -118,7 +118,7 @@ def direct_loop(x, k):
 
 
 @pytest.mark.parametrize("interpolation,learn", CASES)
-@pytest.mark.parametrize("backend", ["dense", "fft", "sparse"])
+@pytest.mark.parametrize("backend", ["dense", "fft", "sparse", "event"])
 def test_training_forward_equals_direct_loop(interpolation, learn, backend):
     syn = make_synapse(interpolation, learn, fanin=4).train()
     syn.backend = backend
