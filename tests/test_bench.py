@@ -24,7 +24,7 @@ def test_bench_quick_writes_table_and_json(tmp_path, capsys, kind):
     assert env["cpu_model"] and isinstance(env["vector_isa"], list) and isinstance(env["avx512"], bool)
     (res,) = data["results"]
     assert res["config"]["input"] == kind
-    assert set(res["samples_per_s"]) == {"train_sigma_large", "train_sigma_0.5", "eval_rounded"}
+    assert set(res["samples_per_s"]) == {"train_sigma_large", "train_sigma_0.5", "eval_rounded", "eval_rounded_trained"}
     assert all(v["ours"] > 0 for v in res["samples_per_s"].values())
     if missing_reason() is None:
         assert res["speed_ratio"]["eval_rounded"] > 0
@@ -62,3 +62,33 @@ def test_bench_input_density_and_counts(kind, density, top):
     if kind == "counts":  # 70 / 20 / 10 % of the non-zero entries hold 1 / 2 / 3
         shares = [float((nz == k).float().mean()) for k in (1, 2, 3)]
         assert all(abs(a - b) < 0.02 for a, b in zip(shares, measure.COUNT_PROBS))
+
+
+def test_bench_quick_reports_both_spiking_settings(tmp_path, capsys):
+    """The default bench times evaluation at the random-weight and the trained-like setting and
+    reports the measured hidden rates of each (the trained-like ones near TRAINED_RATE)."""
+    args = ["bench", "--quick", "--repeats", "1", "--no-memory", "--json", str(tmp_path / "b.json")]
+    if missing_reason() is not None:
+        args.append("--no-reference")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "random weights (hidden" in out and "trained-like (hidden" in out
+    (res,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert {"eval_rounded", "eval_rounded_trained"} <= set(res["samples_per_s"])
+    stacks = ["ours"] + (["reference"] if missing_reason() is None else [])
+    for s in stacks:
+        assert all(abs(v - measure.TRAINED_RATE) < 0.02 for v in res["eval_rates"]["trained"][s]), res["eval_rates"]
+        assert len(res["eval_rates"]["random"][s]) == measure.CONFIGS["tiny"].n_layers
+    assert res["eval_hidden_rates"] == res["eval_rates"]["random"]["ours"]
+
+
+def test_set_hidden_rates_at_shd_sizes():
+    """The trained-like setting at SHD sizes (this model, 32 samples): every hidden layer within
+    0.01 of the target, by lowering the BatchNorm shifts."""
+    cfg = measure.CONFIGS["shd"].with_(batch=32)
+    r = measure.Runner("ours", cfg, None, rates="trained")
+    rates = r.hidden_rates()
+    assert all(abs(v - measure.TRAINED_RATE) < 0.01 for v in rates), rates
+    assert all(d > 0 for d in r.rate_shifts)  # the random-weight layers spike more than trained ones
+    with pytest.raises(ValueError):
+        measure.Runner("ours", measure.CONFIGS["tiny"], None, rates="silent")

@@ -202,8 +202,9 @@ def _bit_tap_layer(xb: np.ndarray, x_pad: int, t_len: int, b_len: int, table, sc
 
 def _bits_density(xb: np.ndarray, t_len: int, b_len: int) -> float:
     """Set bits / (C T B) of a bit tensor whose padding (rows, lanes) is zero."""
-    return float(np.bitwise_count(xb.view(np.uint64) if xb.size % 8 == 0 and xb.flags.c_contiguous else xb).sum(
-        dtype=np.int64)) / max(1, xb.shape[0] * t_len * b_len)
+    flat = xb.reshape(-1)
+    words = flat.view(np.uint64) if flat.size % 8 == 0 else flat
+    return float(np.bitwise_count(words).sum(dtype=np.int64)) / max(1, xb.shape[0] * t_len * b_len)
 
 
 def _count_nonzero(a: np.ndarray) -> int:

@@ -32,7 +32,8 @@ from ..config import ModelConfig
 from ..errors import UserError
 from ..model import build_model, calibrate_batchnorm, readout_scores
 
-__all__ = ["BenchConfig", "CONFIGS", "INPUTS", "run_benchmark", "run_scaling", "measure_memory", "markdown_table",
+__all__ = ["BenchConfig", "CONFIGS", "INPUTS", "RATES", "TRAINED_RATE", "run_benchmark", "hidden_spike_rates",
+           "set_hidden_rates", "run_scaling", "measure_memory", "markdown_table",
            "scaling_table", "cpu_info", "describe_cpu"]
 
 
@@ -43,6 +44,13 @@ INPUTS = ("counts", "binary")
 COUNTS_DENSITY = 0.05
 COUNT_PROBS = (0.70, 0.20, 0.10)
 BINARY_DENSITY = 0.10
+# the spiking settings of the evaluation: "random" - the random weights with BatchNorm calibrated on
+# the batch (SHD sizes: hidden layers at ~0.36 / 0.24 spikes per neuron and step); "trained" - the
+# same network with each hidden BatchNorm's shift lowered until its layer spikes at TRAINED_RATE,
+# what trained models show (the FSDD and SHD training logs: ~0.1)
+RATES = ("random", "trained")
+TRAINED_RATE = 0.10
+RATE_TUNING_SAMPLES = 64  # the samples of the batch the shifts are tuned on (both stacks the same)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ CONFIGS = {
 }
 
 
+EVAL_MODES = {"random": "eval_rounded", "trained": "eval_rounded_trained"}  # rates setting -> mode name
+
+
 # -- the two stacks -----------------------------------------------------------------------------
 def build_ours(cfg: BenchConfig, backend: str = "auto", seed: int = 0) -> nn.Module:
     mc = ModelConfig(input_size=cfg.n_in, n_classes=cfg.n_classes, hidden_size=cfg.hidden, n_layers=cfg.n_layers,
@@ -127,18 +138,75 @@ def _loss(membrane: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(readout_scores(membrane), y)  # (B, K) summed softmax as logits
 
 
-class Runner:
-    """train_step() / eval_step() for one stack at one sigma (train) or rounded delays (eval)."""
+def _hidden_norms(stack: str, model: nn.Module) -> list[nn.Module]:
+    return list(model.norms) if stack == "reference" else [blk.norm for blk in model.hidden]
 
-    def __init__(self, stack: str, cfg: BenchConfig, sigma: float | None, backend: str = "auto"):
+
+@torch.no_grad()
+def hidden_spike_rates(stack: str, model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Mean spike rate (spikes per neuron per step, over the steps each layer outputs) of every
+    hidden layer of either stack in its current mode, on x (T, B, C)."""
+    if stack == "reference":
+        from .reference import reset
+
+        rates: list[float] = []
+        hooks = [lif.register_forward_hook(lambda _m, _i, out: rates.append(float(out.float().mean())))
+                 for lif in model.lifs]
+        try:
+            model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+            reset(model)
+        return rates
+    _, spikes = model(x, return_spikes=True)
+    return [float(s.mean()) for s in spikes]
+
+
+@torch.no_grad()
+def set_hidden_rates(stack: str, model: nn.Module, x: torch.Tensor, rate: float = TRAINED_RATE,
+                     iterations: int = 14, bracket: tuple[float, float] = (-4.0, 8.0)) -> list[float]:
+    """Lower (or raise) the shift (bias) of each hidden BatchNorm of an eval-mode model, layer by
+    layer from the input, by the amount that makes that layer spike at ``rate`` per neuron and step
+    on x (bisection: the rate falls as the shift falls); the same procedure for both stacks.
+    Returns the shift change of each layer (subtracted from the bias)."""
+    deltas = []
+    for k, norm in enumerate(_hidden_norms(stack, model)):
+        base = norm.bias.detach().clone()
+        lo, hi = bracket
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            norm.bias.copy_(base - mid)
+            if hidden_spike_rates(stack, model, x)[k] > rate:
+                lo = mid
+            else:
+                hi = mid
+        delta = (lo + hi) / 2
+        norm.bias.copy_(base - delta)
+        deltas.append(delta)
+    return deltas
+
+
+class Runner:
+    """train_step() / eval_step() for one stack at one sigma (train) or rounded delays (eval);
+    ``rates`` (eval): "random" (BatchNorm calibrated on the batch) or "trained" (then each hidden
+    layer's shift set so that it spikes at TRAINED_RATE, :func:`set_hidden_rates`)."""
+
+    def __init__(self, stack: str, cfg: BenchConfig, sigma: float | None, backend: str = "auto",
+                 rates: str = "random"):
+        if rates not in RATES:
+            raise ValueError(f"rates must be one of {RATES}; got {rates!r}")
         self.stack = stack
         self.model = build_reference(cfg) if stack == "reference" else build_ours(cfg, backend)
         self.x, self.y = make_batch(cfg)
+        self.rate_shifts: list[float] = []
         if sigma is None:  # evaluation with rounded delays
             self.calibrate_batchnorm()
             self.model.eval()
             if stack == "reference":
                 self.model.round_positions()
+            if rates == "trained":
+                self.rate_shifts = set_hidden_rates(stack, self.model, self.x[:, :RATE_TUNING_SAMPLES])
         else:
             self.model.train()
             if stack == "reference":
@@ -155,11 +223,11 @@ class Runner:
         calibrate_batchnorm(self.model, self.x)
         self._reset()
 
-    def hidden_rates(self) -> list[float]:
-        """Mean spike rate (spikes per neuron per step) of each hidden layer on the batch (ours only)."""
-        with torch.no_grad():
-            _, spikes = self.model(self.x, return_spikes=True)
-        return [round(float(s.mean()), 4) for s in spikes]
+    def hidden_rates(self, samples: int | None = None) -> list[float]:
+        """Mean spike rate (spikes per neuron per step) of each hidden layer on the batch (or its
+        first ``samples``)."""
+        x = self.x if samples is None else self.x[:, :samples]
+        return [round(v, 4) for v in hidden_spike_rates(self.stack, self.model, x)]
 
     def _reset(self) -> None:
         if self.stack == "reference":
@@ -242,7 +310,7 @@ def _trim() -> None:
 def _memory_child(spec: dict) -> dict:
     torch.set_num_threads(int(spec["threads"]))
     cfg = BenchConfig(**spec["cfg"])
-    runner = Runner(spec["stack"], cfg, spec["sigma"], spec.get("backend", "auto"))
+    runner = Runner(spec["stack"], cfg, spec["sigma"], spec.get("backend", "auto"), spec.get("rates", "random"))
     runner.step()  # compile/allocate once (optimizer state, numba code)
     _trim()  # hand freed heap back to the OS: the baseline is what is live between steps
     base = _rss_bytes()
@@ -284,19 +352,25 @@ def _median(v: list[float]) -> float:
 
 
 def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: bool = True,
-                  reference: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train samples/s at sigma = Td // 2 and sigma = 0.5, eval samples/s with rounded delays and
-    peak memory, for this project's model and (if ``reference``) the reference stack."""
+                  reference: bool = True, rates: str = "both", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train samples/s at sigma = Td // 2 and sigma = 0.5, eval samples/s with rounded delays at the
+    spiking settings ``rates`` ("random", "trained" or "both": modes eval_rounded and
+    eval_rounded_trained) and peak memory, for this project's model and (if ``reference``) the
+    reference stack."""
     torch.set_num_threads(threads)
     sigmas = {"train_sigma_large": float(cfg.kernel_size // 2), "train_sigma_0.5": 0.5}
     stacks = ["reference", "ours"] if reference else ["ours"]
+    settings = list(RATES) if rates == "both" else [rates]
+    if any(r not in RATES for r in settings):
+        raise ValueError(f"rates must be one of {RATES + ('both',)}; got {rates!r}")
     result: dict[str, Any] = {"config": dataclasses.asdict(cfg), "input": cfg.describe_input(),
                               "repeats": repeats, "threads": threads,
                               "sigmas": sigmas, "seconds": {}, "samples_per_s": {}, "memory_bytes": {},
-                              "backends": {}}
-    modes = list(sigmas.items()) + [("eval_rounded", None)]
-    for mode, sigma in modes:
-        runners = {s: Runner(s, cfg, sigma) for s in stacks}
+                              "backends": {}, "eval_rates": {}}
+    modes = [(m, s, "random") for m, s in sigmas.items()] + [
+        (EVAL_MODES[r], None, r) for r in settings]
+    for mode, sigma, setting in modes:
+        runners = {s: Runner(s, cfg, sigma, rates=setting) for s in stacks}
         ours = runners["ours"].model
         result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
         if sigma is None:
@@ -305,7 +379,20 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
                     kinds: list = []
                     _fast_eval.fast_eval_forward(ours, runners["ours"].x, kinds=kinds, extra_steps=ours.extra_steps)
                     result["backends"][mode] = [f"eval-{k}" for k in kinds]
-            result["eval_hidden_rates"] = runners["ours"].hidden_rates()
+            # hidden spikes per neuron and step: ours on the batch, the reference on the samples its
+            # shifts were tuned on (a pass over the whole batch costs it seconds)
+            measured = {"ours": runners["ours"].hidden_rates()}
+            if "reference" in runners:
+                measured["reference"] = runners["reference"].hidden_rates(RATE_TUNING_SAMPLES)
+                measured["reference_samples"] = min(RATE_TUNING_SAMPLES, cfg.batch)
+            if setting == "trained":
+                measured["target"] = TRAINED_RATE
+                measured["shifts"] = {s: [round(d, 4) for d in r.rate_shifts] for s, r in runners.items()}
+            result["eval_rates"][setting] = measured
+            log(f"  {cfg.name} {mode}: hidden spikes per neuron and step " + ", ".join(
+                f"{s} {' / '.join(f'{v:.3f}' for v in measured[s])}" for s in stacks))
+            if setting == "random":
+                result["eval_hidden_rates"] = measured["ours"]
             xb = runners["ours"].x
             result["input_rate"] = round(float((xb != 0).float().mean()), 4)  # non-zero entries per step
             result["input_mean"] = round(float(xb.mean()), 4)  # spikes per channel per step
@@ -423,10 +510,17 @@ def markdown_table(results: list[dict]) -> str:
     lines = ["| config | mode | reference samples/s | ours samples/s | ratio | ours backend |",
              "|---|---|---|---|---|---|"]
     names = {"train_sigma_large": "train, sigma = Td//2", "train_sigma_0.5": "train, sigma = 0.5",
-             "eval_rounded": "eval, rounded delays"}
+             "eval_rounded": "eval, rounded delays", "eval_rounded_trained": "eval, rounded delays"}
     for r in results:
         c = r["config"]
         for mode, label in names.items():
+            if mode not in r["samples_per_s"]:
+                continue
+            setting = "trained" if mode == "eval_rounded_trained" else "random"
+            if mode.startswith("eval") and setting in r.get("eval_rates", {}):
+                rates = r["eval_rates"][setting]["ours"]
+                label += (", trained-like" if setting == "trained" else ", random weights") + \
+                    f" (hidden {' / '.join(f'{v:.2f}' for v in rates)})"
             sps = r["samples_per_s"][mode]
             ref = sps.get("reference")
             ratio = f"{sps['ours'] / ref:.2f}x" if ref else "-"
@@ -434,9 +528,11 @@ def markdown_table(results: list[dict]) -> str:
                          f"{ref:.1f} | {sps['ours']:.1f} | {ratio} | {'/'.join(r['backends'][mode])} |"
                          if ref else f"| {c['name']} | {label} | - | {sps['ours']:.1f} | - | "
                          f"{'/'.join(r['backends'][mode])} |")
-        if "eval_hidden_rates" in r:
+        if "eval_hidden_rates" in r and not r.get("eval_rates"):
             lines.append(f"| {c['name']} | eval: non-zero input entries / hidden spikes per neuron per step | | | | "
                          f"{r.get('input_rate', '-')} / {' / '.join(str(v) for v in r['eval_hidden_rates'])} |")
+        if r.get("eval_rates"):
+            lines.append(f"| {c['name']} | eval: non-zero input entries per step | | | | {r.get('input_rate', '-')} |")
         if "speed_ratio" in r:
             lines.append(f"| {c['name']} | train, mean of the two sigma ratios | | | "
                          f"{r['speed_ratio']['train_mean_of_two_sigmas']:.2f}x | |")

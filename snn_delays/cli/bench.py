@@ -32,6 +32,10 @@ def add_parser(sub) -> None:
                    help="counts: binned spike counts like SHD at 10 ms / pool 5 (5 %% non-zero, counts 1-3; "
                    "the default); binary: 0/1 spikes at 10 %%")
     p.add_argument("--density", type=float, help="non-zero fraction of the input (default 0.05 counts, 0.10 binary)")
+    p.add_argument("--rates", choices=["random", "trained", "both"], default="both",
+                   help="spiking setting of the evaluation: random (the random weights, BatchNorm calibrated on the "
+                   "batch), trained (each hidden BatchNorm's shift set so that its layer spikes at 0.1 per neuron "
+                   "and step, as trained models do; same procedure for both stacks), both (the default)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode and stack (median; default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch/numba threads (default 2)")
     p.add_argument("--json", dest="json_out", help="write the results here (default: benchmarks/results/bench.json "
@@ -52,7 +56,8 @@ def run_bench(args: argparse.Namespace) -> int:
         cfg = CONFIGS[name].with_(batch=args.batch, steps=args.steps, input=args.input, density=args.density)
         print(f"benchmark {name}: batch {cfg.batch}, {cfg.steps} steps, Td {cfg.kernel_size}, {args.threads} threads")
         out["results"].append(run_benchmark(cfg, repeats=args.repeats, threads=args.threads,
-                                            memory=not args.no_memory, reference=not args.no_reference))
+                                            memory=not args.no_memory, reference=not args.no_reference,
+                                            rates=args.rates))
     print()
     print(f"CPU: {describe_cpu(out['environment'])}")
     print(f"input: {out['results'][0]['input']}")
