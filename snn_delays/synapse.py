@@ -19,7 +19,7 @@ learned width s = s0 + |sigma_delta|; see :mod:`snn_delays.backends.interpolatio
 
 Shapes are time-major: input (T, B, C_in) -> output (T, B, C_out).
 
-The sums are computed by a backend (``backend=``: "dense", "fft", "sparse" or "auto", the
+The sums are computed by a backend (``backend=``: "dense", "fft", "sparse", "event" or "auto", the
 cheapest here), all giving the same numbers up to float summation order; see
 :mod:`snn_delays.backends`.
 """
@@ -228,15 +228,15 @@ class DelaySynapse(ScheduledSigma, nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
     def resolved_backend(self, x: Tensor | None = None) -> str:
-        """"dense", "fft" or "sparse": what ``forward`` runs for an input like ``x`` (T, ., .) in
+        """"dense", "fft", "sparse" or "event": what ``forward`` runs for an input like ``x`` (T, ., .) in
         the current mode."""
         probe = x if x is not None else self.weight
         t_len = int(x.shape[0]) if x is not None else 4 * self.kernel_size
         taps = None
         if self.training and (self.interpolation != "gauss" or self.learn_sigma):
             taps = interp_taps_per_element(self.interpolation, self._max_width(), self.kernel_size)
-        density = None  # an input that needs no gradient may run event-driven: its non-zero fraction
-        if (self.backend == "auto" and x is not None and fast_available(x)
+        density = None  # in training, an input that needs no gradient may run event-driven: its non-zero fraction
+        if (self.backend == "auto" and self.training and x is not None and fast_available(x)
                 and not (x.requires_grad and torch.is_grad_enabled())):
             density = nonzero_fraction(x)
         return choose_backend(self.backend, probe, t_len, self.kernel_size, self.kernel_count, self.mask,

@@ -102,6 +102,8 @@ def test_auto_choice_takes_events_for_sparse_inputs_without_gradient():
     assert syn.resolved_backend(sparse) == "event"  # in place of the FFT
     with use_compiled(False):
         assert syn.resolved_backend(sparse) != "event"
+    syn.eval()
+    assert syn.resolved_backend(sparse) != "event"  # evaluation: one rounded tap per element, or the compiled eval
     with pytest.raises(ValueError, match="backend"):
         DelaySynapse(3, 2, 5, backend="events")
 

@@ -27,7 +27,7 @@ BACKENDS = ("auto", "dense", "fft", "sparse", "event")
 # four; eval: one rounded tap), and one complex multiply-add of the FFT path (x 4 (n/2 + 1) / T
 # per synapse and step), and one multiply-add of the event loops (x density x Td per synapse and
 # step: each event applies its input's whole kernel column; measured on the AVX-512 CPU, issue 27).
-COST = {"tap_train": 1.6, "tap_eval": 3.5, "fft_train": 3.8, "fft_eval": 4.0, "event_train": 2.3, "event_eval": 1.0}
+COST = {"tap_train": 1.6, "tap_eval": 3.5, "fft_train": 3.8, "fft_eval": 4.0, "event_train": 2.3}
 
 
 def choose_backend(backend: str, probe: Tensor, t_len: int, kernel_size: int, kernel_count: int,
@@ -37,8 +37,8 @@ def choose_backend(backend: str, probe: Tensor, t_len: int, kernel_size: int, ke
     ``t_len`` steps on ``probe``'s device: ``mask`` (out, in), ``sigma`` (steps) its Gaussian width,
     used in ``training`` mode (evaluation: one rounded tap per element). ``taps``: the taps per
     element in training when not the Gaussian's of ``sigma`` (other interpolations, learned widths).
-    ``density``: the input's fraction of non-zero entries when it needs no gradient (None: the
-    event-driven form is not considered)."""
+    ``density``: the input's fraction of non-zero entries when it needs no gradient, in training
+    (None: the event-driven form is not considered)."""
     if backend != "auto":
         return backend
     if probe.device.type != "cpu":
@@ -51,6 +51,6 @@ def choose_backend(backend: str, probe: Tensor, t_len: int, kernel_size: int, ke
             taps = taps_per_element(float(sigma) if training else 0.0, kernel_size)
         taps *= kernel_count
         cost["sparse"] = taps * COST["tap_" + mode] * float(mask.mean())
-        if density is not None:  # the event loops apply the dense kernel: masked synapses cost too
-            cost["event"] = COST["event_" + mode] * density * kernel_size
+        if density is not None and training:  # the event loops apply the dense kernel: masked synapses cost too
+            cost["event"] = COST["event_train"] * density * kernel_size
     return min(cost, key=cost.get)
