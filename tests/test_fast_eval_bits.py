@@ -168,3 +168,48 @@ def test_binary_input_and_single_layer_take_bits_only_after_spikes(monkeypatch):
         u2, s2 = plain(x, return_spikes=True)
     assert torch.equal(s1[0], s2[0])
     torch.testing.assert_close(u1, u2, rtol=1e-5, atol=1e-5)
+
+
+@needs_numba
+def test_event_layer_offsets_of_every_width_agree():
+    """The event loop reads uint16, uint32 or uint64 offsets (the narrowest that holds them is used)."""
+    from snn_delays.backends.kernels import eval as eval_loops
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(input_size=12, n_classes=5, hidden_size=24, tau_steps=2.0, n_layers=1, kernel_size=9)
+    fast, _ = _models(cfg)
+    syn = fast.hidden[0].synapse
+    indptr, offset, weight = fast_eval._event_table(syn)
+    assert offset.dtype == np.uint16
+    x = ((torch.rand(20, 6, 12) < 0.2).float() * 2).numpy()
+    scale, shift = fast_eval._bn_affine(fast.hidden[0].norm, 24, torch.float32)
+    outs = []
+    for kind in (np.uint16, np.uint32, np.uint64):
+        out = np.empty((28, 6, 24), np.uint8)
+        eval_loops.event_layer(x, indptr, offset.astype(kind), weight, scale, shift, 0.5, 1.0, True, 9, out)
+        outs.append(out)
+    assert outs[0].any() and all(np.array_equal(outs[0], o) for o in outs)
+
+
+@pytest.mark.slow
+@needs_numba
+@pytest.mark.parametrize("rates", ["random", "trained"])
+def test_shd_size_fast_eval_equals_dense_eval(rates):
+    """At the bench's SHD sizes (32 samples) and both spiking settings: the same spikes and
+    predictions as the plain dense path, with the forms the bench takes."""
+    from snn_delays.bench import measure
+
+    cfg = measure.CONFIGS["shd"].with_(batch=32)
+    r = measure.Runner("ours", cfg, None, rates=rates)
+    plain = measure.build_ours(cfg, backend="dense").eval()
+    plain.load_state_dict(r.model.state_dict())
+    with torch.no_grad():
+        kinds = []
+        fast_eval.fast_eval_forward(r.model, r.x, kinds=kinds, extra_steps=r.model.extra_steps)
+        assert kinds == ["event", "bits", "bits"]
+        u1, s1 = r.model(r.x, return_spikes=True)
+        u2, s2 = plain(r.x, return_spikes=True)
+    for a, b in zip(s1, s2):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(u1, u2, rtol=1e-4, atol=1e-4)
+    assert torch.equal(r.model.predict(r.x), plain.predict(r.x))
