@@ -67,9 +67,11 @@ def _tap_values_backward(w, d, sigma, td, r, rn, full, eps, gv, gw, gd):  # prag
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _gaussian_kernel_forward(w, d, sigma, td, eps, out):  # pragma: no cover
     # out[s, n] = sum_e w[s, e] g(n) / (eps + sum_n g(n)), g(n) = exp(-z^2 / 2), z = (n - Td + 1 + d) / sigma
+    # (each exponential computed once, kept in a local row for the normalised pass)
     n_syn, m = w.shape
     for s in prange(n_syn):
         row = out[s]
+        g = np.empty(td, dtype=np.float64)
         for n in range(td):
             row[n] = 0.0
         for e in range(m):
@@ -77,11 +79,11 @@ def _gaussian_kernel_forward(w, d, sigma, td, eps, out):  # pragma: no cover
             norm = eps
             for n in range(td):
                 z = (n - td + 1 + de) / sigma
-                norm += np.exp(-0.5 * z * z)
+                g[n] = np.exp(-0.5 * z * z)
+                norm += g[n]
             scale = np.float64(w[s, e]) / norm
             for n in range(td):
-                z = (n - td + 1 + de) / sigma
-                row[n] += scale * np.exp(-0.5 * z * z)
+                row[n] += scale * g[n]
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _gaussian_kernel_backward(w, d, sigma, td, eps, gk, gw, gd):  # pragma: no cover
