@@ -38,6 +38,7 @@ def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spik
         b1 = (c + 1) * b_len // n_chunks
         cur = np.empty(n_rows * n_out, dtype=scale.dtype)
         u = np.empty(n_out, dtype=scale.dtype)
+        active = np.empty(n_in, dtype=np.int64)
         for b in range(b0, b1):
             cur[:] = 0
             u[:] = 0
@@ -45,15 +46,22 @@ def _event_layer(x, indptr, offset, weight, scale, shift, decay, threshold, spik
                 for t in range(w0, min(w0 + window, t_in)):
                     row = x[t, b]
                     cw = cur[(t - w0) * n_out:]
+                    # the non-zero inputs of the step, listed without a branch per input (at a few
+                    # per cent non-zero, a test-and-branch per input mispredicts: 5.7 of 7.3 ms of
+                    # the SHD input layer's time outside its scattered adds)
+                    n_active = 0
                     for j in range(n_in):
+                        active[n_active] = j
+                        n_active += row[j] != 0
+                    for a in range(n_active):
+                        j = active[a]
                         xv = row[j]
-                        if xv != 0:
-                            e0 = indptr[j]
-                            e1 = indptr[j + 1]
-                            ow = offset[e0:e1]
-                            ww = weight[e0:e1]
-                            for e in range(e1 - e0):
-                                cw[ow[e]] += ww[e] * xv
+                        e0 = indptr[j]
+                        e1 = indptr[j + 1]
+                        ow = offset[e0:e1]
+                        ww = weight[e0:e1]
+                        for e in range(e1 - e0):
+                            cw[ow[e]] += ww[e] * xv
                 for q in range(min(window, t_len - w0)):
                     o = out[w0 + q, b]
                     cq = cur[q * n_out:(q + 1) * n_out]
