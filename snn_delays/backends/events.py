@@ -10,8 +10,7 @@ x Td x out multiply-adds, a fraction ``density`` of the direct convolution's, fo
 
 For a sparse input that needs no gradient (the first layer's input: spikes or binned counts):
 autograd keeps only the events (smaller than x at any density below ~1/3). An input that needs a
-gradient gets it from the dense formulation (``torch.nn.grad.conv1d_input``; not event-driven:
-the cost model does not pick this backend then).
+gradient gets it from the frequency-domain products of :mod:`.fft` (not event-driven).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from .compiled import fast_available, set_threads
 from .dense import causal_conv_cm
+from .fft import fft_input_grad
 from .kernels import events as event_loops
 
 __all__ = ["event_causal_conv_cm", "nonzero_fraction"]
@@ -68,10 +68,8 @@ class _EventConv(torch.autograd.Function):
             set_threads()
             gk = torch.from_numpy(np.ascontiguousarray(  # (out, in, Td)
                 event_loops.event_kernel_grad(*ctx.events, gyc.to(ctx.dtype).numpy(), in_f, td)))
-        if ctx.needs_input_grad[0]:  # the dense formulation's input gradient
-            gyb = gyc.permute(2, 1, 0)  # (B, out, T)
-            gxp = torch.nn.grad.conv1d_input((b_len, in_f, t_len + td - 1), kernel.to(gy.dtype), gyb)
-            gx = gxp[:, :, td - 1:].permute(2, 1, 0)  # (T, in, B)
+        if ctx.needs_input_grad[0]:  # not from the events: the frequency-domain products (fft.py)
+            gx = fft_input_grad(gyc.to(kernel.dtype), kernel.detach())
         return gx, gk
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .packing import as_scaled_bytes
 
-__all__ = ["fft_causal_conv_cm", "fft_size"]
+__all__ = ["fft_causal_conv_cm", "fft_input_grad", "fft_size"]
 
 
 def fft_size(n: int) -> int:
@@ -162,6 +162,26 @@ class _FFTConv(torch.autograd.Function):
             gk = torch.matmul(first, spec_gk.reshape(2 * f_len, -1)).view(td, *spec_gk.shape[2:])
             gk = gk.permute(1, 2, 0).flip(-1)  # (out, in, Td)
         return gx, gk
+
+
+@torch.no_grad()
+def fft_input_grad(gy: Tensor, kernel: Tensor) -> Tensor:
+    """The input gradient of the causal convolution alone, gx[s] = sum_d h[d]^T gy[s + d], by the same
+    frequency-domain products as the backward above: gy (T, C_out, B), kernel (C_out, C_in, Td) ->
+    (T, C_in, B) (for a product computed another way, e.g. driven by the input's events)."""
+    t_len, _, b_len = gy.shape
+    n = fft_size(t_len + kernel.shape[-1] - 1)
+    f_len = n // 2 + 1
+    fwd = _forward_basis(t_len, n, kernel.dtype, kernel.device)
+    inv = _inverse_basis(t_len, n, kernel.dtype, kernel.device)
+    h_re, h_im = _spectrum_of_kernel(kernel, n)
+    h_re, h_im = h_re.transpose(1, 2), h_im.transpose(1, 2)  # H^T (F, in, out), read transposed
+    gx = gy.new_empty(t_len, kernel.shape[1], b_len)
+    for b0 in range(0, b_len, CHUNK):
+        spec_gy = _transform(fwd, gy[:, :, b0:b0 + CHUNK])  # (2F, out, b)
+        spec_gx = _complex_bmm(h_re, h_im, spec_gy[:f_len], spec_gy[f_len:], conj_a=True)  # (2, F, in, b)
+        gx[:, :, b0:b0 + CHUNK] = _transform(inv, spec_gx.view(2 * f_len, *spec_gx.shape[2:]))
+    return gx
 
 
 def fft_causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:
