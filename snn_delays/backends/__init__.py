@@ -11,6 +11,7 @@ Imports go one way: synapse, neuron, model -> these modules -> :mod:`.kernels` (
 | :mod:`.fft` | the same convolution by FFT |
 | :mod:`.taps` | the tap ("sparse") form: TapPlan, tap values, the tap product, the plan cache |
 | :mod:`.gaussian` | the dense Gaussian training kernel, compiled |
+| :mod:`.events` | the event-driven product and kernel gradient (training, inputs that need no gradient) |
 | :mod:`.interpolation` | triangle and bilinear kernels, learned widths: tap values (compiled + twin) |
 | :mod:`.lif` | the LIF step and the surrogate gradient (PyTorch), the fused LIF node |
 | :mod:`.norm_lif` | BatchNorm + LIF as one node; the BatchNorm running-statistics update |

@@ -6,6 +6,7 @@ no torch. Every loop has a PyTorch twin in :mod:`snn_delays.backends`, and the t
 - :mod:`.norm_lif`: BatchNorm (batch statistics) + LIF, forward and backward;
 - :mod:`.taps`, :mod:`.groups`: the tap product one tap at a time, and in groups of four delays;
 - :mod:`.gaussian`: Gaussian tap values and the dense training kernel, with their gradients;
+- :mod:`.events`: the product and the kernel gradient driven by the input's non-zero entries;
 - :mod:`.interpolation`: tap values of the Gaussian, triangle and bilinear kernels with a width per
   element, with their gradients (weight, delay, width);
 - :mod:`.eval`: a whole evaluation layer in one pass (event-driven, or one rounded tap per element);
