@@ -3,28 +3,34 @@
 In evaluation every synapse element has one integer delay, BatchNorm is a fixed per-neuron affine
 map (``scale * x + shift``) and dropout is the identity, so each layer is one synaptic product
 followed by the LIF (or the readout's leaky integrator) with BatchNorm folded in, all compiled
-(:mod:`.kernels.eval`) and with no autograd bookkeeping. Each layer takes one of two forms,
-chosen from the density of its input (nonzero entries / all entries):
+(:mod:`.kernels.eval`, :mod:`.kernels.eval_bits`) and with no autograd bookkeeping. Each layer
+takes one of three forms, chosen from the density of its input (nonzero entries / all entries):
 
-- **event-driven** (density < ``EVENT_MAX_DENSITY``): for every input event (a nonzero count or a
-  spike at step s of neuron j) add ``w`` to the current of each target at step s + d - the way a
-  neuromorphic chip computes; work ~ events x fan-out. Works per sample on (T, B, C).
-- **taps**: one compiled pass per layer over the whole batch on (C, T, B) tensors: the
-  one-tap-per-element current of eight steps accumulates in an (8, B) block in L1, then BatchNorm and
-  the LIF turn it into spikes stored as bytes (the input too, when it holds counts 0..255: exact);
-  work ~ steps x synapses x batch, independent of activity.
+- **event-driven** (density < ``EVENT_MAX_DENSITY``, or ``BIT_EVENT_MAX_DENSITY`` for a layer fed
+  by spikes): for every input event (a nonzero count or a spike at step s of neuron j) add ``w``
+  to the current of each target at step s + d - the way a neuromorphic chip computes; work ~
+  events x fan-out. Works per sample on (T, B, C).
+- **bits** (a layer fed by the previous layer's 0/1 spikes): the spikes bit-packed, (C, T, B / 8)
+  with zero steps in front, and one rounded tap per element as masked adds: the 16 bits of 16
+  batch lanes loaded as an AVX-512 mask, the weight added on the set lanes (no conversion, no
+  multiply); work ~ steps x synapses x batch / 16 mask loads, independent of activity.
+- **taps** (the first layer, whose input may hold counts): one compiled pass over (C, T, B) bytes
+  (exact for counts 0..255): the one-tap-per-element current of eight steps accumulates in an
+  (8, B) block in L1, then BatchNorm and the LIF turn it into spikes stored as bytes.
 
-The break-even density is the ratio of the two loops' rates: a scattered add costs about 25
-multiply-adds of the vectorised tap loop, so the event form wins below a few per cent of nonzero
-inputs (on both AVX2 and AVX-512 CPUs; benchmarks/README.md has the measurements).
-An event layer writes its spikes as bytes (T, B, out); before a tap layer they are transposed to
-(C, T, B) bytes, the tap loops' layout. Trained SHD-size networks fire at
-~15 % per step, so their layers take the tap form; very sparse inputs take the event form.
+The break-even densities are the ratios of the loops' rates: a scattered add costs about 25
+multiply-adds of the byte tap loop (event below ~4 %) and about 50 lane-adds of the bit loop
+(event below ~2 %); benchmarks/README.md has the measurements. Spikes move between the forms in
+their layouts: (T, B, C) bytes from an event layer, packed to bits for a bit layer (its density is
+counted on the bits), unpacked for an event layer after a bit layer. With the SHD bench (5 %
+non-zero counts, hidden layers at 0.1-0.36 per neuron and step) the input layer is event-driven
+and the two later ones take the bit form.
 
 Same numbers as the model's plain eval path (rounded kernel, dense convolution, BatchNorm, LIF) up
-to float summation order; ``tests/test_fast_paths.py`` checks identical spikes and predictions for
-both forms. ``DelaySNN.forward`` uses it under ``torch.no_grad()`` in eval mode on CPU when numba
-is available; ``backend="dense"`` in the model config turns it off. Shapes: time-major (T, B, C).
+to float summation order; ``tests/test_fast_paths.py`` and ``tests/test_fast_eval_bits.py`` check
+identical spikes and predictions for every form and pairing of forms. ``DelaySNN.forward`` uses it
+under ``torch.no_grad()`` in eval mode on CPU when numba is available; ``backend="dense"`` in the
+model config turns it off. Shapes: time-major (T, B, C).
 """
 
 from __future__ import annotations

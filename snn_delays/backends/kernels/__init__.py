@@ -10,6 +10,7 @@ no torch. Every loop has a PyTorch twin in :mod:`snn_delays.backends`, and the t
 - :mod:`.interpolation`: tap values of the Gaussian, triangle and bilinear kernels with a width per
   element, with their gradients (weight, delay, width);
 - :mod:`.eval`: a whole evaluation layer in one pass (event-driven, or one rounded tap per element);
+- :mod:`.eval_bits`: the same on bit-packed 0/1 spikes, each tap a masked add (AVX-512 mask registers);
 - :mod:`.pack`: spikes and counts as exact bytes.
 
 Layouts: channel-major, batch-innermost (T, C, B) arrays (the innermost loop is a contiguous,
