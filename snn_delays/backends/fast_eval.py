@@ -18,9 +18,11 @@ takes one of three forms, chosen from the density of its input (nonzero entries 
   (exact for counts 0..255): the one-tap-per-element current of eight steps accumulates in an
   (8, B) block in L1, then BatchNorm and the LIF turn it into spikes stored as bytes.
 
-The break-even densities are the ratios of the loops' rates: a scattered add costs about 25
+The break-even densities are the ratios of the loops' rates: a scattered add cost about 25
 multiply-adds of the byte tap loop (event below ~4 %) and about 50 lane-adds of the bit loop
-(event below ~2 %); benchmarks/README.md has the measurements. Spikes move between the forms in
+(event below ~2 %) when these limits were set; the event loop has since become ~1.9x faster per
+add (benchmarks/README.md, issue 27 evaluation notes), which moves both up (to ~8 % and ~5 % by
+the rates alone; not re-measured end to end, the limits are unchanged). Spikes move between the forms in
 their layouts: (T, B, C) bytes from an event layer, packed to bits for a bit layer (its density is
 counted on the bits), unpacked for an event layer after a bit layer. With the SHD bench (5 %
 non-zero counts, hidden layers at 0.1-0.36 per neuron and step) the input layer is event-driven
