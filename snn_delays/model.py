@@ -28,6 +28,7 @@ from neuromorphic_export.chip import BN_EPS
 from . import quantize
 from .adaptive_neuron import AdLIF
 from .backends import fast_eval, norm_lif
+from .backends.dropout import dropout_product_cm
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, ModelConfig, config_from_dict, load_config
 from .conv_model import build_conv_blocks, conv_trainable_count, dense_input_size, frames_of, input_frame
@@ -64,6 +65,10 @@ class TimeSharedDropout(nn.Module):
     ``global_rows = (offset, global_batch)``, set by data-parallel training
     (:func:`snn_delays.distributed.set_dropout_rows`): the rows every call holds, as ``rows`` below."""
 
+    # channel-major: the product as one node (backends/dropout.py); False: the plain ``x * keep`` (the
+    # reference formulation the fused node is tested against: the same random draws and values)
+    fused: bool = True
+
     def __init__(self, p: float):
         super().__init__()
         self.p = float(p)
@@ -83,6 +88,8 @@ class TimeSharedDropout(nn.Module):
         keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
         keep = keep[:, lo:lo + b] / (1 - self.p)  # one product over x instead of two (s / q, the same values)
         if channel_major:
+            if self.fused and x.dim() == 3:  # the same values; the mask contiguous (N, B), bytes for the next synapse
+                return dropout_product_cm(x, keep[0].t())
             keep = keep.permute(0, 2, 1)
         return x * keep
 

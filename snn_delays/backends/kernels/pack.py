@@ -10,7 +10,7 @@ import numpy as np
 
 from .runtime import n_threads, njit, prange
 
-__all__ = ["pack_scaled_u8", "pack_ctb_u8", "tbc_to_ctb_u8", "first_nonzero"]
+__all__ = ["pack_scaled_u8", "pack_ctb_u8", "tbc_to_ctb_u8", "first_nonzero", "dropout_pack_u8"]
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -163,3 +163,40 @@ def pack_ctb_u8(x, out) -> tuple[int, bool]:
     """x (T, B, C) float -> out (C, T, B) uint8; returns (nonzero count, exact)."""
     nnz, exact = _pack_ctb_u8(x, out, max(1, min(x.shape[0], 4 * n_threads())))
     return int(nnz), bool(exact)
+
+
+@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+def _dropout_pack_u8(s, keep, scale, out, packed):  # pragma: no cover
+    # out[t] = s[t] * keep (the float product torch computes), packed[t] = out[t] / scale as uint8 (the
+    # bytes _pack_scaled_u8 writes); returns (non-zero count of out, whether every s was 0 or 1 and every
+    # quotient an integer in [0, 255])
+    t_len, n_c, b_len = s.shape
+    nnz = np.zeros(t_len, dtype=np.int64)
+    bad = np.zeros(t_len, dtype=np.int64)
+    for t in prange(t_len):
+        n_nz = 0
+        n_bad = 0
+        for c in range(n_c):
+            a = s[t, c]
+            k = keep[c]
+            o = out[t, c]
+            p = packed[t, c]
+            for b in range(b_len):
+                v = a[b] * k[b]
+                o[b] = v
+                q = v / scale
+                ok = (q == np.floor(q)) & (q >= 0) & (q <= 255) & ((a[b] == 0) | (a[b] == 1))
+                n_bad += np.int64(not ok)
+                n_nz += np.int64(v != 0)
+                p[b] = np.uint8(q if ok else 0.0)
+        nnz[t] = n_nz
+        bad[t] = n_bad
+    return nnz.sum(), bad.sum() == 0
+
+
+def dropout_pack_u8(s, keep, scale: float, out, packed) -> tuple[int, bool]:
+    """s (T, C, B) spikes, keep (C, B) -> out = s * keep (float, s's dtype) and packed = out / scale
+    (uint8), in one pass; returns (non-zero count of out, whether s held only 0 and 1 and the bytes are
+    exact)."""
+    nnz, ok = _dropout_pack_u8(s, keep, scale, out, packed)
+    return int(nnz), bool(ok)
