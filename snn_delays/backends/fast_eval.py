@@ -173,12 +173,13 @@ def _max_delay(table) -> int:
 
 
 def _event_layer(x: Tensor, table, scale, shift, lif, t_len: int, td: int, n_out: int) -> Tensor:
-    """x (T_in, B, in) -> uint8 spikes or membrane of x's dtype (t_len, B, out), t_len >= T_in (the
-    steps after T_in have no input events), event-driven; ``table`` from :func:`_event_table`."""
+    """x (T_in, B, in) float, or uint8 0/1 spikes -> uint8 spikes or the membrane of the weights'
+    dtype (t_len, B, out), t_len >= T_in (the steps after T_in have no input events), event-driven;
+    ``table`` from :func:`_event_table`."""
     indptr, offset, weight = table
     xs = x.contiguous().numpy()
     spiking = lif.spiking
-    out = np.empty((t_len, xs.shape[1], n_out), dtype=np.uint8 if spiking else xs.dtype)
+    out = np.empty((t_len, xs.shape[1], n_out), dtype=np.uint8 if spiking else weight.dtype)
     eval_loops.event_layer(xs, indptr, offset, weight, scale, shift,
                            1.0 - 1.0 / lif.tau, lif.threshold if spiking else 0.0, spiking, max(1, td), out)
     return torch.from_numpy(out)
@@ -307,7 +308,8 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
                 h = torch.from_numpy(bit_loops.bits_to_tbc(h, t_len, b_len, pad))
             form = "tbc"
             table = tables.get((k, "event"), lambda: _event_table(syn))
-            h = _event_layer(h.to(dtype), table, scale, shift, lif, t_len, syn.kernel_size, syn.out_features)
+            xin = h if h.dtype == torch.uint8 else h.to(dtype)  # 0/1 spike bytes as they are: exact, 4x less to read
+            h = _event_layer(xin, table, scale, shift, lif, t_len, syn.kernel_size, syn.out_features)
         elif binary_in:  # taps as masked adds on bit-packed spikes
             kind = "bits"
             table = tap_table(k)
