@@ -213,3 +213,37 @@ def test_shd_size_fast_eval_equals_dense_eval(rates):
         assert torch.equal(a, b)
     torch.testing.assert_close(u1, u2, rtol=1e-4, atol=1e-4)
     assert torch.equal(r.model.predict(r.x), plain.predict(r.x))
+
+
+def test_cost_model_choices_at_shd_sizes():
+    """The cost model's choices at the bench's sizes: the input layer (140 -> 256, counts) event-driven
+    at 5 % and on byte taps at 20 %; a hidden layer (256 -> 256, spikes) event-driven at 1 %, on bits
+    at 10 % and 36 %; the readout (256 -> 20) always on bits; monotone in the density."""
+    cheaper = fast_eval.event_cheaper
+    assert cheaper(0.05, 140, 256, 140 * 256, "bytes") and not cheaper(0.20, 140, 256, 140 * 256, "bytes")
+    assert cheaper(0.01, 256, 256, 256 * 256, "bits")
+    assert not cheaper(0.10, 256, 256, 256 * 256, "bits") and not cheaper(0.36, 256, 256, 256 * 256, "bits")
+    assert not any(cheaper(d, 256, 20, 256 * 20, "bits") for d in (0.0, 0.01, 0.1))
+    flips = [cheaper(d / 100, 256, 256, 256 * 256, "bits") for d in range(0, 40)]
+    assert flips == sorted(flips, reverse=True)  # events up to a density, then taps
+
+
+@needs_numba
+def test_cost_model_forms_equal_dense_eval():
+    """With the cost model deciding (no fixed limits): a sparse input takes events, then the hidden
+    layers bits; the plain path's spikes and predictions."""
+    assert fast_eval.EVENT_MAX_DENSITY is None and fast_eval.BIT_EVENT_MAX_DENSITY is None
+    torch.manual_seed(5)
+    cfg = ModelConfig(input_size=40, n_classes=5, hidden_size=64, tau_steps=2.0, n_layers=2, kernel_size=9)
+    fast, plain = _models(cfg, calib_density=0.05)
+    x = (torch.rand(40, 48, 40) < 0.05).float() * torch.randint(1, 4, (40, 48, 40)).float()
+    with torch.no_grad():
+        kinds = []
+        fast_eval.fast_eval_forward(fast, x, kinds=kinds, extra_steps=fast.extra_steps)
+        u1, s1 = fast(x, return_spikes=True)
+        u2, s2 = plain(x, return_spikes=True)
+    assert kinds[0] == "event" and kinds[2] == "bits", kinds
+    for a, b in zip(s1, s2):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(u1, u2, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.predict(x), plain.predict(x))

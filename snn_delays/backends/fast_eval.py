@@ -6,8 +6,7 @@ followed by the LIF (or the readout's leaky integrator) with BatchNorm folded in
 (:mod:`.kernels.eval`, :mod:`.kernels.eval_bits`) and with no autograd bookkeeping. Each layer
 takes one of three forms, chosen from the density of its input (nonzero entries / all entries):
 
-- **event-driven** (density < ``EVENT_MAX_DENSITY``, or ``BIT_EVENT_MAX_DENSITY`` for a layer fed
-  by spikes): for every input event (a nonzero count or a spike at step s of neuron j) add ``w``
+- **event-driven** (where :func:`event_cheaper` says so): for every input event (a nonzero count or a spike at step s of neuron j) add ``w``
   to the current of each target at step s + d - the way a neuromorphic chip computes; work ~
   events x fan-out. Works per sample on (T, B, C).
 - **bits** (a layer fed by the previous layer's 0/1 spikes): the spikes bit-packed, (C, T, B / 8)
@@ -18,11 +17,12 @@ takes one of three forms, chosen from the density of its input (nonzero entries 
   (exact for counts 0..255): the one-tap-per-element current of eight steps accumulates in an
   (8, B) block in L1, then BatchNorm and the LIF turn it into spikes stored as bytes.
 
-The break-even densities are the ratios of the loops' rates: a scattered add cost about 25
-multiply-adds of the byte tap loop (event below ~4 %) and about 50 lane-adds of the bit loop
-(event below ~2 %) when these limits were set; the event loop has since become ~1.9x faster per
-add (benchmarks/README.md, issue 27 evaluation notes), which moves both up (to ~8 % and ~5 % by
-the rates alone; not re-measured end to end, the limits are unchanged). Spikes move between the forms in
+The choice is a cost model (``COST_NS``, measured per part of each loop: the event loop's scan
+of the inputs, its scattered adds, its LIF; the tap loops' taps and LIF): the event form wins below
+~10 % input density for the SHD input layer against the byte taps, below ~5 % for a 256 -> 256
+hidden layer against the bits, and never for a 256 -> 20 readout (scanning 256 inputs per step
+costs more than its 5,120 taps); benchmarks/README.md (issue 27 evaluation notes) has the figures.
+Spikes move between the forms in
 their layouts: (T, B, C) bytes from an event layer, packed to bits for a bit layer (its density is
 counted on the bits), unpacked for an event layer after a bit layer. With the SHD bench (5 %
 non-zero counts, hidden layers at 0.1-0.36 per neuron and step) the input layer is event-driven
@@ -52,10 +52,20 @@ from .kernels import eval_bits as bit_loops
 from .kernels import pack
 from .taps import tap_structure
 
-__all__ = ["applicable", "fast_eval_forward", "synapse_table", "EVENT_MAX_DENSITY", "BIT_EVENT_MAX_DENSITY"]
+__all__ = ["applicable", "fast_eval_forward", "synapse_table", "EVENT_MAX_DENSITY", "BIT_EVENT_MAX_DENSITY",
+           "COST_NS", "event_cheaper"]
 
-EVENT_MAX_DENSITY = 0.04  # event form below this input density, against the byte tap loop (counts)
-BIT_EVENT_MAX_DENSITY = 0.02  # the same against the masked-add loop on bit-packed spikes (~2x faster)
+# Fixed limits (None: the cost model below decides): event form below this input density, against
+# the byte tap loop (EVENT_MAX_DENSITY) and against the bit loop (BIT_EVENT_MAX_DENSITY, a layer fed
+# by spikes). Tests and callers set them (or ``event_max_density``) to force a form.
+EVENT_MAX_DENSITY: float | None = None
+BIT_EVENT_MAX_DENSITY: float | None = None
+# The cost model: nanoseconds per step and sample (2 threads, SHD sizes, AVX-512 Xeon, 2026-12-06;
+# benchmarks/README.md, issue 27 evaluation note 69) of each part of each form:
+# event = scan x inputs + add x (density x synapse elements) + out x outputs;
+# taps = tap x synapse elements + out x outputs (tap: "bits" or "bytes").
+COST_NS = {"event_scan": 0.4, "event_add": 0.2, "event_out": 0.25, "bits_tap": 0.0107, "bytes_tap": 0.0217,
+           "tap_out": 0.3}
 DENSITY_STRIDE = 4  # the input's density is counted on every 4th step
 
 
@@ -221,6 +231,14 @@ def _bits_density(xb: np.ndarray, t_len: int, b_len: int) -> float:
     return float(np.bitwise_count(words).sum(dtype=np.int64)) / max(1, xb.shape[0] * t_len * b_len)
 
 
+def event_cheaper(density: float, n_in: int, n_out: int, n_elements: int, tap_form: str) -> bool:
+    """Whether the event form of a layer costs less than its tap form ("bits" or "bytes") by
+    ``COST_NS``: ``n_elements`` synapse elements (pairs x kernel elements), input ``density``."""
+    c = COST_NS
+    event = c["event_scan"] * n_in + c["event_add"] * density * n_elements + c["event_out"] * n_out
+    return event < c[tap_form + "_tap"] * n_elements + c["tap_out"] * n_out
+
+
 def _count_nonzero(a: np.ndarray) -> int:
     """Non-zero entries of a contiguous array; floats counted on their bits (numpy's count is
     ~5x faster for integers; -0.0 counts as non-zero, harmless for a density)."""
@@ -256,12 +274,12 @@ def _to_ctb(h: Tensor) -> Tensor:
 def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_density: float | None = None,
                       kinds: list | None = None, extra_steps: int = 0):
     """x (T, B, C), then ``extra_steps`` zero steps -> readout membrane (T', B, K)
-    (and the hidden spike trains (T', B, H) if ``return_spikes``). Each layer is event-driven when
-    its input density is below ``event_max_density`` (default ``EVENT_MAX_DENSITY``); the form
-    taken by each layer ("event", "taps" or "bits": taps on bit-packed spikes) is appended to
-    ``kinds`` if given."""
+    (and the hidden spike trains (T', B, H) if ``return_spikes``). Each layer is event-driven where
+    :func:`event_cheaper` says so for its input density (or, if ``event_max_density`` or the module's
+    fixed limits are set, below that density); the form taken by each layer ("event", "taps" or
+    "bits": taps on bit-packed spikes) is appended to ``kinds`` if given."""
     limit = EVENT_MAX_DENSITY if event_max_density is None else event_max_density
-    limit_bits = BIT_EVENT_MAX_DENSITY if event_max_density is None else event_max_density
+    limit_bits = BIT_EVENT_MAX_DENSITY if event_max_density is None else event_max_density  # None: COST_NS
     set_threads()
     dtype = x.dtype
     h = x.detach().contiguous()  # (T, B, C) float
@@ -288,9 +306,15 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
         scale, shift = tables.get((k, "norm"), lambda: _bn_affine(norm, syn.out_features, dtype))
         binary_in = k > 0 and stages[k - 1][2].spiking  # the previous layer's 0/1 spikes
         layer_limit = limit_bits if binary_in else limit
+        tap_form = "bits" if binary_in else "bytes"
+        n_elements = len(tap_table(k)[3])
+        if layer_limit is None:  # the cost model; the density is not counted where events cannot win
+            never = not event_cheaper(0.0, syn.in_features, syn.out_features, n_elements, tap_form)
+        else:
+            never = layer_limit <= 0
         if k == 0:
             density = input_density
-        elif layer_limit <= 0:
+        elif never:
             density = 1.0
         elif form == "bits":
             density = _bits_density(h, t_len, b_len)
@@ -300,7 +324,11 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
             density = _bits_density(h, t_len, b_len)
         else:
             density = _density(h)
-        if density < layer_limit:
+        if layer_limit is None:
+            use_events = not never and event_cheaper(density, syn.in_features, syn.out_features, n_elements, tap_form)
+        else:
+            use_events = density < layer_limit
+        if use_events:
             kind = "event"
             if form == "ctb":
                 h = h.permute(1, 2, 0)
