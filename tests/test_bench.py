@@ -92,3 +92,17 @@ def test_set_hidden_rates_at_shd_sizes():
     assert all(d > 0 for d in r.rate_shifts)  # the random-weight layers spike more than trained ones
     with pytest.raises(ValueError):
         measure.Runner("ours", measure.CONFIGS["tiny"], None, rates="silent")
+
+
+def test_backend_column_names_what_each_layer_runs_in_training():
+    """The table's backend column for training comes from one real step: each layer decides on its
+    own input, so only the first (sparse input, no gradient) may take the event form; the hidden
+    layers' inputs need their gradient."""
+    cfg = measure.CONFIGS["tiny"]
+    runner = measure.Runner("ours", cfg, 0.5)
+    chosen = measure.backends_in_step(runner)
+    assert len(chosen) == len(list(runner.model.synapses())) == cfg.n_layers + 1
+    assert chosen[0] == "event"  # 5 % non-zero counts, no input gradient
+    assert "event" not in chosen[1:], chosen
+    # the same synapses decide as before once the recorder is gone (no instance attribute left)
+    assert all("resolved_backend" not in vars(s) for s in runner.model.synapses())

@@ -187,6 +187,25 @@ def set_hidden_rates(stack: str, model: nn.Module, x: torch.Tensor, rate: float 
     return deltas
 
 
+def backends_in_step(runner: "Runner") -> list[str]:
+    """The backend each synapse of our model runs in one training step of ``runner`` (each layer
+    decides on its own input: the first layer's needs no gradient and may run event-driven, the
+    hidden layers' do); the step is a warm-up, its update kept."""
+    chosen: list[str] = []
+    synapses = list(runner.model.synapses())
+    for syn in synapses:
+        def record(x=None, _orig=syn.resolved_backend):
+            chosen.append(_orig(x))
+            return chosen[-1]
+        syn.resolved_backend = record  # an instance attribute shadows the method for this one step
+    try:
+        runner.step()
+    finally:
+        for syn in synapses:
+            del syn.resolved_backend
+    return chosen[:len(synapses)]
+
+
 class Runner:
     """train_step() / eval_step() for one stack at one sigma (train) or rounded delays (eval);
     ``rates`` (eval): "random" (BatchNorm calibrated on the batch) or "trained" (then each hidden
@@ -372,7 +391,8 @@ def run_benchmark(cfg: BenchConfig, repeats: int = 3, threads: int = 2, memory: 
     for mode, sigma, setting in modes:
         runners = {s: Runner(s, cfg, sigma, rates=setting) for s in stacks}
         ours = runners["ours"].model
-        result["backends"][mode] = [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
+        result["backends"][mode] = backends_in_step(runners["ours"]) if sigma is not None else \
+            [syn.resolved_backend(runners["ours"].x) for syn in ours.synapses()]
         if sigma is None:
             with torch.no_grad():
                 if _fast_eval.applicable(ours, runners["ours"].x):  # the compiled eval: per-layer form
