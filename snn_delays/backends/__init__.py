@@ -17,6 +17,7 @@ Imports go one way: synapse, neuron, model -> these modules -> :mod:`.kernels` (
 | :mod:`.norm_lif` | BatchNorm + LIF as one node; the BatchNorm running-statistics update |
 | :mod:`.fast_eval` | a whole model in evaluation, one compiled pass per layer |
 | :mod:`.packing` | spikes and counts as exact bytes |
+| :mod:`.dropout` | the hidden layers' dropout product as one node (product and bytes in one pass) |
 | :mod:`.kernels` | the compiled loops, one module per concern |
 
 Every compiled path has a PyTorch twin that runs wherever the loops do not (CUDA, no numba, or
