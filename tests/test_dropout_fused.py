@@ -116,3 +116,13 @@ def test_gradient_is_the_masked_gradient():
     g = torch.randn(4, 6, 5)
     (gs,) = torch.autograd.grad(dropout_product_cm(s, keep), s, g)
     assert torch.equal(gs, g * keep)
+
+
+def test_inference_mode_training_forward():
+    """A training-mode forward under torch.inference_mode (no version counters): the plain values."""
+    s = (torch.rand(4, 8, 6) < 0.5).float()
+    keep = torch.full((8, 6), 2.5)
+    with torch.inference_mode():
+        out = dropout_product_cm(s, keep)
+        packed, scale = packing.as_scaled_bytes(out)
+    assert torch.equal(out, s * keep) and torch.equal(packed.float() * scale, out)

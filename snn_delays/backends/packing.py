@@ -32,13 +32,17 @@ def scale_for(first: float) -> tuple[float, ...]:
 
 def remember_scaled_bytes(x: Tensor, packed: Tensor, scale: float) -> None:
     """Record that x = scale * packed exactly, with (packed, scale) what :func:`as_scaled_bytes`
-    would return for x; its next call on x returns them (once)."""
+    would return for x; its next call on x returns them (once). Not for inference tensors (no
+    version counter to check)."""
+    if x.is_inference():
+        _known[0] = None
+        return
     _known[0] = (weakref.ref(x), x.data_ptr(), tuple(x.shape), x.stride(), x._version, packed, scale)
 
 
 def _recall(x: Tensor) -> tuple[Tensor, float] | None:
     known, _known[0] = _known[0], None
-    if known is None:
+    if known is None or x.is_inference():
         return None
     ref, ptr, shape, strides, version, packed, scale = known
     src = ref()
