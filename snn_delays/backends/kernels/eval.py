@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .neuron import lif_step
-from .runtime import n_threads, njit, prange
+from .runtime import balanced_cuts, n_threads, njit, prange
 
 __all__ = ["event_layer", "tap1_lif_ctb", "EVENT_WINDOW"]
 
@@ -120,9 +120,7 @@ def _tap1_lif_ctb(xt, indptr, src, delay, value, scale, shift, decay, threshold,
     m = 8 * n
     n_out = out.shape[0]
     n_blk = (t_len + 7) // 8
-    cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
-    cut[0] = 0
-    cut[n_split] = n_out
+    cut = balanced_cuts(indptr, n_out, n_split)
     for part in prange(n_split):
         acc = np.empty((8, n), dtype=scale.dtype)
         acc_flat = acc.reshape(m)

@@ -18,7 +18,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .neuron import lif_step
-from .runtime import n_threads, njit, prange
+from .runtime import balanced_cuts, n_threads, njit, prange
 
 __all__ = ["tap1_lif_bits", "pack_tbc_bits", "pack_ctb_bits", "bits_to_tbc", "empty_bits", "bit_rows", "bit_bytes",
            "LANES"]
@@ -128,9 +128,7 @@ def _tap1_lif_bits(xb, x_pad, t_len, n, indptr, src, delay, value, scale, shift,
     nl = 8 * nb  # lanes per step
     n_out = out.shape[0]
     n_blk = (t_len + 7) // 8
-    cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
-    cut[0] = 0
-    cut[n_split] = n_out
+    cut = balanced_cuts(indptr, n_out, n_split)
     for part in prange(n_split):
         acc = np.empty((8, nl), dtype=scale.dtype)
         acc_flat = acc.reshape(8 * nl)

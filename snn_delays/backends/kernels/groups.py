@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import n_threads, njit, prange
+from .runtime import balanced_cuts, n_threads, njit, prange
 
 __all__ = ["group_forward", "group_backward_input", "group_backward_values", "DELAY_BAND"]
 
@@ -44,8 +44,7 @@ def _group_forward(xt, indptr, src, base, v4, y, n_split):  # pragma: no cover
     # (8, n) buffer; each of n_split threads owns an nnz-balanced slice of outputs over all time blocks.
     n_in, t_len, n = xt.shape; n_out = y.shape[1]
     n_blk = (t_len + 7) // 8
-    cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_out]) // n_split)
-    cut[0] = 0; cut[n_split] = n_out
+    cut = balanced_cuts(indptr, n_out, n_split)
     for task in prange(n_blk * n_split):
         part = task // n_blk; blk = task % n_blk
         t0 = blk * 8
@@ -102,8 +101,7 @@ def _group_backward_input(gyt, indptr_t, band_ptr, band, dst_t, base_t, v4_t, gx
     # rows of gy one call reads stay in L3 when Td is large.
     n_out, t_len, n = gyt.shape; n_in = gx.shape[1]
     n_blk = (t_len + 7) // 8
-    cut = np.searchsorted(indptr_t, (np.arange(n_split + 1) * indptr_t[n_in]) // n_split)
-    cut[0] = 0; cut[n_split] = n_in
+    cut = balanced_cuts(indptr_t, n_in, n_split)
     for task in prange(n_blk * n_split):
         part = task // n_blk; blk = task % n_blk
         s0 = blk * 8

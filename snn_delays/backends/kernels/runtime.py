@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 ENV_SWITCH = "SNN_DELAYS_COMPILED"  # "0": never import numba, run the PyTorch twins
 
 
@@ -35,7 +37,7 @@ except ImportError:  # pragma: no cover
         """Stand-in decorator: the function stays plain Python (never called by the library)."""
         return lambda f: f
 
-__all__ = ["AVAILABLE", "ENV_SWITCH", "njit", "prange", "set_threads", "n_threads"]
+__all__ = ["AVAILABLE", "ENV_SWITCH", "njit", "prange", "set_threads", "n_threads", "balanced_cuts"]
 
 
 def set_threads(n: int) -> None:
@@ -47,3 +49,13 @@ def set_threads(n: int) -> None:
 def n_threads() -> int:
     """Threads the compiled loops use now (1 without numba)."""
     return numba.get_num_threads() if AVAILABLE else 1
+
+
+@njit(cache=True, nogil=True)
+def balanced_cuts(indptr, n_rows, n_split):  # pragma: no cover
+    """Row boundaries (n_split + 1,) that give each of n_split threads a slice of the rows of a CSR
+    structure (``indptr`` (n_rows + 1,)) holding about the same number of entries (taps)."""
+    cut = np.searchsorted(indptr, (np.arange(n_split + 1) * indptr[n_rows]) // n_split)
+    cut[0] = 0
+    cut[n_split] = n_rows
+    return cut
