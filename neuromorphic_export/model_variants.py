@@ -71,15 +71,17 @@ VARIANT_REGISTRY: Mapping[str, Variant] = MappingProxyType({
                                    {"interpolation": "gauss", "learn_sigma": True}),
     "triangle-learned-sigma": Variant("the full model with a learned triangle width per element",
                                       {"interpolation": "triangle", "learn_sigma": True}),
+    # the recurrent variants run LIF neurons whatever the config's model.neuron (their compiled loop is the
+    # LIF's; experiments/fsdd.toml defaults to adLIF)
     "recurrent": Variant("the full model with a recurrent delay synapse per hidden layer, delays learned in [1, Dr]",
-                         {"recurrent": True, "recurrent_delays": "learned"}),
+                         {"recurrent": True, "recurrent_delays": "learned", "neuron": "lif"}),
     "recurrent-fixed-delays": Variant("recurrent delay synapses with random, frozen delays",
-                                      {"recurrent": True, "recurrent_delays": "fixed"}),
+                                      {"recurrent": True, "recurrent_delays": "fixed", "neuron": "lif"}),
     "recurrent-one-step": Variant("recurrent synapses with every delay one step (a plain recurrent SNN)",
-                                  {"recurrent": True, "recurrent_delays": "one-step"}),
+                                  {"recurrent": True, "recurrent_delays": "one-step", "neuron": "lif"}),
     "recurrent-from-one-step": Variant("recurrent delays learned, starting at one step",
                                        {"recurrent": True, "recurrent_delays": "learned",
-                                        "recurrent_delay_init": "one-step"}),
+                                        "recurrent_delay_init": "one-step", "neuron": "lif"}),
     "adlif": Variant("the full model with adaptive LIF neurons (adLIF: time constants and adaptation learned per "
                      "neuron) in the hidden layers", {"neuron": "adlif"}),
 })

@@ -157,3 +157,19 @@ def test_folds_take_the_model_variants_of_ablate():
     assert cells[3].config(base).model.interpolation == "triangle"
     with pytest.raises(UserError, match="unknown variant"):
         fold_cells(["recurrent-sideways"], ["a", "b", "c"], [0])
+
+
+def test_every_variant_runs_on_the_fsdd_defaults():
+    """experiments/fsdd.toml's hidden neurons are adLIF; every variant must still make a valid config
+    on it (the recurrent ones run LIF neurons: their compiled loop is the LIF's), and the others keep
+    the config's neuron."""
+    from neuromorphic_export.model_variants import VARIANT_NAMES
+
+    base = load_config("fsdd")
+    cells = fold_cells(list(VARIANT_NAMES), ["a", "b"], [0])
+    for cell in cells:
+        model = cell.config(base).model  # validates
+        if model.recurrent:
+            assert model.neuron == "lif", cell.variant
+        else:
+            assert model.neuron == base.model.neuron, cell.variant
