@@ -89,7 +89,8 @@ class ModelConfig:
     ``extra_steps`` of -1 means the default: ``(n_layers + 1) * ((kernel_size - 1) // 2)`` zero
     steps appended once to the input, the total the reference adds layer by layer.
     ``backend``: how the synapses compute (the same sums): ``auto`` (the cheapest here), ``dense``
-    (direct convolution, the plain formulation), ``fft`` or ``sparse`` (taps).
+    (direct convolution, the plain formulation), ``fft``, ``sparse`` (taps) or ``event`` (driven by the
+    input's non-zero entries; what ``auto`` takes for a sparse input that needs no gradient).
     ``interpolation``: the training kernel spreading each delay over the taps, ``gauss`` (default),
     ``triangle`` or ``bilinear``; ``learn_sigma``: a learned width per element (gauss, triangle)
     instead of the shared scheduled sigma.
