@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping
 from neuromorphic_export._io import atomic_write_text, pid_alive
 
 from ._optional import require
-from .errors import UserError
+from .errors import UserError, check_option_bounds
 
 __all__ = ["LAUNCHERS", "Launch", "JobOutcome", "run_jobs", "current_job", "job_ended", "resubmission",
            "job_threads"]
@@ -95,12 +95,9 @@ class Launch:
         if self.workers != 1:
             raise UserError(f"--workers is for --launcher local; with --launcher {self.launcher} give the "
                             f"number of jobs running at once as --max-parallel {self.workers}")
-        for flag, value, low in (("--max-parallel", self.max_parallel, 1), ("--slurm-time", self.time_min, 1),
-                                 ("--slurm-cpus", self.cpus, 1), ("--slurm-gpus", self.gpus, 0)):
-            if value is not None and value < low:
-                raise UserError(f"{flag} must be >= {low}; got {value}")
-        if self.mem_gb is not None and not self.mem_gb > 0:
-            raise UserError(f"--slurm-mem must be > 0 GB; got {self.mem_gb}")
+        check_option_bounds((("--max-parallel", self.max_parallel, 1), ("--slurm-time", self.time_min, 1),
+                             ("--slurm-cpus", self.cpus, 1), ("--slurm-gpus", self.gpus, 0)),
+                            positive=(("--slurm-mem", self.mem_gb, " GB"),))
         for flag, value in (("--slurm-partition", self.partition), ("--slurm-account", self.account)):
             if value is not None and not value.strip():
                 raise UserError(f"{flag} is empty")

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import tuning
-from ..errors import UserError
+from ..errors import UserError, check_option_bounds
 from ..launchers import job_threads
 from ..tuning import SEARCH_SPACE, format_report, tune_in_workers, tune_with_launch
 from .config_args import add_config_args, config_from_args
@@ -42,12 +42,9 @@ def add_parser(sub) -> None:
 
 
 def _check_tune_flags(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--trials", args.trials, 0), ("--workers", args.workers, 1),
-                             ("--heartbeat", args.heartbeat, 1), ("--warmup-epochs", args.warmup_epochs, 0)):
-        if value is not None and value < low:
-            raise UserError(f"{flag} must be >= {low}; got {value}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    check_option_bounds((("--trials", args.trials, 0), ("--workers", args.workers, 1),
+                         ("--heartbeat", args.heartbeat, 1), ("--warmup-epochs", args.warmup_epochs, 0)),
+                        positive=(("--timeout", args.timeout, " seconds"),))
     if args.params is not None and not [p for p in args.params.split(",") if p.strip()]:
         raise UserError(f"--params is empty; choose from {', '.join(SEARCH_SPACE)}")
 
