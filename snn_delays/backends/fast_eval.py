@@ -47,6 +47,7 @@ from torch import Tensor
 from neuromorphic_export.chip import fold_batchnorm
 
 from .compiled import fast_available, set_threads
+from .events import nonzero_fraction
 from .kernels import eval as eval_loops
 from .kernels import eval_bits as bit_loops
 from .kernels import pack
@@ -239,20 +240,6 @@ def event_cheaper(density: float, n_in: int, n_out: int, n_elements: int, tap_fo
     return event < c[tap_form + "_tap"] * n_elements + c["tap_out"] * n_out
 
 
-def _count_nonzero(a: np.ndarray) -> int:
-    """Non-zero entries of a contiguous array; floats counted on their bits (numpy's count is
-    ~5x faster for integers; -0.0 counts as non-zero, harmless for a density)."""
-    if a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
-        a = a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint64)
-    return int(np.count_nonzero(a))
-
-
-def _density(h: Tensor) -> float:
-    """Fraction of nonzero entries (numpy's count is ~5x faster than torch's here)."""
-    base = h if h.is_contiguous() else h.contiguous()
-    return float(_count_nonzero(base.numpy())) / max(1, base.numel())
-
-
 def _pad_ctb(x: Tensor, extra_steps: int) -> Tensor:
     """x (T, B, C) -> (C, T + extra_steps, B), zeros after T."""
     t_in, b_len, c_in = x.shape
@@ -288,7 +275,7 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
     # the work of the event form / that of the taps; the input is packed into bytes only for a tap layer
     # (counted on every DENSITY_STRIDE-th step: an estimate for the choice of form, 4x cheaper)
     sample = h[::DENSITY_STRIDE]
-    input_density = float(_count_nonzero(sample.numpy())) / max(1, sample.numel()) * t_in / max(1, t_len)
+    input_density = nonzero_fraction(sample) * t_in / max(1, t_len)
     # h is, with ``form``: "tbc": (T_in, B, C) float (the input) or (T, B, C) uint8 spikes / float
     # (what the event layers write); "ctb": (C, T, B) (uint8 when exact, else float; what the byte
     # tap layer reads and writes); "bits": (C, pad + T8, nb) uint8 numpy, 0/1 spikes as bits after
@@ -323,7 +310,7 @@ def fast_eval_forward(model, x: Tensor, return_spikes: bool = False, event_max_d
             h, pad, form = bit_loops.pack_tbc_bits(h.numpy(), x_pad), x_pad, "bits"
             density = _bits_density(h, t_len, b_len)
         else:
-            density = _density(h)
+            density = nonzero_fraction(h)
         if layer_limit is None:
             use_events = not never and event_cheaper(density, syn.in_features, syn.out_features, n_elements, tap_form)
         else:
