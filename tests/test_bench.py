@@ -1,6 +1,8 @@
 """The benchmark command in its quick mode (a tiny configuration, seconds): table and JSON."""
 
 import json
+import os
+import platform
 
 import pytest
 import torch
@@ -22,6 +24,8 @@ def test_bench_quick_writes_table_and_json(tmp_path, capsys, kind):
     data = json.loads((tmp_path / "b.json").read_text())
     env = data["environment"]
     assert env["cpu_model"] and isinstance(env["vector_isa"], list) and isinstance(env["avx512"], bool)
+    if platform.libc_ver()[0] == "glibc" and os.environ.get("SNN_DELAYS_MALLOC") != "system":
+        assert env["allocator"].startswith("freed memory reused")  # the command turned it on (snn_delays.allocator)
     (res,) = data["results"]
     assert res["config"]["input"] == kind
     assert set(res["samples_per_s"]) == {"train_sigma_large", "train_sigma_0.5", "eval_rounded", "eval_rounded_trained"}

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._optional import require
+from .. import allocator
 from ..backends import fast_eval as _fast_eval
 from ..config import ModelConfig
 from ..errors import UserError
@@ -327,6 +328,8 @@ def _trim() -> None:
 
 
 def _memory_child(spec: dict) -> dict:
+    if spec.get("reuse_freed_memory"):
+        allocator.reuse_freed_memory()  # as in the parent process
     torch.set_num_threads(int(spec["threads"]))
     cfg = BenchConfig(**spec["cfg"])
     runner = Runner(spec["stack"], cfg, spec["sigma"], spec.get("backend", "auto"), spec.get("rates", "random"))
@@ -354,7 +357,8 @@ def measure_memory(stack: str, cfg: BenchConfig, sigma: float | None, threads: i
     measured step, and VmHWM - baseline. ``ballast_bytes``: a tensor of that size is allocated
     and held during the measured step (a known growth, for tests of the measurement)."""
     spec = {"stack": stack, "cfg": dataclasses.asdict(cfg), "sigma": sigma, "threads": threads, "backend": backend,
-            "ballast_bytes": ballast_bytes}
+            "ballast_bytes": ballast_bytes,
+            "reuse_freed_memory": allocator.reusing_freed_memory()}
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the folder holding this snn_delays: the child imports it too
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -487,6 +491,7 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     info.update(cpu_info())
+    info["allocator"] = allocator.allocator_setting()
     return info
 
 

@@ -16,7 +16,7 @@ import errno
 import os
 import sys
 
-from .. import __version__
+from .. import __version__, allocator
 from ..errors import UserError
 from . import ablate, bench, cv, data, encode_audio, evaluate, export, finetune, plot, train, tune, verify
 from ._common import Interrupted
@@ -51,6 +51,7 @@ def _silence_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    allocator.reuse_freed_memory()  # freed tensors reused between steps, not faulted in again (SNN_DELAYS_MALLOC=system: off)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -1,0 +1,55 @@
+"""The allocator setting the commands turn on (snn_delays.allocator): a training step's large
+tensors are served from memory the process already holds (no page faults), where glibc's default
+unmaps them on free and faults them in afresh; SNN_DELAYS_MALLOC=system leaves the default."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                                reason="the setting applies to glibc's malloc only")
+
+_CHILD = r"""
+import json, resource, sys
+import torch
+from snn_delays import allocator
+from snn_delays.bench.measure import CONFIGS, Runner
+on = allocator.reuse_freed_memory()
+torch.set_num_threads(1)
+runner = Runner("ours", CONFIGS["shd"], 12.0)  # (T, C, B) tensors of 36 MB: above glibc's largest mmap threshold
+runner.step()
+runner.step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+runner.step()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"on": on, "setting": allocator.allocator_setting(), "faults": faults}))
+"""
+
+
+def _run(env_value: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("SNN_DELAYS_MALLOC", None)
+    if env_value is not None:
+        env["SNN_DELAYS_MALLOC"] = env_value
+    out = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_training_step_reuses_freed_memory():
+    """A training step at SHD sizes after two warm-up steps: with the setting its tensors
+    come from memory the earlier steps freed (almost no page faults); with glibc's default each
+    large one is a fresh mapping, faulted in page by page (hundreds of MB per step)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    on = _run(None)
+    assert on["on"] and on["setting"].startswith("freed memory reused")
+    off = _run("system")
+    assert not off["on"] and "SNN_DELAYS_MALLOC=system" in off["setting"]
+    assert off["faults"] * page > 100 * 2**20, off
+    assert on["faults"] * 10 < off["faults"], (on, off)
+
