@@ -12,27 +12,38 @@ from .runtime import njit, prange
 __all__ = ["bn_lif_forward", "bn_lif_backward"]
 
 
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _lane_sum(lanes):  # pragma: no cover
+    # the per-lane partial sums of a channel, in lane order (float64: ~1e-16 relative to a serial sum)
+    total = 0.0
+    for b in range(lanes.shape[0]):
+        total += lanes[b]
+    return total
+
+
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var):  # pragma: no cover
-    # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes
+    # per channel c: mean, biased var over (T, B) (sums per batch lane in float64, then over the
+    # lanes: a serial sum would run at one add per add latency); h = (y - mean) * invstd * w + b; LIF -> spikes
     t_len, n_c, b_len = y.shape
     n = t_len * b_len
     for c in prange(n_c):
-        acc = 0.0
+        lanes = np.zeros(b_len, dtype=np.float64)  # one partial sum per batch lane: the lanes vectorise
         for t in range(t_len):
             row = y[t, c]
             for b in range(b_len):
-                acc += row[b]
-        mu = acc / n
-        acc = 0.0
+                lanes[b] += row[b]
+        mu = _lane_sum(lanes) / n
+        lanes[:] = 0.0
         for t in range(t_len):
             row = y[t, c]
             for b in range(b_len):
                 dv = row[b] - mu
-                acc += dv * dv
+                lanes[b] += dv * dv
+        sq = _lane_sum(lanes)
         mean[c] = mu
-        var[c] = acc / n
-        invstd = 1.0 / np.sqrt(acc / n + eps)
+        var[c] = sq / n
+        invstd = 1.0 / np.sqrt(sq / n + eps)
         alpha = invstd * weight[c]
         beta = bias[c] - mu * alpha
         u = np.zeros(b_len, dtype=y.dtype)
@@ -69,13 +80,15 @@ def _bn_lif_backward(y, grad_spikes, weight, bias, mean, var, eps, decay, thresh
                 g = surrogate_grad(gs[b], mem[t, b] - threshold, sg_alpha) + carry[b] * keep
                 gh[t, b] = g
                 carry[b] = decay * g
-        s1 = 0.0  # sum g_h
-        s2 = 0.0  # sum g_h * xhat
+        lanes1 = np.zeros(b_len, dtype=np.float64)  # sum g_h, per batch lane
+        lanes2 = np.zeros(b_len, dtype=np.float64)  # sum g_h * xhat, per batch lane
         for t in range(t_len):
             row = y[t, c]
             for b in range(b_len):
-                s1 += gh[t, b]
-                s2 += gh[t, b] * (row[b] - mu) * invstd
+                lanes1[b] += gh[t, b]
+                lanes2[b] += gh[t, b] * (row[b] - mu) * invstd
+        s1 = _lane_sum(lanes1)
+        s2 = _lane_sum(lanes2)
         gb[c] = s1
         gw[c] = s2
         scale = weight[c] * invstd / n
