@@ -328,9 +328,15 @@ def test_spike_transpose_equals_numpy(shape):
     np.testing.assert_array_equal(out, x.transpose(2, 0, 1))
 
 
+@pytest.mark.parametrize("block_bytes", [None, 1000])  # the whole spectrum at once, or blocks of 3 frequencies
 @pytest.mark.parametrize("binary", [True, False])  # x kept as bytes for the backward, or as floats
 @pytest.mark.parametrize("sigma,m,fanin,td", [(0.5, 1, 0, 25), (12.0, 2, 0, 25), (2.0, 1, 3, 11), (0.0, 1, 0, 7)])
-def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary):
+def test_fft_synapse_equals_dense(sigma, m, fanin, td, binary, block_bytes, monkeypatch):
+    from snn_delays.backends import fft as fft_module
+
+    if block_bytes is not None:  # 2 x 9 channels x 3 samples x 8 bytes = 432 bytes per frequency
+        monkeypatch.setattr(fft_module, "BLOCK_BYTES", block_bytes)
+        assert len(fft_module._frequency_blocks(31, 9, 3, 8)) > 5
     dense, fft = _synapse(td=td, m=m, fanin=fanin, backend="dense"), _synapse(td=td, m=m, fanin=fanin, backend="fft")
     fft.load_state_dict(dense.state_dict())
     x = (torch.rand(37, 3, 9, dtype=torch.float64) < 0.3).double() / 0.6

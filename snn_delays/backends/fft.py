@@ -59,17 +59,60 @@ def _inverse_basis(steps: int, n: int, dtype: torch.dtype, device: torch.device)
         dtype=dtype, device=device)
 
 
-# Batch columns per chunk: a chunk's spectra are 2F x C x CHUNK reals (8 MB at SHD sizes); chunks
-# bound the transient memory (the products stay large enough to run at full rate).
+# Batch columns per chunk of fft_input_grad: a chunk's spectra are 2F x C x CHUNK reals (8 MB at SHD
+# sizes).
 CHUNK = 64
+# The synapse's own products run on the whole batch (large products, no copies of batch slices) in
+# blocks of frequencies: each block's spectra (per operand, 2 f x C x B reals) stay near BLOCK_BYTES,
+# which bounds the transient memory as the batch chunks did; the inverse transforms add the blocks
+# up. One block (the whole spectrum) wherever that fits.
+BLOCK_BYTES = 16 * 2**20
 
 
-def _spectrum_of_kernel(kernel: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """The kernel's spectrum as (real, imaginary), each (F, out, in) contiguous: one product
-    with the transform's basis written straight into that layout (no complex temporary)."""
+def _frequency_blocks(f_len: int, channels: int, b_len: int, itemsize: int) -> list[tuple[int, int]]:
+    """[f0, f1) blocks of the f_len frequencies, of near-equal sizes, each block's spectrum of
+    ``channels`` x ``b_len`` under BLOCK_BYTES where a block of one frequency is."""
+    per_frequency = 2 * channels * b_len * itemsize
+    n_blocks = max(1, min(f_len, -(-f_len * per_frequency // BLOCK_BYTES)))
+    size = -(-f_len // n_blocks)
+    return [(f0, min(f_len, f0 + size)) for f0 in range(0, f_len, size)]
+
+
+@lru_cache(maxsize=64)
+def _forward_block(t_len: int, n: int, f0: int, f1: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(2 f, T): the rows of :func:`_forward_basis` for frequencies f0 .. f1 - 1 ([cos; -sin])."""
+    full = _forward_basis(t_len, n, dtype, device)
+    f_len = n // 2 + 1
+    if (f0, f1) == (0, f_len):
+        return full
+    return torch.cat([full[f0:f1], full[f_len + f0:f_len + f1]]).contiguous()
+
+
+@lru_cache(maxsize=64)
+def _inverse_block(steps: int, n: int, f0: int, f1: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(steps, 2 f): the columns of :func:`_inverse_basis` for frequencies f0 .. f1 - 1."""
+    full = _inverse_basis(steps, n, dtype, device)
+    f_len = n // 2 + 1
+    if (f0, f1) == (0, f_len):
+        return full
+    return torch.cat([full[:, f0:f1], full[:, f_len + f0:f_len + f1]], dim=1).contiguous()
+
+
+def _kernel_taps(kernel: Tensor) -> Tensor:
+    """(Td, out in): h[d] for delay d (the kernel reversed in time), each row one delay."""
     out_f, in_f, td = kernel.shape
-    taps = kernel.flip(-1).permute(2, 0, 1).reshape(td, out_f * in_f)  # (Td, out in): h[d] for delay d
-    spec = torch.matmul(_forward_basis(td, n, kernel.dtype, kernel.device), taps).view(2, -1, out_f, in_f)
+    return kernel.flip(-1).permute(2, 0, 1).reshape(td, out_f * in_f)
+
+
+def _spectrum_of_kernel(kernel: Tensor, n: int, f0: int = 0, f1: int | None = None,
+                        taps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The kernel's spectrum at frequencies f0 .. f1 - 1 (default all) as (real, imaginary), each
+    (f, out, in) contiguous: one product with the transform's basis written straight into that
+    layout (no complex temporary). ``taps``: :func:`_kernel_taps` of the kernel, if at hand."""
+    out_f, in_f, td = kernel.shape
+    f1 = n // 2 + 1 if f1 is None else f1
+    taps = _kernel_taps(kernel) if taps is None else taps
+    spec = torch.matmul(_forward_block(td, n, f0, f1, kernel.dtype, kernel.device), taps).view(2, -1, out_f, in_f)
     return spec[0], spec[1]
 
 
@@ -77,6 +120,15 @@ def _transform(basis: Tensor, x: Tensor) -> Tensor:
     """basis (R, T) @ x (T, C, b) -> (R, C, b)."""
     t_len, c, b = x.shape
     return torch.matmul(basis, x.reshape(t_len, c * b)).view(-1, c, b)
+
+
+def _inverse_into(acc: Tensor | None, basis: Tensor, spec: Tensor) -> Tensor:
+    """basis (T, 2 f) @ spec (2 f, C, b) -> (T, C, b), added into ``acc`` when given (one more
+    frequency block of the same inverse transform)."""
+    if acc is None:
+        return _transform(basis, spec)
+    acc.view(acc.shape[0], -1).addmm_(basis, spec.reshape(spec.shape[0], -1))
+    return acc
 
 
 def _complex_bmm(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor, conj_a: bool = False,
@@ -104,21 +156,19 @@ def _complex_bmm(a_re: Tensor, a_im: Tensor, b_re: Tensor, b_im: Tensor, conj_a:
 class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, kernel: Tensor):
-        t_len, b_len, td = x.shape[0], x.shape[2], kernel.shape[-1]
+        t_len, in_f, b_len, td = x.shape[0], x.shape[1], x.shape[2], kernel.shape[-1]
+        out_f = kernel.shape[0]
         n = fft_size(t_len + td - 1)
-        f_len = n // 2 + 1
-        fwd = _forward_basis(t_len, n, x.dtype, x.device)
-        inv = _inverse_basis(t_len, n, x.dtype, x.device)
-        h_re, h_im = _spectrum_of_kernel(kernel, n)
-        y = x.new_empty(t_len, kernel.shape[0], b_len) if b_len > CHUNK else None
-        for b0 in range(0, b_len, CHUNK):
-            spec_x = _transform(fwd, x[:, :, b0:b0 + CHUNK])  # (2F, in, b)
-            spec_y = _complex_bmm(h_re, h_im, spec_x[:f_len], spec_x[f_len:])  # (2, F, out, b)
-            part = _transform(inv, spec_y.view(2 * f_len, *spec_y.shape[2:]))  # (T, out, b)
-            if b_len <= CHUNK:
-                y = part
-            else:
-                y[:, :, b0:b0 + CHUNK] = part
+        taps = _kernel_taps(kernel)
+        y = None
+        for f0, f1 in _frequency_blocks(n // 2 + 1, max(in_f, out_f), b_len, x.element_size()):
+            f = f1 - f0
+            h_re, h_im = _spectrum_of_kernel(kernel, n, f0, f1, taps)
+            spec_x = _transform(_forward_block(t_len, n, f0, f1, x.dtype, x.device), x)  # (2f, in, B)
+            spec_y = _complex_bmm(h_re, h_im, spec_x[:f], spec_x[f:])  # (2, f, out, B)
+            del spec_x, h_re, h_im
+            y = _inverse_into(y, _inverse_block(t_len, n, f0, f1, x.dtype, x.device), spec_y.view(2 * f, out_f, b_len))
+            del spec_y
         saved, ctx.scale = as_scaled_bytes(x)  # x = scale * bytes exactly, or x itself
         ctx.save_for_backward(saved, kernel)
         ctx.n = n
@@ -128,39 +178,38 @@ class _FFTConv(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         x, kernel = ctx.saved_tensors
         n, t_len, b_len, td = ctx.n, x.shape[0], x.shape[2], kernel.shape[-1]
-        f_len = n // 2 + 1
+        out_f, in_f = kernel.shape[0], kernel.shape[1]
         x_dtype = kernel.dtype
-        fwd = _forward_basis(t_len, n, x_dtype, kernel.device)
-        gx = gk = None
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if need_x:
-            h_re, h_im = _spectrum_of_kernel(kernel, n)
-            h_re, h_im = h_re.transpose(1, 2), h_im.transpose(1, 2)  # H^T (F, in, out), read transposed
-            inv = _inverse_basis(t_len, n, x_dtype, kernel.device)
-            gx = torch.empty(x.shape, dtype=x_dtype, device=x.device)
-        spec_gk = None
-        for b0 in range(0, b_len, CHUNK):
-            spec_gy = _transform(fwd, gy[:, :, b0:b0 + CHUNK])  # (2F, out, b)
-            gy_re, gy_im = spec_gy[:f_len], spec_gy[f_len:]
-            if need_k:  # GK[f] = GY[f] @ X[f]^H: the correlation sum_t gy[t] x[t - d]^T, summed over chunks
-                x_chunk = x[:, :, b0:b0 + CHUNK].to(x_dtype)
-                if ctx.scale != 1.0:
-                    x_chunk *= ctx.scale
-                spec_x = _transform(fwd, x_chunk)  # (2F, in, b)
-                del x_chunk
-                spec_gk = _complex_bmm(gy_re, gy_im, spec_x[:f_len].transpose(1, 2), spec_x[f_len:].transpose(1, 2),
-                                       conj_b=True, acc=spec_gk)  # (2, F, out, in), summed over chunks
-                del spec_x
-            if need_x:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
-                spec_gx = _complex_bmm(h_re, h_im, gy_re, gy_im, conj_a=True)  # (2, F, in, b)
-                part = _transform(inv, spec_gx.view(2 * f_len, *spec_gx.shape[2:]))
-                gx[:, :, b0:b0 + CHUNK] = part
-                del spec_gx, part
-            del spec_gy
+        taps = _kernel_taps(kernel) if need_x else None
         if need_k:
-            first = _inverse_basis(td, n, x_dtype, kernel.device)  # (Td, 2F)
-            gk = torch.matmul(first, spec_gk.reshape(2 * f_len, -1)).view(td, *spec_gk.shape[2:])
-            gk = gk.permute(1, 2, 0).flip(-1)  # (out, in, Td)
+            x = x.to(x_dtype)  # the saved bytes as floats (a copy), or x itself (then scale is 1)
+            if ctx.scale != 1.0:
+                x.mul_(ctx.scale)
+        gx = gk_taps = None
+        for f0, f1 in _frequency_blocks(n // 2 + 1, max(in_f, out_f), b_len, gy.element_size()):
+            f = f1 - f0
+            fwd = _forward_block(t_len, n, f0, f1, x_dtype, kernel.device)
+            spec_gy = _transform(fwd, gy)  # (2f, out, B)
+            gy_re, gy_im = spec_gy[:f], spec_gy[f:]
+            if need_k:  # GK[f] = GY[f] @ X[f]^H: the correlation sum_t gy[t] x[t - d]^T
+                spec_x = _transform(fwd, x)  # (2f, in, B)
+                spec_gk = _complex_bmm(gy_re, gy_im, spec_x[:f].transpose(1, 2), spec_x[f:].transpose(1, 2),
+                                       conj_b=True)  # (2, f, out, in)
+                del spec_x
+                first = _inverse_block(td, n, f0, f1, x_dtype, kernel.device)  # (Td, 2f)
+                gk_taps = _inverse_into(gk_taps, first, spec_gk.view(2 * f, out_f, in_f))  # (Td, out, in)
+                del spec_gk
+            if need_x:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
+                h_re, h_im = _spectrum_of_kernel(kernel, n, f0, f1, taps)
+                spec_gx = _complex_bmm(h_re.transpose(1, 2), h_im.transpose(1, 2), gy_re, gy_im,
+                                       conj_a=True)  # (2, f, in, B)
+                del h_re, h_im
+                gx = _inverse_into(gx, _inverse_block(t_len, n, f0, f1, x_dtype, kernel.device),
+                                   spec_gx.view(2 * f, in_f, b_len))
+                del spec_gx
+            del spec_gy, gy_re, gy_im
+        gk = gk_taps.permute(1, 2, 0).flip(-1) if need_k else None  # (out, in, Td)
         return gx, gk
 
 
