@@ -80,18 +80,32 @@ class TimeSharedDropout(nn.Module):
         ``rows = (offset, global_batch)``: x holds rows offset .. offset + B of a global batch (one
         rank's shard in data-parallel training); the mask of the whole global batch is drawn and
         these rows kept, so every rank applies the masks one process would."""
-        if not self.training or self.p == 0.0:
+        if not self.active:
             return x
         b, n = (x.shape[2], x.shape[1]) if channel_major else (x.shape[1], x.shape[2])
-        rows = rows if rows is not None else self.global_rows
-        lo, total = rows if rows is not None else (0, b)
-        keep = torch.empty(1, total, n, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        keep = keep[:, lo:lo + b] / (1 - self.p)  # one product over x instead of two (s / q, the same values)
+        keep = self._draw(b, n, x, rows)
         if channel_major:
             if self.fused and x.dim() == 3:  # the same values; the mask contiguous (N, B), bytes for the next synapse
                 return dropout_product_cm(x, keep[0].t())
             keep = keep.permute(0, 2, 1)
         return x * keep
+
+    @property
+    def active(self) -> bool:
+        """Whether a forward now multiplies by a mask (training mode, p > 0)."""
+        return self.training and self.p != 0.0
+
+    def _draw(self, b: int, n: int, like: Tensor, rows: tuple[int, int] | None) -> Tensor:
+        # (1, B, N): 0 or 1 / (1 - p), the same random calls for either layout
+        rows = rows if rows is not None else self.global_rows
+        lo, total = rows if rows is not None else (0, b)
+        keep = torch.empty(1, total, n, device=like.device, dtype=like.dtype).bernoulli_(1 - self.p)
+        return keep[:, lo:lo + b] / (1 - self.p)  # one product over x instead of two (s / q, the same values)
+
+    def channel_major_mask(self, x: Tensor) -> Tensor:
+        """The mask a channel-major forward on x (T, N, B) would draw, as (N, B) contiguous (the same
+        random calls and values), for a node that applies it itself (only when :attr:`active`)."""
+        return self._draw(x.shape[2], x.shape[1], x, None)[0].t().contiguous()
 
 
 class HiddenBlock(nn.Module):
@@ -130,9 +144,15 @@ class HiddenBlock(nn.Module):
         a, s = self.forward_cm(x.permute(0, 2, 1))
         return a.permute(0, 2, 1), s.permute(0, 2, 1)
 
-    def forward_cm(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B)."""
+    def forward_cm(self, x: Tensor, need_spikes: bool = True) -> tuple[Tensor, Tensor | None]:
+        """The same on channel-major tensors: x (T, C_in, B) -> two (T, H, B); the second (the spikes
+        before dropout) None when not ``need_spikes`` and BatchNorm, LIF and dropout ran as one node."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
+        if not need_spikes and self.dropout.active and self.dropout.fused and self.recurrent is None and \
+                not isinstance(self.lif, AdLIF) and torch.is_grad_enabled() and \
+                norm_lif.supported(self.norm, self.lif) and norm_lif.dropout_fusable(i):
+            # BatchNorm, LIF and the dropout product in one node: no spike tensor, the mask applied in place
+            return norm_lif.norm_lif_dropout(i, self.norm, self.lif, self.dropout.channel_major_mask(i)), None
         if isinstance(self.lif, AdLIF):
             s = self.lif.forward_cm(self.norm(i))  # BatchNorm, then the adLIF node (channel-major)
         elif self.recurrent is not None:
@@ -301,7 +321,7 @@ class DelaySNN(nn.Module):
         h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
         spikes = []
         for blk in self.hidden:
-            h, s = blk.forward_cm(h)
+            h, s = blk.forward_cm(h, need_spikes=return_spikes)
             if return_spikes:  # otherwise s is freed as soon as the next layer has read it
                 spikes.append(s.permute(0, 2, 1))
             del s

@@ -1,4 +1,5 @@
-"""The fused dropout product (snn_delays/backends/dropout.py) against the plain formulation
+"""The fused dropout product (snn_delays/backends/dropout.py), and BatchNorm + LIF + dropout as one
+node (snn_delays/backends/norm_lif.py), against the plain formulation
 ``x * keep`` (``TimeSharedDropout.fused = False``, the code before the fusion): the same random
 draws and every value bit for bit (torch.equal) over training steps, and the bytes it hands to the
 next synapse equal to what ``as_scaled_bytes`` packs itself."""
@@ -18,8 +19,9 @@ from snn_delays.config import ModelConfig
 from snn_delays.model import TimeSharedDropout, build_model
 
 
-def _steps(model, x, y, sigma, fused, n_steps, seed=5):
-    """n_steps Adam steps with the dropout fused or not; returns every membrane, spike train,
+def _steps(model, x, y, sigma, fused, n_steps, seed=5, return_spikes=True):
+    """n_steps Adam steps with the dropout fused or not; returns every membrane, spike train (if
+    ``return_spikes``: without them, BatchNorm + LIF + dropout run as one node where they can),
     gradient and the parameters and buffers after the steps."""
     model.sigma = sigma
     model.train()
@@ -30,7 +32,7 @@ def _steps(model, x, y, sigma, fused, n_steps, seed=5):
     try:
         for _ in range(n_steps):
             opt.zero_grad(set_to_none=True)
-            u, spikes = model(x, return_spikes=True)
+            u, spikes = model(x, return_spikes=True) if return_spikes else (model(x), [])
             loss = torch.nn.functional.cross_entropy(u.sum(0), y)
             loss.backward()
             seen += [u.detach().clone(), *(s.detach().clone() for s in spikes)]
@@ -52,9 +54,12 @@ CASES = {  # (input, hidden, layers, classes, Td, T, batch, dropout, neuron, bac
 }
 
 
+@pytest.mark.parametrize("return_spikes", [True, False], ids=["spikes", "one-node"])
 @pytest.mark.parametrize("sigma", [12.0, 0.5])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_training_steps_bit_identical(case, sigma):
+def test_training_steps_bit_identical(case, sigma, return_spikes):
+    """With the spikes asked for, the dropout product node alone; without, BatchNorm + LIF + dropout
+    as one node (backends/norm_lif.py) for the LIF layers; both against the plain formulation."""
     n_in, hidden, layers, classes, td, t_len, batch, p, neuron, backend = CASES[case]
     cfg = ModelConfig(input_size=n_in, n_classes=classes, hidden_size=hidden, n_layers=layers, kernel_size=td,
                       tau_steps=1.005 if neuron == "lif" else 2.0, dropout=p, neuron=neuron, backend=backend)
@@ -64,8 +69,8 @@ def test_training_steps_bit_identical(case, sigma):
     y = torch.randint(0, classes, (batch,), generator=g)
     model = build_model(cfg, seed=3)
     twin = copy.deepcopy(model)
-    new = _steps(model, x, y, min(sigma, td // 2), True, 3)
-    ref = _steps(twin, x, y, min(sigma, td // 2), False, 3)
+    new = _steps(model, x, y, min(sigma, td // 2), True, 3, return_spikes=return_spikes)
+    ref = _steps(twin, x, y, min(sigma, td // 2), False, 3, return_spikes=return_spikes)
     assert len(new) == len(ref)
     for a, b in zip(new, ref):
         assert torch.equal(a, b)

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 from .compiled import fast_available, set_threads
 from .kernels import norm_lif as norm_lif_loops
 from .lif import lif_backward_values, lif_forward_values
+from .packing import remember_scaled_bytes, scale_for
 
-__all__ = ["norm_lif", "supported", "update_running_stats"]
+__all__ = ["norm_lif", "norm_lif_dropout", "dropout_fusable", "supported", "update_running_stats"]
 
 
 def supported(norm: nn.Module, lif) -> bool:
@@ -79,6 +80,59 @@ class _NormLIF(torch.autograd.Function):
         gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
             grad_h, y, weight, None, None, mean, invstd, True, eps, [True, True, True])
         return gy, gw, gb, None, None, None, None
+
+
+class _NormLIFDropout(torch.autograd.Function):
+    """BatchNorm + LIF + the dropout product with keep (C, B) as one node (compiled only): the spikes
+    are never stored, the product's bytes go to the next synapse, and the backward applies the mask
+    to the incoming gradient inside the reverse LIF loop. Keeps y and the mask."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, weight: Tensor, bias: Tensor, keep: Tensor, norm: nn.BatchNorm1d, decay: float,
+                threshold: float, alpha: float):
+        ctx.constants = (norm.eps, decay, threshold, alpha)
+        yc = y.detach().contiguous()
+        out = torch.empty_like(yc)
+        packed = torch.empty(yc.shape, dtype=torch.uint8)
+        mean = torch.empty(yc.shape[1], dtype=torch.float64)
+        var = torch.empty(yc.shape[1], dtype=torch.float64)
+        kept = float(keep.max())  # the one non-zero value of the mask (0 if every unit is dropped)
+        scale = scale_for(kept)[0] if kept > 0 else 1.0  # the scale as_scaled_bytes would choose first
+        set_threads()
+        nnz = norm_lif_loops.bn_lif_dropout_forward(
+            yc.numpy(), weight.detach().double().numpy(), bias.detach().double().numpy(), norm.eps, decay, threshold,
+            keep.numpy(), scale, out.numpy(), packed.numpy(), mean.numpy(), var.numpy())
+        update_running_stats(norm, mean, var, yc.numel() // yc.shape[1])
+        remember_scaled_bytes(out, packed, scale if nnz else 1.0)  # out = scale * packed exactly (0/1 spikes)
+        ctx.save_for_backward(yc, weight, bias, mean, var, keep)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        eps, decay, threshold, alpha = ctx.constants
+        y, weight, bias, mean, var, keep = ctx.saved_tensors
+        gy = torch.empty_like(y)
+        gw = torch.empty(y.shape[1], dtype=torch.float64)
+        gb = torch.empty(y.shape[1], dtype=torch.float64)
+        set_threads()
+        norm_lif_loops.bn_lif_backward(y.numpy(), grad_out.contiguous().to(y.dtype).numpy(),
+                                       weight.detach().double().numpy(), bias.detach().double().numpy(),
+                                       mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
+                                       gw.numpy(), gb.numpy(), keep=keep.numpy())
+        return gy, gw.to(weight.dtype), gb.to(bias.dtype), None, None, None, None, None
+
+
+def dropout_fusable(y: Tensor) -> bool:
+    """Whether :func:`norm_lif_dropout` runs on y (the compiled loops, on CPU, float32 or float64)."""
+    return fast_available(y) and y.dtype in (torch.float32, torch.float64) and y.dim() == 3 and y.numel() > 0
+
+
+def norm_lif_dropout(y: Tensor, norm: nn.BatchNorm1d, lif, keep: Tensor) -> Tensor:
+    """``dropout_product_cm(norm_lif(y, norm, lif), keep)`` for y (T, C, B), keep (C, B) (0 or
+    1 / (1 - p)): the same values bit for bit, as one node that stores neither the spikes nor the
+    product's gradient (``tests/test_dropout_fused.py``). Only where :func:`dropout_fusable`."""
+    return _NormLIFDropout.apply(y, norm.weight, norm.bias, keep.to(y.dtype).contiguous(), norm,
+                                 1.0 - 1.0 / lif.tau, lif.threshold, lif.alpha)
 
 
 @torch.no_grad()
