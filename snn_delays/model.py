@@ -319,6 +319,7 @@ class DelaySNN(nn.Module):
         if self.extra_steps:
             x = torch.cat([x, x.new_zeros(self.extra_steps, x.shape[1], x.shape[2])], 0)  # (T', B, C)
         h = x.permute(0, 2, 1).contiguous()  # (T', C, B): channel-major between layers, batch innermost
+        del x  # the padded copy is not needed any more (one (T', B, C) tensor less during the step)
         spikes = []
         for blk in self.hidden:
             h, s = blk.forward_cm(h, need_spikes=return_spikes)
