@@ -186,29 +186,36 @@ class _FFTConv(torch.autograd.Function):
             x = x.to(x_dtype)  # the saved bytes as floats (a copy), or x itself (then scale is 1)
             if ctx.scale != 1.0:
                 x.mul_(ctx.scale)
+        # two sweeps over the frequency blocks, the kernel gradient first, so that the input as floats
+        # and the input gradient are never held together (the step's memory peak lies here); the
+        # second sweep transforms gy again (~2 % of a step at SHD sizes)
+        blocks = _frequency_blocks(n // 2 + 1, max(in_f, out_f), b_len, gy.element_size())
+        gy = gy.contiguous()  # read by every block's transform
         gx = gk_taps = None
-        for f0, f1 in _frequency_blocks(n // 2 + 1, max(in_f, out_f), b_len, gy.element_size()):
-            f = f1 - f0
-            fwd = _forward_block(t_len, n, f0, f1, x_dtype, kernel.device)
-            spec_gy = _transform(fwd, gy)  # (2f, out, B)
-            gy_re, gy_im = spec_gy[:f], spec_gy[f:]
-            if need_k:  # GK[f] = GY[f] @ X[f]^H: the correlation sum_t gy[t] x[t - d]^T
+        if need_k:
+            for f0, f1 in blocks:  # GK[f] = GY[f] @ X[f]^H: the correlation sum_t gy[t] x[t - d]^T
+                f = f1 - f0
+                fwd = _forward_block(t_len, n, f0, f1, x_dtype, kernel.device)
+                spec_gy = _transform(fwd, gy)  # (2f, out, B)
                 spec_x = _transform(fwd, x)  # (2f, in, B)
-                spec_gk = _complex_bmm(gy_re, gy_im, spec_x[:f].transpose(1, 2), spec_x[f:].transpose(1, 2),
-                                       conj_b=True)  # (2, f, out, in)
-                del spec_x
+                spec_gk = _complex_bmm(spec_gy[:f], spec_gy[f:], spec_x[:f].transpose(1, 2),
+                                       spec_x[f:].transpose(1, 2), conj_b=True)  # (2, f, out, in)
+                del spec_x, spec_gy
                 first = _inverse_block(td, n, f0, f1, x_dtype, kernel.device)  # (Td, 2f)
                 gk_taps = _inverse_into(gk_taps, first, spec_gk.view(2 * f, out_f, in_f))  # (Td, out, in)
                 del spec_gk
-            if need_x:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
+            del x
+        if need_x:
+            for f0, f1 in blocks:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
+                f = f1 - f0
+                spec_gy = _transform(_forward_block(t_len, n, f0, f1, x_dtype, kernel.device), gy)  # (2f, out, B)
                 h_re, h_im = _spectrum_of_kernel(kernel, n, f0, f1, taps)
-                spec_gx = _complex_bmm(h_re.transpose(1, 2), h_im.transpose(1, 2), gy_re, gy_im,
+                spec_gx = _complex_bmm(h_re.transpose(1, 2), h_im.transpose(1, 2), spec_gy[:f], spec_gy[f:],
                                        conj_a=True)  # (2, f, in, B)
-                del h_re, h_im
+                del h_re, h_im, spec_gy
                 gx = _inverse_into(gx, _inverse_block(t_len, n, f0, f1, x_dtype, kernel.device),
                                    spec_gx.view(2 * f, in_f, b_len))
                 del spec_gx
-            del spec_gy, gy_re, gy_im
         gk = gk_taps.permute(1, 2, 0).flip(-1) if need_k else None  # (out, in, Td)
         return gx, gk
 
