@@ -10,9 +10,11 @@ to malloc's free lists and the next step reuses them: what allocators such as je
 tcmalloc do by default, and what PyTorch's CPU performance guide recommends, set from inside the
 process (glibc's ``MALLOC_*`` environment variables are read before Python starts).
 
-The ``snn-delays`` commands call :func:`reuse_freed_memory` when they start (``bench`` too, where
-it applies to both stacks of its same-process comparison); set ``SNN_DELAYS_MALLOC=system`` to
-keep glibc's defaults. Library users call it themselves. No effect, and ``False``, on a C library
+The ``snn-delays`` commands call :func:`reuse_freed_memory` when they start (``bench`` only with
+``--malloc reuse``, then for both stacks of its same-process comparison); set
+``SNN_DELAYS_MALLOC=system`` to keep glibc's defaults. Library users call it themselves. The price
+is a higher peak: blocks freed in the middle of the heap stay resident until a request fits them
+(~+60-100 MB at SHD sizes, benchmarks/README.md note 70). No effect, and ``False``, on a C library
 other than glibc. Numerics are untouched (only where tensors live changes).
 """
 

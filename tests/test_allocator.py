@@ -53,3 +53,17 @@ def test_training_step_reuses_freed_memory():
     assert off["faults"] * page > 100 * 2**20, off
     assert on["faults"] * 10 < off["faults"], (on, off)
 
+
+
+@pytest.mark.parametrize("malloc", ["system", "reuse"])
+def test_bench_uses_the_system_allocator_unless_asked(tmp_path, malloc):
+    """`snn-delays bench` leaves glibc's allocator as it comes for both stacks (its default), or turns
+    the reuse on with --malloc reuse; its JSON records which (a fresh process each)."""
+    env = dict(os.environ)
+    env.pop("SNN_DELAYS_MALLOC", None)
+    out = tmp_path / "b.json"
+    subprocess.run([sys.executable, "-m", "snn_delays.cli", "bench", "--quick", "--no-reference", "--no-memory",
+                    "--repeats", "1", "--rates", "random", "--malloc", malloc, "--json", str(out)],
+                   capture_output=True, text=True, env=env, check=True)
+    setting = json.loads(out.read_text())["environment"]["allocator"]
+    assert setting.startswith("freed memory reused") if malloc == "reuse" else setting == "system default"

@@ -43,6 +43,10 @@ def add_parser(sub) -> None:
     p.add_argument("--scaling", action="store_true",
                    help="also time/memory vs kernel size 25, 50, 100, 250 at SHD sizes (steps = 4 Td) and a plot")
     p.add_argument("--kernel-sizes", default="25,50,100,250", help="with --scaling (comma-separated)")
+    p.add_argument("--malloc", choices=["system", "reuse"], default="system",
+                   help="system (the default): glibc's allocator as it comes, for both stacks; reuse: freed memory "
+                   "kept and reused, as the training commands set it (snn_delays.allocator; faster steps, a higher "
+                   "peak), for both stacks too")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-reference", action="store_true", help="time this project's model only")
     p.add_argument("--quick", action="store_true", help="a tiny configuration for smoke tests (seconds)")
