@@ -14,7 +14,10 @@ and synapse they add ~4 F / C real multiply-adds per step, the products ~4 F / T
 sizes, instead of Td = 25 for the direct convolution), whatever sigma is. The backward is written
 out (correlations in the same form) and recomputes the transform of x instead of saving it, so
 autograd keeps only x (as bytes when it is spikes or counts: x = s * small integers, exactly) and
-the kernel. The batch is processed in chunks of ``CHUNK`` columns to bound the transient memory.
+the kernel. The whole batch goes through each product; the frequencies are taken in blocks
+(``BLOCK_BYTES`` of spectrum per operand) to bound the transient memory, the inverse transforms
+adding the blocks up; the backward sweeps the blocks twice (kernel gradient, then input gradient) so
+that the input as floats and its gradient are never held together.
 
 Float error: relative ~1e-6 in float32 (tests compare with the direct convolution in float64 to 1e-10).
 """
