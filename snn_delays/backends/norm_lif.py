@@ -59,16 +59,7 @@ class _NormLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes: Tensor):
         eps, decay, threshold, alpha = ctx.constants
         if ctx.compiled:
-            y, weight, bias, mean, var = ctx.saved_tensors
-            gy = torch.empty_like(y)
-            gw = torch.empty(y.shape[1], dtype=torch.float64)
-            gb = torch.empty(y.shape[1], dtype=torch.float64)
-            set_threads()
-            norm_lif_loops.bn_lif_backward(y.numpy(), grad_spikes.contiguous().to(y.dtype).numpy(),
-                                           weight.detach().double().numpy(), bias.detach().double().numpy(),
-                                           mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
-                                           gw.numpy(), gb.numpy())
-            return gy, gw.to(weight.dtype), gb.to(bias.dtype), None, None, None, None
+            return (*_compiled_backward(ctx, grad_spikes, *ctx.saved_tensors), None, None, None, None)
         y, weight, bias = ctx.saved_tensors
         # the forward's BatchNorm output and batch statistics, then the membrane; each transient
         # is freed as soon as it has been used (this is where the memory peak of a step lies)
@@ -109,17 +100,23 @@ class _NormLIFDropout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        eps, decay, threshold, alpha = ctx.constants
-        y, weight, bias, mean, var, keep = ctx.saved_tensors
-        gy = torch.empty_like(y)
-        gw = torch.empty(y.shape[1], dtype=torch.float64)
-        gb = torch.empty(y.shape[1], dtype=torch.float64)
-        set_threads()
-        norm_lif_loops.bn_lif_backward(y.numpy(), grad_out.contiguous().to(y.dtype).numpy(),
-                                       weight.detach().double().numpy(), bias.detach().double().numpy(),
-                                       mean.numpy(), var.numpy(), eps, decay, threshold, alpha, gy.numpy(),
-                                       gw.numpy(), gb.numpy(), keep=keep.numpy())
-        return gy, gw.to(weight.dtype), gb.to(bias.dtype), None, None, None, None, None
+        return (*_compiled_backward(ctx, grad_out, *ctx.saved_tensors), None, None, None, None, None)
+
+
+def _compiled_backward(ctx, grad: Tensor, y: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor,
+                       keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(gy, g_weight, g_bias) of the compiled BatchNorm + LIF node from the gradient of its spikes, or
+    (``keep`` given) of their dropout product."""
+    eps, decay, threshold, alpha = ctx.constants
+    gy = torch.empty_like(y)
+    gw = torch.empty(y.shape[1], dtype=torch.float64)
+    gb = torch.empty(y.shape[1], dtype=torch.float64)
+    set_threads()
+    norm_lif_loops.bn_lif_backward(y.numpy(), grad.contiguous().to(y.dtype).numpy(), weight.detach().double().numpy(),
+                                   bias.detach().double().numpy(), mean.numpy(), var.numpy(), eps, decay, threshold,
+                                   alpha, gy.numpy(), gw.numpy(), gb.numpy(),
+                                   keep=None if keep is None else keep.numpy())
+    return gy, gw.to(weight.dtype), gb.to(bias.dtype)
 
 
 def dropout_fusable(y: Tensor) -> bool:

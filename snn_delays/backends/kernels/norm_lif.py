@@ -43,18 +43,24 @@ def _channel_stats(y, c, lanes):  # pragma: no cover
     return mu, _lane_sum(lanes) / n
 
 
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _channel_affine(y, c, weight, bias, eps, mean, var):  # pragma: no cover
+    # channel c's batch statistics written to mean[c], var[c]; returns (alpha, beta) of the BatchNorm
+    # as h = y * alpha + beta
+    lanes = np.empty(y.shape[2], dtype=np.float64)
+    mu, v = _channel_stats(y, c, lanes)
+    mean[c] = mu
+    var[c] = v
+    alpha = 1.0 / np.sqrt(v + eps) * weight[c]
+    return alpha, bias[c] - mu * alpha
+
+
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var):  # pragma: no cover
     # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes
     t_len, n_c, b_len = y.shape
     for c in prange(n_c):
-        lanes = np.empty(b_len, dtype=np.float64)
-        mu, v = _channel_stats(y, c, lanes)
-        mean[c] = mu
-        var[c] = v
-        invstd = 1.0 / np.sqrt(v + eps)
-        alpha = invstd * weight[c]
-        beta = bias[c] - mu * alpha
+        alpha, beta = _channel_affine(y, c, weight, bias, eps, mean, var)
         u = np.zeros(b_len, dtype=y.dtype)
         for t in range(t_len):
             row = y[t, c]
@@ -72,13 +78,7 @@ def _bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale,
     # the spikes themselves are not stored. nnz[c]: non-zero entries of out in channel c.
     t_len, n_c, b_len = y.shape
     for c in prange(n_c):
-        lanes = np.empty(b_len, dtype=np.float64)
-        mu, v = _channel_stats(y, c, lanes)
-        mean[c] = mu
-        var[c] = v
-        invstd = 1.0 / np.sqrt(v + eps)
-        alpha = invstd * weight[c]
-        beta = bias[c] - mu * alpha
+        alpha, beta = _channel_affine(y, c, weight, bias, eps, mean, var)
         u = np.zeros(b_len, dtype=y.dtype)
         spk = np.empty(b_len, dtype=y.dtype)
         k = keep[c]
