@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .allocator import allocator_setting
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (ExperimentConfig, config_differences, config_from_dict, config_to_dict, load_config,
                      result_config, to_toml)
@@ -128,7 +129,8 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
 
 # -- run information -----------------------------------------------------------------------------
 def run_info() -> dict[str, Any]:
-    """Versions and the project's git commit, recorded in every run folder."""
+    """Versions, the project's git commit and the process's allocator setting (:mod:`.allocator`),
+    recorded in every run folder."""
     import importlib.metadata as md
 
     versions = {}
@@ -149,7 +151,7 @@ def run_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
-            "git_commit": commit}
+            "git_commit": commit, "allocator": allocator_setting()}
 
 
 # -- the run folder: one writer, clear stops -----------------------------------------------------

@@ -74,6 +74,7 @@ def test_run_folder_contents(tmp_path):
                 "delay_mean_0", "delay_std_0", "delay_at_limits_0"):
         assert key in row
     assert summary["seed"] == 0 and "torch" in summary["versions"] and "git_commit" in summary
+    assert summary["allocator"]  # what snn_delays.allocator did in this process, one line
     assert load_config(tmp_path / "config.toml").model.hidden_size == 12
     model = load_model(tmp_path)
     assert not model.training
