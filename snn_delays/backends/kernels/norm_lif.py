@@ -1,5 +1,5 @@
-"""BatchNorm (batch statistics) + LIF on (T, C, B) as one compiled pass per channel, forward and
-backward, keeping only the BatchNorm input (the recomputation happens in the backward). PyTorch
+"""BatchNorm (batch statistics) + LIF on (T, C, B) as one compiled pass per block of channels,
+forward and backward, keeping only the BatchNorm input (the recomputation happens in the backward). PyTorch
 twin: the non-compiled branch of :mod:`snn_delays.backends.norm_lif`."""
 
 from __future__ import annotations
@@ -21,52 +21,72 @@ def _lane_sum(lanes):  # pragma: no cover
     return total
 
 
+# Channels per block: every pass walks time outermost over a block of channels, reading (and
+# writing) CHANNEL_BLOCK x B contiguous values per step. A pass per single channel read one row of
+# B values every C x B x 4 bytes (256 KB at SHD sizes): rows that all fall into the same few cache
+# sets, so the three passes over a channel went to L3 or memory, and at 1,000+ steps the per-channel
+# scratch of the backward did not stay in L2 either. Per (channel, lane) the arithmetic and its
+# order are those of a per-channel loop, so the results do not depend on the block size.
+CHANNEL_BLOCK = 8
+
+
 @njit(fastmath=False, cache=True, nogil=True, inline="always")
-def _channel_stats(y, c, lanes):  # pragma: no cover
-    # mean and biased variance of channel c of y (T, C, B) over (T, B): sums per batch lane in float64
-    # (lanes: a (B,) scratch; the lanes vectorise), then over the lanes (a serial sum would run at one
-    # add per add latency)
+def _block_affine(y, c0, c1, weight, bias, eps, mean, var, lanes, alpha, beta):  # pragma: no cover
+    # channels c0 .. c1 - 1: mean, biased variance over (T, B) (sums per batch lane in float64, the
+    # lanes vectorise, then over the lanes in order; a serial sum would run at one add per add
+    # latency) written to mean[c], var[c]; the BatchNorm as h = y * alpha[k] + beta[k], k = c - c0.
+    # lanes: a (CHANNEL_BLOCK, B) float64 scratch.
     t_len, _, b_len = y.shape
     n = t_len * b_len
     lanes[:] = 0.0
     for t in range(t_len):
-        row = y[t, c]
-        for b in range(b_len):
-            lanes[b] += row[b]
-    mu = _lane_sum(lanes) / n
+        for c in range(c0, c1):
+            row = y[t, c]
+            ln = lanes[c - c0]
+            for b in range(b_len):
+                ln[b] += row[b]
+    for c in range(c0, c1):
+        mean[c] = _lane_sum(lanes[c - c0]) / n
     lanes[:] = 0.0
     for t in range(t_len):
-        row = y[t, c]
-        for b in range(b_len):
-            dv = row[b] - mu
-            lanes[b] += dv * dv
-    return mu, _lane_sum(lanes) / n
-
-
-@njit(fastmath=False, cache=True, nogil=True, inline="always")
-def _channel_affine(y, c, weight, bias, eps, mean, var):  # pragma: no cover
-    # channel c's batch statistics written to mean[c], var[c]; returns (alpha, beta) of the BatchNorm
-    # as h = y * alpha + beta
-    lanes = np.empty(y.shape[2], dtype=np.float64)
-    mu, v = _channel_stats(y, c, lanes)
-    mean[c] = mu
-    var[c] = v
-    alpha = 1.0 / np.sqrt(v + eps) * weight[c]
-    return alpha, bias[c] - mu * alpha
+        for c in range(c0, c1):
+            row = y[t, c]
+            ln = lanes[c - c0]
+            mu = mean[c]
+            for b in range(b_len):
+                dv = row[b] - mu
+                ln[b] += dv * dv
+    for c in range(c0, c1):
+        v = _lane_sum(lanes[c - c0]) / n
+        var[c] = v
+        a = 1.0 / np.sqrt(v + eps) * weight[c]
+        alpha[c - c0] = a
+        beta[c - c0] = bias[c] - mean[c] * a
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var):  # pragma: no cover
     # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes
     t_len, n_c, b_len = y.shape
-    for c in prange(n_c):
-        alpha, beta = _channel_affine(y, c, weight, bias, eps, mean, var)
-        u = np.zeros(b_len, dtype=y.dtype)
+    n_blocks = (n_c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    for blk in prange(n_blocks):
+        c0 = blk * CHANNEL_BLOCK
+        c1 = min(n_c, c0 + CHANNEL_BLOCK)
+        lanes = np.empty((CHANNEL_BLOCK, b_len), dtype=np.float64)
+        alpha = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        beta = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        _block_affine(y, c0, c1, weight, bias, eps, mean, var, lanes, alpha, beta)
+        u = np.zeros((CHANNEL_BLOCK, b_len), dtype=y.dtype)
         for t in range(t_len):
-            row = y[t, c]
-            srow = spikes[t, c]
-            for b in range(b_len):
-                _, srow[b], u[b] = lif_step(u[b], row[b] * alpha + beta, decay, threshold)
+            for c in range(c0, c1):
+                k = c - c0
+                row = y[t, c]
+                srow = spikes[t, c]
+                uk = u[k]
+                a = alpha[k]
+                bt = beta[k]
+                for b in range(b_len):
+                    _, srow[b], uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
@@ -77,79 +97,129 @@ def _bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale,
     # kernels.pack._dropout_pack_u8 writes; exact: s is 0 or 1 and keep 0 or scale * an integer);
     # the spikes themselves are not stored. nnz[c]: non-zero entries of out in channel c.
     t_len, n_c, b_len = y.shape
-    for c in prange(n_c):
-        alpha, beta = _channel_affine(y, c, weight, bias, eps, mean, var)
-        u = np.zeros(b_len, dtype=y.dtype)
+    n_blocks = (n_c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    for blk in prange(n_blocks):
+        c0 = blk * CHANNEL_BLOCK
+        c1 = min(n_c, c0 + CHANNEL_BLOCK)
+        lanes = np.empty((CHANNEL_BLOCK, b_len), dtype=np.float64)
+        alpha = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        beta = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        _block_affine(y, c0, c1, weight, bias, eps, mean, var, lanes, alpha, beta)
+        u = np.zeros((CHANNEL_BLOCK, b_len), dtype=y.dtype)
         spk = np.empty(b_len, dtype=y.dtype)
-        k = keep[c]
-        n_nz = 0
+        counts = np.zeros(CHANNEL_BLOCK, dtype=np.int64)
         for t in range(t_len):
-            row = y[t, c]
-            for b in range(b_len):
-                _, spk[b], u[b] = lif_step(u[b], row[b] * alpha + beta, decay, threshold)
-            o = out[t, c]
-            p = packed[t, c]
-            for b in range(b_len):
-                w = spk[b] * k[b]
-                o[b] = w
-                p[b] = np.uint8(w / scale)
-                n_nz += np.int64(w != 0)
-        nnz[c] = n_nz
+            for c in range(c0, c1):
+                k = c - c0
+                row = y[t, c]
+                uk = u[k]
+                a = alpha[k]
+                bt = beta[k]
+                for b in range(b_len):
+                    _, spk[b], uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
+                kc = keep[c]
+                o = out[t, c]
+                p = packed[t, c]
+                n_nz = 0
+                for b in range(b_len):
+                    w = spk[b] * kc[b]
+                    o[b] = w
+                    p[b] = np.uint8(w / scale)
+                    n_nz += np.int64(w != 0)
+                counts[k] += n_nz
+        for c in range(c0, c1):
+            nnz[c] = counts[c - c0]
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _bn_lif_backward(y, grad_spikes, weight, bias, mean, var, eps, decay, threshold, sg_alpha, keep, masked, gy, gw,
                      gb):  # pragma: no cover
-    # recompute h and the membrane per channel, reverse LIF loop -> g_h, then BatchNorm's backward;
-    # masked: grad_spikes is the gradient of the dropout product s * keep (keep (C, B)), so the
-    # spikes' gradient is grad_spikes * keep (the float product torch's backward computes)
+    # per block of channels: recompute h and the membrane, reverse LIF loop -> g_h (in the same
+    # scratch), then BatchNorm's backward; masked: grad_spikes is the gradient of the dropout product
+    # s * keep (keep (C, B)), so the spikes' gradient is grad_spikes * keep (the float product torch's
+    # backward computes)
     t_len, n_c, b_len = y.shape
     n = t_len * b_len
-    for c in prange(n_c):
-        mu = mean[c]
-        invstd = 1.0 / np.sqrt(var[c] + eps)
-        alpha = invstd * weight[c]
-        beta = bias[c] - mu * alpha
-        mem = np.empty((t_len, b_len), dtype=y.dtype)
-        u = np.zeros(b_len, dtype=y.dtype)
+    n_blocks = (n_c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    for blk in prange(n_blocks):
+        c0 = blk * CHANNEL_BLOCK
+        c1 = min(n_c, c0 + CHANNEL_BLOCK)
+        nb = c1 - c0
+        mu = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        invstd = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        alpha = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        beta = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        for k in range(nb):
+            c = c0 + k
+            mu[k] = mean[c]
+            invstd[k] = 1.0 / np.sqrt(var[c] + eps)
+            alpha[k] = invstd[k] * weight[c]
+            beta[k] = bias[c] - mu[k] * alpha[k]
+        mem = np.empty((t_len, CHANNEL_BLOCK, b_len), dtype=y.dtype)  # the membrane, then g_h in place
+        u = np.zeros((CHANNEL_BLOCK, b_len), dtype=y.dtype)
         for t in range(t_len):
-            row = y[t, c]
-            for b in range(b_len):
-                mem[t, b], _, u[b] = lif_step(u[b], row[b] * alpha + beta, decay, threshold)
-        gh = np.empty((t_len, b_len), dtype=y.dtype)
-        carry = np.zeros(b_len, dtype=y.dtype)
+            for k in range(nb):
+                row = y[t, c0 + k]
+                mrow = mem[t, k]
+                uk = u[k]
+                a = alpha[k]
+                bt = beta[k]
+                for b in range(b_len):
+                    mrow[b], _, uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
+        carry = np.zeros((CHANNEL_BLOCK, b_len), dtype=y.dtype)
         gsk = np.empty(b_len, dtype=grad_spikes.dtype)
         for t in range(t_len - 1, -1, -1):
-            gs = grad_spikes[t, c]
-            if masked:
-                k = keep[c]
+            for k in range(nb):
+                gs = grad_spikes[t, c0 + k]
+                if masked:
+                    kc = keep[c0 + k]
+                    for b in range(b_len):
+                        gsk[b] = gs[b] * kc[b]
+                else:
+                    gsk[:] = gs
+                mrow = mem[t, k]
+                ck = carry[k]
                 for b in range(b_len):
-                    gsk[b] = gs[b] * k[b]
-            else:
-                gsk[:] = gs
-            for b in range(b_len):
-                stay = 0.0 if mem[t, b] >= threshold else 1.0
-                g = surrogate_grad(gsk[b], mem[t, b] - threshold, sg_alpha) + carry[b] * stay
-                gh[t, b] = g
-                carry[b] = decay * g
-        lanes1 = np.zeros(b_len, dtype=np.float64)  # sum g_h, per batch lane
-        lanes2 = np.zeros(b_len, dtype=np.float64)  # sum g_h * xhat, per batch lane
+                    stay = 0.0 if mrow[b] >= threshold else 1.0
+                    g = surrogate_grad(gsk[b], mrow[b] - threshold, sg_alpha) + ck[b] * stay
+                    mrow[b] = g
+                    ck[b] = decay * g
+        gh = mem
+        lanes1 = np.zeros((CHANNEL_BLOCK, b_len), dtype=np.float64)  # sum g_h, per batch lane
+        lanes2 = np.zeros((CHANNEL_BLOCK, b_len), dtype=np.float64)  # sum g_h * xhat, per batch lane
         for t in range(t_len):
-            row = y[t, c]
-            for b in range(b_len):
-                lanes1[b] += gh[t, b]
-                lanes2[b] += gh[t, b] * (row[b] - mu) * invstd
-        s1 = _lane_sum(lanes1)
-        s2 = _lane_sum(lanes2)
-        gb[c] = s1
-        gw[c] = s2
-        scale = weight[c] * invstd / n
+            for k in range(nb):
+                row = y[t, c0 + k]
+                grow = gh[t, k]
+                l1 = lanes1[k]
+                l2 = lanes2[k]
+                m = mu[k]
+                s = invstd[k]
+                for b in range(b_len):
+                    l1[b] += grow[b]
+                    l2[b] += grow[b] * (row[b] - m) * s
+        s1 = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        s2 = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        scale = np.empty(CHANNEL_BLOCK, dtype=np.float64)
+        for k in range(nb):
+            s1[k] = _lane_sum(lanes1[k])
+            s2[k] = _lane_sum(lanes2[k])
+            gb[c0 + k] = s1[k]
+            gw[c0 + k] = s2[k]
+            scale[k] = weight[c0 + k] * invstd[k] / n
         for t in range(t_len):
-            row = y[t, c]
-            grow = gy[t, c]
-            for b in range(b_len):
-                xhat = (row[b] - mu) * invstd
-                grow[b] = scale * (n * gh[t, b] - s1 - xhat * s2)
+            for k in range(nb):
+                row = y[t, c0 + k]
+                grow = gh[t, k]
+                orow = gy[t, c0 + k]
+                m = mu[k]
+                s = invstd[k]
+                sc = scale[k]
+                a1 = s1[k]
+                a2 = s2[k]
+                for b in range(b_len):
+                    xhat = (row[b] - m) * s
+                    orow[b] = sc * (n * grow[b] - a1 - xhat * a2)
 
 
 def bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var) -> None:
