@@ -10,12 +10,14 @@ to malloc's free lists and the next step reuses them: what allocators such as je
 tcmalloc do by default, and what PyTorch's CPU performance guide recommends, set from inside the
 process (glibc's ``MALLOC_*`` environment variables are read before Python starts).
 
-The ``snn-delays`` commands call :func:`reuse_freed_memory` when they start (``bench`` only with
-``--malloc reuse``, then for both stacks of its same-process comparison); set
-``SNN_DELAYS_MALLOC=system`` to keep glibc's defaults. Library users call it themselves. The price
-is a higher peak: blocks freed in the middle of the heap stay resident until a request fits them
-(~+60-100 MB at SHD sizes, benchmarks/README.md note 70). No effect, and ``False``, on a C library
-other than glibc. Numerics are untouched (only where tensors live changes).
+Opt-in: the ``snn-delays`` commands call :func:`reuse_freed_memory` when they start if
+``SNN_DELAYS_MALLOC=reuse`` is set (``bench`` also with ``--malloc reuse``, then for both stacks of
+its same-process comparison); library users call it themselves. At SHD sizes it makes a training
+step 12-15 % faster for a higher peak (blocks freed in the middle of the heap stay resident until a
+request fits them: ~+60-100 MB); at 1 ms bins (T 1,372, 0.36 GB per (T, C, B) tensor) it made steps
+slower and erratic (13.3-17.6 s against 11.2 s: benchmarks/README.md note 77), hence not the
+default. ``SNN_DELAYS_MALLOC=system`` makes :func:`reuse_freed_memory` a no-op. No effect, and
+``False``, on a C library other than glibc. Numerics are untouched (only where tensors live changes).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import ctypes
 import os
 import platform
 
-__all__ = ["reuse_freed_memory", "reusing_freed_memory", "allocator_setting", "ENV_VAR"]
+__all__ = ["reuse_freed_memory", "reusing_freed_memory", "requested", "allocator_setting", "ENV_VAR"]
 
-ENV_VAR = "SNN_DELAYS_MALLOC"  # "system": leave glibc's defaults (the commands then do not call mallopt)
+ENV_VAR = "SNN_DELAYS_MALLOC"  # "reuse": the commands turn the setting on; "system": never
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
@@ -53,6 +55,11 @@ def reuse_freed_memory() -> bool:
         _state["on"] = True
         _state["setting"] = "freed memory reused (glibc: mmap off, trim above 1 GiB)"
     return ok
+
+
+def requested() -> bool:
+    """Whether ``SNN_DELAYS_MALLOC=reuse`` asks the commands to turn the setting on."""
+    return os.environ.get(ENV_VAR, "").strip().lower() == "reuse"
 
 
 def reusing_freed_memory() -> bool:

@@ -1,6 +1,7 @@
-"""The allocator setting the commands turn on (snn_delays.allocator): a training step's large
-tensors are served from memory the process already holds (no page faults), where glibc's default
-unmaps them on free and faults them in afresh; SNN_DELAYS_MALLOC=system leaves the default."""
+"""The allocator setting (snn_delays.allocator, opt-in: SNN_DELAYS_MALLOC=reuse or bench --malloc
+reuse): a training step's large tensors are served from memory the process already holds (no page
+faults), where glibc's default unmaps them on free and faults them in afresh; SNN_DELAYS_MALLOC=system
+makes the call a no-op."""
 
 from __future__ import annotations
 
@@ -59,15 +60,19 @@ def test_training_step_reuses_freed_memory():
 
 
 
-@pytest.mark.parametrize("malloc", ["system", "reuse"])
-def test_bench_uses_the_system_allocator_unless_asked(tmp_path, malloc):
-    """`snn-delays bench` leaves glibc's allocator as it comes for both stacks (its default), or turns
-    the reuse on with --malloc reuse; its JSON records which (a fresh process each)."""
+@pytest.mark.parametrize("malloc,env_value", [("system", None), ("reuse", None), ("system", "reuse")])
+def test_bench_uses_the_system_allocator_unless_asked(tmp_path, malloc, env_value):
+    """`snn-delays bench` (as every command) leaves glibc's allocator as it comes (the default), or
+    turns the reuse on with --malloc reuse or SNN_DELAYS_MALLOC=reuse; its JSON records which (a
+    fresh process each)."""
     env = dict(os.environ)
     env.pop("SNN_DELAYS_MALLOC", None)
+    if env_value is not None:
+        env["SNN_DELAYS_MALLOC"] = env_value
     out = tmp_path / "b.json"
     subprocess.run([sys.executable, "-m", "snn_delays.cli", "bench", "--quick", "--no-reference", "--no-memory",
                     "--repeats", "1", "--rates", "random", "--malloc", malloc, "--json", str(out)],
                    capture_output=True, text=True, env=env, check=True)
     setting = json.loads(out.read_text())["environment"]["allocator"]
-    assert setting.startswith("freed memory reused") if malloc == "reuse" else setting == "system default"
+    on = malloc == "reuse" or env_value == "reuse"
+    assert setting.startswith("freed memory reused") if on else setting == "system default"

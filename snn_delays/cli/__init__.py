@@ -51,8 +51,8 @@ def _silence_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "malloc", "reuse") == "reuse":  # `bench` asks for it explicitly (--malloc)
-        allocator.reuse_freed_memory()  # freed tensors reused between steps, not faulted in again (SNN_DELAYS_MALLOC=system: off)
+    if getattr(args, "malloc", None) == "reuse" or allocator.requested():  # bench --malloc reuse, SNN_DELAYS_MALLOC=reuse
+        allocator.reuse_freed_memory()  # freed tensors reused between steps, not faulted in again
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -45,8 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--kernel-sizes", default="25,50,100,250", help="with --scaling (comma-separated)")
     p.add_argument("--malloc", choices=["system", "reuse"], default="system",
                    help="system (the default): glibc's allocator as it comes, for both stacks; reuse: freed memory "
-                   "kept and reused, as the training commands set it (snn_delays.allocator; faster steps, a higher "
-                   "peak), for both stacks too")
+                   "kept and reused (snn_delays.allocator, what SNN_DELAYS_MALLOC=reuse sets for any command; faster "
+                   "steps at SHD sizes, a higher peak), for both stacks too")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-reference", action="store_true", help="time this project's model only")
     p.add_argument("--quick", action="store_true", help="a tiny configuration for smoke tests (seconds)")
