@@ -65,37 +65,13 @@ def _block_affine(y, c0, c1, weight, bias, eps, mean, var, lanes, alpha, beta): 
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
-def _bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var):  # pragma: no cover
-    # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes
-    t_len, n_c, b_len = y.shape
-    n_blocks = (n_c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
-    for blk in prange(n_blocks):
-        c0 = blk * CHANNEL_BLOCK
-        c1 = min(n_c, c0 + CHANNEL_BLOCK)
-        lanes = np.empty((CHANNEL_BLOCK, b_len), dtype=np.float64)
-        alpha = np.empty(CHANNEL_BLOCK, dtype=np.float64)
-        beta = np.empty(CHANNEL_BLOCK, dtype=np.float64)
-        _block_affine(y, c0, c1, weight, bias, eps, mean, var, lanes, alpha, beta)
-        u = np.zeros((CHANNEL_BLOCK, b_len), dtype=y.dtype)
-        for t in range(t_len):
-            for c in range(c0, c1):
-                k = c - c0
-                row = y[t, c]
-                srow = spikes[t, c]
-                uk = u[k]
-                a = alpha[k]
-                bt = beta[k]
-                for b in range(b_len):
-                    _, srow[b], uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
-
-
-@njit(parallel=True, fastmath=False, cache=True, nogil=True)
-def _bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale, out, packed, mean, var,
-                            nnz):  # pragma: no cover
-    # as _bn_lif_forward, then the dropout product of each spike, out[t, c, b] = s * keep[c, b] (the
-    # float product torch computes), and its bytes packed = out / scale (the bytes
-    # kernels.pack._dropout_pack_u8 writes; exact: s is 0 or 1 and keep 0 or scale * an integer);
-    # the spikes themselves are not stored. nnz[c]: non-zero entries of out in channel c.
+def _bn_lif_forward(y, weight, bias, eps, decay, threshold, dropout, keep, scale, out, packed, mean, var,
+                    nnz):  # pragma: no cover
+    # per channel c: mean, biased var over (T, B); h = (y - mean) * invstd * w + b; LIF -> spikes,
+    # written to out; with dropout, out[t, c, b] = s * keep[c, b] instead (the float product torch
+    # computes) and its bytes packed = out / scale (the bytes kernels.pack._dropout_pack_u8 writes;
+    # exact: s is 0 or 1 and keep 0 or scale * an integer), nnz[c] the non-zero entries of out in
+    # channel c; the spikes themselves are then not stored.
     t_len, n_c, b_len = y.shape
     n_blocks = (n_c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
     for blk in prange(n_blocks):
@@ -115,10 +91,14 @@ def _bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale,
                 uk = u[k]
                 a = alpha[k]
                 bt = beta[k]
+                o = out[t, c]
+                if not dropout:
+                    for b in range(b_len):
+                        _, o[b], uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
+                    continue
                 for b in range(b_len):
                     _, spk[b], uk[b] = lif_step(uk[b], row[b] * a + bt, decay, threshold)
                 kc = keep[c]
-                o = out[t, c]
                 p = packed[t, c]
                 n_nz = 0
                 for b in range(b_len):
@@ -224,7 +204,9 @@ def _bn_lif_backward(y, grad_spikes, weight, bias, mean, var, eps, decay, thresh
 
 def bn_lif_forward(y, weight, bias, eps, decay, threshold, spikes, mean, var) -> None:
     """BatchNorm with batch statistics + LIF on (T, C, B); spikes, mean (C,), biased var (C,) written."""
-    _bn_lif_forward(y, weight, bias, float(eps), float(decay), float(threshold), spikes, mean, var)
+    nnz = np.empty(y.shape[1], dtype=np.int64)
+    _bn_lif_forward(y, weight, bias, float(eps), float(decay), float(threshold), False, np.ones((1, 1), y.dtype),
+                    1.0, spikes, np.empty((1, 1, 1), np.uint8), mean, var, nnz)
 
 
 def bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale, out, packed, mean, var) -> int:
@@ -232,8 +214,8 @@ def bn_lif_dropout_forward(y, weight, bias, eps, decay, threshold, keep, scale, 
     out = spikes * keep and its bytes packed = out / scale written, mean (C,) and biased var (C,);
     returns the non-zero count of out."""
     nnz = np.empty(y.shape[1], dtype=np.int64)
-    _bn_lif_dropout_forward(y, weight, bias, float(eps), float(decay), float(threshold), keep, float(scale), out,
-                            packed, mean, var, nnz)
+    _bn_lif_forward(y, weight, bias, float(eps), float(decay), float(threshold), True, keep, float(scale), out,
+                    packed, mean, var, nnz)
     return int(nnz.sum())
 
 
