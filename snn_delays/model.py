@@ -149,8 +149,7 @@ class HiddenBlock(nn.Module):
         before dropout) None when not ``need_spikes`` and BatchNorm, LIF and dropout ran as one node."""
         i = self.synapse.forward_cm(x)  # (T, H, B)
         if not need_spikes and self.dropout.active and self.dropout.fused and self.recurrent is None and \
-                not isinstance(self.lif, AdLIF) and torch.is_grad_enabled() and \
-                norm_lif.supported(self.norm, self.lif) and norm_lif.dropout_fusable(i):
+                torch.is_grad_enabled() and norm_lif.supported(self.norm, self.lif) and norm_lif.dropout_fusable(i):
             # BatchNorm, LIF and the dropout product in one node: no spike tensor, the mask applied in place
             return norm_lif.norm_lif_dropout(i, self.norm, self.lif, self.dropout.channel_major_mask(i)), None
         if isinstance(self.lif, AdLIF):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .compiled import fast_available, set_threads
 from .kernels import pack
-from .packing import remember_scaled_bytes, scale_for
+from .packing import dropout_scale, remember_scaled_bytes
 
 __all__ = ["dropout_product_cm"]
 
@@ -30,8 +30,7 @@ class _DropoutProduct(torch.autograd.Function):
         xc = x.detach().contiguous()
         out = torch.empty_like(xc)
         packed = torch.empty(xc.shape, dtype=torch.uint8)
-        kept = float(keep.max())  # the one non-zero value of the mask (0 if every unit is dropped)
-        scale = scale_for(kept)[0] if kept > 0 else 1.0  # the scale as_scaled_bytes would choose first
+        scale = dropout_scale(keep)  # the scale as_scaled_bytes would choose first
         set_threads()
         nnz, exact = pack.dropout_pack_u8(xc.numpy(), keep.numpy(), scale, out.numpy(), packed.numpy())
         if exact:  # x held spikes (0 or 1) and the bytes are exact: what as_scaled_bytes would return

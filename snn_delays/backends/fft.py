@@ -62,10 +62,7 @@ def _inverse_basis(steps: int, n: int, dtype: torch.dtype, device: torch.device)
         dtype=dtype, device=device)
 
 
-# Batch columns per chunk of fft_input_grad: a chunk's spectra are 2F x C x CHUNK reals (8 MB at SHD
-# sizes).
-CHUNK = 64
-# The synapse's own products run on the whole batch (large products, no copies of batch slices) in
+# The products run on the whole batch (large products, no copies of batch slices) in
 # blocks of frequencies: each block's spectra (per operand, 2 f x C x B reals) stay near BLOCK_BYTES,
 # which bounds the transient memory as the batch chunks did; the inverse transforms add the blocks
 # up. One block (the whole spectrum) wherever that fits.
@@ -81,24 +78,24 @@ def _frequency_blocks(f_len: int, channels: int, b_len: int, itemsize: int) -> l
     return [(f0, min(f_len, f0 + size)) for f0 in range(0, f_len, size)]
 
 
+def _frequency_slice(full: Tensor, f_len: int, f0: int, f1: int, dim: int) -> Tensor:
+    """The [Re; Im] halves of a basis along ``dim`` cut to frequencies f0 .. f1 - 1 (the basis
+    itself for all of them)."""
+    if (f0, f1) == (0, f_len):
+        return full
+    return torch.cat([full.narrow(dim, f0, f1 - f0), full.narrow(dim, f_len + f0, f1 - f0)], dim=dim).contiguous()
+
+
 @lru_cache(maxsize=64)
 def _forward_block(t_len: int, n: int, f0: int, f1: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(2 f, T): the rows of :func:`_forward_basis` for frequencies f0 .. f1 - 1 ([cos; -sin])."""
-    full = _forward_basis(t_len, n, dtype, device)
-    f_len = n // 2 + 1
-    if (f0, f1) == (0, f_len):
-        return full
-    return torch.cat([full[f0:f1], full[f_len + f0:f_len + f1]]).contiguous()
+    return _frequency_slice(_forward_basis(t_len, n, dtype, device), n // 2 + 1, f0, f1, 0)
 
 
 @lru_cache(maxsize=64)
 def _inverse_block(steps: int, n: int, f0: int, f1: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(steps, 2 f): the columns of :func:`_inverse_basis` for frequencies f0 .. f1 - 1."""
-    full = _inverse_basis(steps, n, dtype, device)
-    f_len = n // 2 + 1
-    if (f0, f1) == (0, f_len):
-        return full
-    return torch.cat([full[:, f0:f1], full[:, f_len + f0:f_len + f1]], dim=1).contiguous()
+    return _frequency_slice(_inverse_basis(steps, n, dtype, device), n // 2 + 1, f0, f1, 1)
 
 
 def _kernel_taps(kernel: Tensor) -> Tensor:
@@ -184,7 +181,6 @@ class _FFTConv(torch.autograd.Function):
         out_f, in_f = kernel.shape[0], kernel.shape[1]
         x_dtype = kernel.dtype
         need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        taps = _kernel_taps(kernel) if need_x else None
         if need_k:
             x = x.to(x_dtype)  # the saved bytes as floats (a copy), or x itself (then scale is 1)
             if ctx.scale != 1.0:
@@ -209,18 +205,29 @@ class _FFTConv(torch.autograd.Function):
                 del spec_gk
             del x
         if need_x:
-            for f0, f1 in blocks:  # GX[f] = H[f]^H @ GY[f]: gx[s] = sum_d h[d]^T gy[s + d]
-                f = f1 - f0
-                spec_gy = _transform(_forward_block(t_len, n, f0, f1, x_dtype, kernel.device), gy)  # (2f, out, B)
-                h_re, h_im = _spectrum_of_kernel(kernel, n, f0, f1, taps)
-                spec_gx = _complex_bmm(h_re.transpose(1, 2), h_im.transpose(1, 2), spec_gy[:f], spec_gy[f:],
-                                       conj_a=True)  # (2, f, in, B)
-                del h_re, h_im, spec_gy
-                gx = _inverse_into(gx, _inverse_block(t_len, n, f0, f1, x_dtype, kernel.device),
-                                   spec_gx.view(2 * f, in_f, b_len))
-                del spec_gx
+            gx = _input_grad(gy, kernel, n, blocks)
         gk = gk_taps.permute(1, 2, 0).flip(-1) if need_k else None  # (out, in, Td)
         return gx, gk
+
+
+def _input_grad(gy: Tensor, kernel: Tensor, n: int, blocks: list[tuple[int, int]]) -> Tensor:
+    """gx[s] = sum_d h[d]^T gy[s + d] for gy (T, out, B) contiguous, block by block of frequencies:
+    GX[f] = H[f]^H @ GY[f], inverse transforms summed -> (T, in, B)."""
+    t_len, _, b_len = gy.shape
+    in_f = kernel.shape[1]
+    taps = _kernel_taps(kernel)
+    gx = None
+    for f0, f1 in blocks:
+        f = f1 - f0
+        spec_gy = _transform(_forward_block(t_len, n, f0, f1, kernel.dtype, kernel.device), gy)  # (2f, out, B)
+        h_re, h_im = _spectrum_of_kernel(kernel, n, f0, f1, taps)
+        spec_gx = _complex_bmm(h_re.transpose(1, 2), h_im.transpose(1, 2), spec_gy[:f], spec_gy[f:],
+                               conj_a=True)  # (2, f, in, B)
+        del h_re, h_im, spec_gy
+        gx = _inverse_into(gx, _inverse_block(t_len, n, f0, f1, kernel.dtype, kernel.device),
+                           spec_gx.view(2 * f, in_f, b_len))
+        del spec_gx
+    return gx
 
 
 @torch.no_grad()
@@ -228,19 +235,10 @@ def fft_input_grad(gy: Tensor, kernel: Tensor) -> Tensor:
     """The input gradient of the causal convolution alone, gx[s] = sum_d h[d]^T gy[s + d], by the same
     frequency-domain products as the backward above: gy (T, C_out, B), kernel (C_out, C_in, Td) ->
     (T, C_in, B) (for a product computed another way, e.g. driven by the input's events)."""
-    t_len, _, b_len = gy.shape
+    t_len, out_f, b_len = gy.shape
     n = fft_size(t_len + kernel.shape[-1] - 1)
-    f_len = n // 2 + 1
-    fwd = _forward_basis(t_len, n, kernel.dtype, kernel.device)
-    inv = _inverse_basis(t_len, n, kernel.dtype, kernel.device)
-    h_re, h_im = _spectrum_of_kernel(kernel, n)
-    h_re, h_im = h_re.transpose(1, 2), h_im.transpose(1, 2)  # H^T (F, in, out), read transposed
-    gx = gy.new_empty(t_len, kernel.shape[1], b_len)
-    for b0 in range(0, b_len, CHUNK):
-        spec_gy = _transform(fwd, gy[:, :, b0:b0 + CHUNK])  # (2F, out, b)
-        spec_gx = _complex_bmm(h_re, h_im, spec_gy[:f_len], spec_gy[f_len:], conj_a=True)  # (2, F, in, b)
-        gx[:, :, b0:b0 + CHUNK] = _transform(inv, spec_gx.view(2 * f_len, *spec_gx.shape[2:]))
-    return gx
+    blocks = _frequency_blocks(n // 2 + 1, max(kernel.shape[1], out_f), b_len, gy.element_size())
+    return _input_grad(gy.contiguous(), kernel, n, blocks)
 
 
 def fft_causal_conv_cm(x: Tensor, kernel: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .compiled import fast_available, set_threads
 from .kernels import norm_lif as norm_lif_loops
 from .lif import lif_backward_values, lif_forward_values
-from .packing import remember_scaled_bytes, scale_for
+from .packing import dropout_scale, remember_scaled_bytes
 
 __all__ = ["norm_lif", "norm_lif_dropout", "dropout_fusable", "supported", "update_running_stats"]
 
@@ -26,9 +26,9 @@ __all__ = ["norm_lif", "norm_lif_dropout", "dropout_fusable", "supported", "upda
 def supported(norm: nn.Module, lif) -> bool:
     """Whether the node applies: a plain affine ``nn.BatchNorm1d`` in training mode (or a module that
     says it computes as one now: ``is_plain_batchnorm``, a chip model's norm before its chip forward
-    is on), a spiking LIF."""
+    is on), a spiking LIF (not another neuron model)."""
     plain = type(norm) is nn.BatchNorm1d or getattr(norm, "is_plain_batchnorm", False)
-    return plain and norm.affine and norm.training and lif.spiking and (
+    return plain and norm.affine and norm.training and getattr(lif, "spiking", False) and (
         norm.track_running_stats or norm.running_mean is None)
 
 
@@ -87,8 +87,7 @@ class _NormLIFDropout(torch.autograd.Function):
         packed = torch.empty(yc.shape, dtype=torch.uint8)
         mean = torch.empty(yc.shape[1], dtype=torch.float64)
         var = torch.empty(yc.shape[1], dtype=torch.float64)
-        kept = float(keep.max())  # the one non-zero value of the mask (0 if every unit is dropped)
-        scale = scale_for(kept)[0] if kept > 0 else 1.0  # the scale as_scaled_bytes would choose first
+        scale = dropout_scale(keep)  # the scale as_scaled_bytes would choose first
         set_threads()
         nnz = norm_lif_loops.bn_lif_dropout_forward(
             yc.numpy(), weight.detach().double().numpy(), bias.detach().double().numpy(), norm.eps, decay, threshold,

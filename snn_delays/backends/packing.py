@@ -17,7 +17,7 @@ from torch import Tensor
 from .compiled import fast_available
 from .kernels import pack
 
-__all__ = ["as_scaled_bytes", "remember_scaled_bytes", "scale_for"]
+__all__ = ["as_scaled_bytes", "remember_scaled_bytes", "scale_for", "dropout_scale"]
 
 # one slot: (weak reference to the tensor, its data pointer, shape, strides, version, bytes, scale)
 _known: list = [None]
@@ -28,6 +28,13 @@ def scale_for(first: float) -> tuple[float, ...]:
     (in memory order, absolute) is ``first``: counts (an integer first value) s = 1 first; dropout-
     scaled spikes their one value."""
     return tuple(dict.fromkeys((1.0, first) if float(first).is_integer() else (first, 1.0)))
+
+
+def dropout_scale(keep: Tensor) -> float:
+    """The scale :func:`as_scaled_bytes` would choose first for spikes times the dropout mask
+    ``keep`` (0 or 1 / (1 - p)): from the mask's one non-zero value (1 if every unit is dropped)."""
+    kept = float(keep.max()) if keep.numel() else 0.0
+    return scale_for(kept)[0] if kept > 0 else 1.0
 
 
 def remember_scaled_bytes(x: Tensor, packed: Tensor, scale: float) -> None:
